@@ -1,0 +1,3 @@
+from latam.cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from latam import metrics
+from latam.api.deps import ServiceDep
+from latam.api.problems import problem
+from latam.api.schemas import Readiness
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is alive (it checks no dependency)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"description": "Not ready"}})
+def readyz(service: ServiceDep) -> Response | Readiness:
+    """Ready when both the store and the broker answer; 503 otherwise."""
+    checks = service.readiness()
+    if all(checks.values()):
+        return Readiness(status="ready", checks=checks)
+    down = ", ".join(name for name, ok in checks.items() if not ok)
+    return problem(
+        503, f"unavailable: {down}", headers={"Retry-After": "5"}, extra={"checks": checks}
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+def prometheus_metrics() -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)

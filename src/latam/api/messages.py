@@ -1,0 +1,91 @@
+"""Native message endpoints: publish to and read from a topic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from latam.api.deps import ServiceDep, require_json
+from latam.api.render import OrjsonResponse, message_json
+from latam.api.schemas import BatchIn, MessageIn, MessageList, PublishOut
+from latam.service import PublishItem
+
+router = APIRouter(prefix="/v1/topics", tags=["messages"], dependencies=[Depends(require_json)])
+
+PUBLISH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/MessageIn"},
+                        {"$ref": "#/components/schemas/BatchIn"},
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+def parse_publish_body(raw: bytes) -> list[PublishItem]:
+    """One message or ``{"messages": [...]}``; errors name the offending fields."""
+    try:
+        payload: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]
+        ) from exc
+    try:
+        if isinstance(payload, dict) and "messages" in payload:
+            items = BatchIn.model_validate(payload).messages
+        else:
+            items = [MessageIn.model_validate(payload)]
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from exc
+    return [PublishItem(data=m.data, attributes=m.attributes, id=m.id) for m in items]
+
+
+@router.post(
+    "/{topic_id}/messages",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PublishOut,
+    openapi_extra=PUBLISH_BODY,
+)
+async def publish(topic_id: int, request: Request, service: ServiceDep) -> Response:
+    """Publish one message or a batch (1-1000). 202 means durably on the broker."""
+    items = parse_publish_body(await request.body())
+    ids = await run_in_threadpool(service.publish, topic_id=topic_id, items=items)
+    return OrjsonResponse({"message_ids": ids}, status_code=status.HTTP_202_ACCEPTED)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@router.get("/{topic_id}/messages", response_model=MessageList)
+def read_messages(
+    topic_id: int,
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[datetime | None, Query(description="published_at >= since")] = None,
+    until: Annotated[datetime | None, Query(description="published_at < until")] = None,
+) -> Response:
+    """Stored messages in ingest order, paged by an opaque cursor."""
+    page = service.read_messages(
+        topic_id=topic_id, limit=limit, cursor=cursor, since=_utc(since), until=_utc(until)
+    )
+    return OrjsonResponse(
+        {"data": [message_json(m) for m in page.items], "next_cursor": page.next_cursor}
+    )

@@ -1,0 +1,116 @@
+"""RFC 9457 problem details: every error response of the API goes through here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from latam.errors import (
+    Conflict,
+    InvalidRequest,
+    LatamError,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
+
+log = logging.getLogger(__name__)
+PROBLEM_TYPE = "https://latam.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    """A problem+json response."""
+    title = TITLES.get(status, "Error")
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + (slug or title.lower().replace(" ", "-")),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "field": ".".join(str(part) for part in err.get("loc", ()) if part != "body") or "body",
+            "message": err.get("msg", "invalid value"),
+        }
+        for err in exc.errors()
+    ]
+
+
+async def _on_validation(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc)
+    fields = ", ".join(sorted({e["field"] for e in errors}))
+    return problem(422, f"invalid request: {fields}", slug="validation-error", errors=errors)
+
+
+async def _on_http(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _on_latam(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LatamError)
+    if isinstance(exc, NotFound):
+        return problem(404, exc.detail)
+    if isinstance(exc, Conflict):
+        return problem(409, exc.detail)
+    if isinstance(exc, InvalidRequest):
+        errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
+        return problem(422, exc.detail, slug="validation-error", errors=errors)
+    if isinstance(exc, PermanentError):
+        errors = [{"field": "messages", "message": exc.detail, "reason": exc.reason}]
+        return problem(422, exc.detail, slug="invalid-message", errors=errors)
+    if isinstance(exc, TransientError):
+        log.warning("dependency unavailable: %s", exc.detail)
+        return problem(
+            503,
+            "a dependency is unavailable; retry later",
+            headers={"Retry-After": str(exc.retry_after_seconds)},
+        )
+    return await _on_unexpected(_, exc)
+
+
+async def _on_unexpected(_: Request, exc: Exception) -> Response:
+    log.error("unexpected error: %s", type(exc).__name__)
+    return problem(500, "the server failed to handle the request")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(LatamError, _on_latam)

@@ -1,0 +1,114 @@
+"""Request and response bodies of the HTTP API (they also document the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from latam.domain import MAX_MESSAGE_ID, MAX_TOPIC_NAME
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TopicIn(Strict):
+    name: str = Field(min_length=1, max_length=MAX_TOPIC_NAME, examples=["flights"])
+
+
+class TopicOut(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TopicList(BaseModel):
+    data: list[TopicOut]
+    next_cursor: str | None
+
+
+class MessageIn(Strict):
+    data: dict[str, Any] = Field(description="The message: any JSON object.")
+    attributes: dict[str, str] = Field(default_factory=dict, description="String metadata.")
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_MESSAGE_ID,
+        description="Idempotency key: the same id is stored once. Generated when absent.",
+    )
+
+
+class BatchIn(Strict):
+    messages: list[MessageIn] = Field(min_length=1, max_length=1000)
+
+
+class PublishOut(BaseModel):
+    message_ids: list[str]
+
+
+class MessageOut(BaseModel):
+    id: str
+    data: dict[str, Any]
+    attributes: dict[str, str]
+    published_at: datetime
+    ingested_at: datetime
+
+
+class MessageList(BaseModel):
+    data: list[MessageOut]
+    next_cursor: str | None
+
+
+class DeadLetterOut(BaseModel):
+    id: str
+    topic: str
+    message_id: str
+    reason: str
+    delivery_attempts: int
+    published_at: datetime
+    dead_lettered_at: datetime
+    attributes: dict[str, str]
+    data: Any | None = Field(None, description="The body when it is valid JSON.")
+    body_base64: str | None = Field(None, description="The raw body when it is not JSON.")
+
+
+class DeadLetterList(BaseModel):
+    data: list[DeadLetterOut]
+    next_cursor: str | None
+
+
+class ReplayIn(Strict):
+    ids: list[str] | None = Field(None, description="Dead letters to act on; all when absent.")
+
+
+class Replayed(BaseModel):
+    replayed: int
+
+
+class Purged(BaseModel):
+    purged: int
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, bool]
+
+
+class NombreIn(Strict):
+    nombre: str = Field(min_length=1, max_length=MAX_TOPIC_NAME)
+
+
+class NombreWithIdIn(NombreIn):
+    id: int
+
+
+class NombreOut(BaseModel):
+    id: int
+    nombre: str
+
+
+class NombreList(BaseModel):
+    data: list[tuple[int, str]]

@@ -1,0 +1,53 @@
+"""Native topic endpoints: /v1/topics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from latam.api.deps import ServiceDep, require_json
+from latam.api.schemas import TopicIn, TopicList, TopicOut
+from latam.domain import Topic
+
+router = APIRouter(prefix="/v1/topics", tags=["topics"], dependencies=[Depends(require_json)])
+
+
+def topic_out(topic: Topic) -> TopicOut:
+    return TopicOut(
+        id=topic.id, name=topic.name, created_at=topic.created_at, updated_at=topic.updated_at
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_topic(body: TopicIn, service: ServiceDep) -> TopicOut:
+    """Create a topic; a name already taken is 409."""
+    return topic_out(service.create_topic(name=body.name))
+
+
+@router.get("")
+def list_topics(
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> TopicList:
+    """Topics in creation order, paged by cursor."""
+    page = service.list_topics(limit=limit, cursor=cursor)
+    return TopicList(data=[topic_out(t) for t in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{topic_id}")
+def get_topic(topic_id: int, service: ServiceDep) -> TopicOut:
+    return topic_out(service.get_topic(topic_id=topic_id))
+
+
+@router.put("/{topic_id}")
+def rename_topic(topic_id: int, body: TopicIn, service: ServiceDep) -> TopicOut:
+    return topic_out(service.rename_topic(topic_id=topic_id, name=body.name))
+
+
+@router.delete("/{topic_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_topic(topic_id: int, service: ServiceDep) -> Response:
+    """Delete a topic and its stored messages."""
+    service.delete_topic(topic_id=topic_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,65 @@
+"""Composition root: builds the store, the broker and the service from ``Settings``.
+
+The only module that knows which adapter backs which port. Nothing connects until an
+adapter is first used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from latam.broker.base import Broker, DeliveryPolicy
+from latam.service import Service
+from latam.settings import Settings
+from latam.storage.dialects import build_engine
+from latam.storage.repository import SqlStore
+
+
+class ConfigError(ValueError):
+    """A setting has a value latam cannot use; the message names the variable."""
+
+
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        max_delivery_attempts=settings.max_delivery_attempts,
+        ack_deadline_seconds=settings.ack_deadline_seconds,
+        backoff_min_seconds=settings.backoff_min_seconds,
+        backoff_max_seconds=settings.backoff_max_seconds,
+        max_in_flight=settings.max_in_flight,
+    )
+
+
+def build_store(settings: Settings) -> SqlStore:
+    try:
+        engine = build_engine(settings.effective_database_url, settings)
+    except Exception as exc:  # SQLAlchemy raises several types for a bad URL
+        raise ConfigError(
+            "LATAM_DATABASE_URL must be a SQLAlchemy URL such as "
+            "postgresql+psycopg://user@host/db, mysql+pymysql://user@host/db or sqlite:///path"
+        ) from exc
+    return SqlStore(engine)
+
+
+def build_broker(settings: Settings) -> Broker:
+    url = settings.effective_broker_url
+    scheme = urlsplit(url).scheme
+    policy = delivery_policy(settings)
+    if scheme == "sqlite":
+        path = url.removeprefix("sqlite:///")
+        if not path or path == url:
+            raise ConfigError("LATAM_BROKER_URL must look like sqlite:///path/to/broker.db")
+        from latam.broker.sqlite import SqliteBroker
+
+        return SqliteBroker(Path(path), policy, synchronous=settings.sqlite_synchronous)
+    raise ConfigError(
+        f"LATAM_BROKER_URL must start with sqlite:///, pubsub:// or nats:// (got scheme {scheme!r})"
+    )
+
+
+def build_service(settings: Settings) -> Service:
+    return Service(
+        store=build_store(settings),
+        broker=build_broker(settings),
+        max_message_bytes=settings.max_message_bytes,
+    )

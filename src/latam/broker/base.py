@@ -1,0 +1,96 @@
+"""The broker port: what the API and the worker need from any message broker.
+
+Every adapter gives the same semantics (see tests/contract/test_broker.py):
+at-least-once delivery; ``ack`` after the store committed; ``nack`` redelivers after an
+exponential backoff and dead-letters once ``max_delivery_attempts`` is reached;
+``dead_letter`` moves a poison message aside at once with its reason; dead letters can
+be listed, inspected, replayed and purged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from latam.domain import OutboundMessage
+
+REASON_MAX_ATTEMPTS = "max_delivery_attempts"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery of a message to a consumer."""
+
+    handle: str  # the broker's token for ack/nack of this delivery
+    broker_message_id: str  # stands in for a missing message_id attribute
+    body: bytes
+    attributes: Mapping[str, str]
+    published_at: datetime  # the broker's own publish time
+    delivery_attempt: int  # 1 on first delivery
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message set aside, with why and after how many attempts."""
+
+    id: str
+    topic: str
+    message_id: str
+    body: bytes
+    attributes: Mapping[str, str]
+    reason: str
+    delivery_attempts: int
+    published_at: datetime
+    dead_lettered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Messages waiting for the worker and the age of the oldest one (None when empty)."""
+
+    messages: int
+    oldest_age_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """Retry and flow-control knobs shared by every adapter."""
+
+    max_delivery_attempts: int = 5
+    ack_deadline_seconds: float = 30.0
+    backoff_min_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+    max_in_flight: int = 2000
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before redelivery after the given (1-based) failed attempt."""
+        delay = self.backoff_min_seconds * (2 ** max(attempt - 1, 0))
+        return float(min(delay, self.backoff_max_seconds))
+
+
+class Broker(Protocol):
+    """The port every broker adapter implements."""
+
+    name: str
+
+    def publish(self, messages: Sequence[OutboundMessage]) -> None:
+        """Return only once every message is durably accepted; else BrokerUnavailable."""
+        ...
+
+    def pull(self, *, max_messages: int, timeout: float) -> list[Delivery]:
+        """Up to ``max_messages`` deliveries, waiting at most ``timeout`` seconds."""
+        ...
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None: ...
+    def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None: ...
+    def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None: ...
+    def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]: ...
+    def get_dead_letter(self, dead_letter_id: str) -> DeadLetter: ...
+    def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int: ...
+    def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int: ...
+    def backlog(self) -> Backlog | None: ...
+    def dead_letter_count(self) -> int | None: ...
+    def ping(self) -> None: ...
+    def close(self) -> None: ...

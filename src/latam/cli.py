@@ -1,0 +1,223 @@
+"""The ``latam`` command. Heavy modules are imported inside commands so ``--help`` is fast
+and ``serve`` can set up multiprocess metrics before prometheus_client loads."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+import click
+import orjson
+from pydantic import ValidationError
+
+from latam.settings import Settings
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"latam: error: {message}", err=True)
+    sys.exit(code)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, CLI options winning; one line per bad value."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "setting"
+        source = f"--{field.replace('_', '-')}" if field in given else f"LATAM_{field.upper()}"
+        fail(f"{source}: {err['msg']}")
+
+
+def setup(settings: Settings) -> None:
+    from latam.observability import configure_logging
+
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+
+
+def run_guarded(action: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a command body; latam errors become one line on stderr and exit status 1."""
+    from latam.bootstrap import ConfigError
+    from latam.errors import LatamError
+
+    try:
+        return action(*args, **kwargs)
+    except ConfigError as exc:
+        fail(str(exc))
+    except LatamError as exc:
+        fail(exc.detail, code=1)
+
+
+host_option = click.option("--host", help="Address to bind (LATAM_HOST; default 127.0.0.1).")
+port_option = click.option(
+    "--port", type=click.IntRange(0, 65535), help="Port to bind (LATAM_PORT; default 8000)."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="latam")
+def main() -> None:
+    """latam: publish JSON messages to topics, store them, serve them over HTTP.
+
+    Configuration comes from LATAM_* environment variables (and a .env file); see the
+    README for the full table.
+    """
+
+
+@main.command()
+@host_option
+@port_option
+def serve(host: str | None, port: int | None) -> None:
+    """Run the API and the worker together (the embedded default); migrates on start."""
+    settings = load_settings(host=host, port=port)
+    from latam.runtime import prepare_multiprocess_metrics
+
+    prepare_multiprocess_metrics(settings)
+    setup(settings)
+    from latam.runtime import run_serve
+
+    run_guarded(run_serve, settings)
+
+
+@main.command()
+@host_option
+@port_option
+def api(host: str | None, port: int | None) -> None:
+    """Run only the HTTP API (publishes to the broker, reads from the store)."""
+    settings = load_settings(host=host, port=port)
+    setup(settings)
+    from latam.runtime import run_api
+
+    run_guarded(run_api, settings)
+
+
+@main.command()
+def worker() -> None:
+    """Run only the worker: broker → store, until SIGTERM (finishes the batch in hand)."""
+    settings = load_settings()
+    setup(settings)
+    from latam.runtime import run_worker
+
+    run_guarded(run_worker, settings)
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the store's schema (safe to run again)."""
+    settings = load_settings()
+    from latam.bootstrap import build_store
+    from latam.storage import migrate as migrations
+
+    def go() -> str:
+        store = build_store(settings)
+        try:
+            return migrations.upgrade(store.engine)
+        finally:
+            store.close()
+
+    click.echo(f"schema at revision {run_guarded(go)}")
+
+
+def _service() -> Any:
+    from latam.bootstrap import build_service
+
+    return run_guarded(build_service, load_settings())
+
+
+def echo_json(value: Any) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.group()
+def topics() -> None:
+    """List, create, rename and delete topics."""
+
+
+@topics.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+def topics_list(limit: int) -> None:
+    """Print topics as JSON lines: id, name, created_at."""
+    page = run_guarded(_service().list_topics, limit=limit)
+    for topic in page.items:
+        click.echo(orjson.dumps({"id": topic.id, "name": topic.name}).decode())
+
+
+@topics.command("create")
+@click.argument("name")
+def topics_create(name: str) -> None:
+    """Create topic NAME and print its id."""
+    topic = run_guarded(_service().create_topic, name=name)
+    click.echo(orjson.dumps({"id": topic.id, "name": topic.name}).decode())
+
+
+@topics.command("rename")
+@click.argument("topic_id", type=int)
+@click.argument("name")
+def topics_rename(topic_id: int, name: str) -> None:
+    """Rename topic TOPIC_ID to NAME."""
+    topic = run_guarded(_service().rename_topic, topic_id=topic_id, name=name)
+    click.echo(orjson.dumps({"id": topic.id, "name": topic.name}).decode())
+
+
+@topics.command("delete")
+@click.argument("topic_id", type=int)
+def topics_delete(topic_id: int) -> None:
+    """Delete topic TOPIC_ID and its stored messages."""
+    run_guarded(_service().delete_topic, topic_id=topic_id)
+    click.echo(f"deleted topic {topic_id}")
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Inspect, replay and purge messages the worker set aside."""
+
+
+@dead_letters.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--after", help="Only dead letters after this id (paging).")
+def dead_letters_list(limit: int, after: str | None) -> None:
+    """Print dead letters as JSON lines: id, topic, message_id, reason, attempts."""
+    for letter in run_guarded(_service().list_dead_letters, limit=limit, cursor=after):
+        row = {
+            "id": letter.id,
+            "topic": letter.topic,
+            "message_id": letter.message_id,
+            "reason": letter.reason,
+            "delivery_attempts": letter.delivery_attempts,
+        }
+        click.echo(orjson.dumps(row).decode())
+
+
+@dead_letters.command("show")
+@click.argument("dead_letter_id")
+def dead_letters_show(dead_letter_id: str) -> None:
+    """Print one dead letter in full, body included."""
+    from latam.api.render import dead_letter_json
+
+    letter = run_guarded(_service().get_dead_letter, dead_letter_id=dead_letter_id)
+    echo_json(dead_letter_json(letter))
+
+
+def _ids_or_all(ids: tuple[str, ...], all_: bool, verb: str) -> list[str] | None:
+    if bool(ids) == all_:
+        fail(f"{verb}: give dead-letter IDS or --all (not both)")
+    return None if all_ else list(ids)
+
+
+@dead_letters.command("replay")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
+def dead_letters_replay(ids: tuple[str, ...], all_: bool) -> None:
+    """Send dead letters IDS (or --all) back to the broker for another try."""
+    chosen = _ids_or_all(ids, all_, "replay")
+    click.echo(f"replayed {run_guarded(_service().replay_dead_letters, ids=chosen)}")
+
+
+@dead_letters.command("purge")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Delete every dead letter.")
+def dead_letters_purge(ids: tuple[str, ...], all_: bool) -> None:
+    """Delete dead letters IDS (or --all) for good."""
+    chosen = _ids_or_all(ids, all_, "purge")
+    click.echo(f"purged {run_guarded(_service().purge_dead_letters, ids=chosen)}")

@@ -1,0 +1,194 @@
+"""Domain data and its validation: topics, messages, the wire envelope, cursors.
+
+Pure functions and frozen dataclasses only; no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from latam.errors import InvalidMessage, InvalidRequest
+
+MAX_TOPIC_NAME = 200
+MAX_MESSAGE_ID = 128
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_KEY = 256
+MAX_ATTRIBUTE_VALUE = 1024
+# Attribute names the envelope uses itself; producers cannot set them as user attributes.
+ATTR_TOPIC = "topic"
+ATTR_MESSAGE_ID = "message_id"
+ATTR_PUBLISHED_AT = "published_at"
+RESERVED_ATTRIBUTES = frozenset({ATTR_TOPIC, ATTR_MESSAGE_ID, ATTR_PUBLISHED_AT})
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def new_message_id() -> str:
+    """A random message id for producers that do not give one."""
+    return uuid.uuid4().hex
+
+
+def isoformat(value: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix and microseconds."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse ISO 8601 (naive means UTC) into an aware UTC datetime."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A named stream of messages (the original brief's *tema*)."""
+
+    id: int
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """A message ready for the broker: body bytes plus string attributes."""
+
+    topic: str
+    message_id: str
+    body: bytes
+    attributes: Mapping[str, str]
+    published_at: datetime
+
+    def wire_attributes(self) -> dict[str, str]:
+        """User attributes plus the envelope's own ones."""
+        return {
+            **self.attributes,
+            ATTR_TOPIC: self.topic,
+            ATTR_MESSAGE_ID: self.message_id,
+            ATTR_PUBLISHED_AT: isoformat(self.published_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A decoded, validated message the worker writes to the store."""
+
+    topic: str
+    message_id: str
+    data: str
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    published_at: datetime = field(default_factory=utcnow)
+
+
+def validate_topic_name(name: str) -> str:
+    """A topic name is 1-200 characters, no control characters, trimmed."""
+    cleaned = name.strip()
+    if not 1 <= len(cleaned) <= MAX_TOPIC_NAME:
+        raise InvalidRequest(f"name must be 1-{MAX_TOPIC_NAME} characters", field="name")
+    if any(ord(ch) < 32 for ch in cleaned):
+        raise InvalidRequest("name must not contain control characters", field="name")
+    return cleaned
+
+
+def validate_message_id(message_id: str) -> str:
+    """A message id is 1-128 printable characters."""
+    if not 1 <= len(message_id) <= MAX_MESSAGE_ID or not message_id.isprintable():
+        raise InvalidMessage(
+            f"message id must be 1-{MAX_MESSAGE_ID} printable characters", reason="invalid_id"
+        )
+    return message_id
+
+
+def validate_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
+    """User attributes: bounded string map without the envelope's reserved names."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidMessage(f"at most {MAX_ATTRIBUTES} attributes", reason="invalid_attributes")
+    for key, value in attributes.items():
+        if key in RESERVED_ATTRIBUTES:
+            raise InvalidMessage(f"attribute {key!r} is reserved", reason="invalid_attributes")
+        if not 1 <= len(key) <= MAX_ATTRIBUTE_KEY or len(value) > MAX_ATTRIBUTE_VALUE:
+            raise InvalidMessage("attribute key or value too long", reason="invalid_attributes")
+    return dict(attributes)
+
+
+def encode_data(data: Mapping[str, object], *, max_bytes: int) -> bytes:
+    """Serialise a message's ``data`` compactly, enforcing the size limit."""
+    try:
+        body = orjson.dumps(data)
+    except TypeError as exc:
+        raise InvalidMessage("data is not serialisable as JSON", reason="invalid_json") from exc
+    if len(body) > max_bytes:
+        raise InvalidMessage(f"data is larger than {max_bytes} bytes", reason="too_large")
+    return body
+
+
+def decode_envelope(
+    body: bytes,
+    attributes: Mapping[str, str],
+    *,
+    fallback_id: str,
+    fallback_published_at: datetime,
+    max_bytes: int,
+) -> NewMessage:
+    """Turn a broker delivery into a ``NewMessage`` or raise ``InvalidMessage``.
+
+    Producers that never heard of latam only set the ``topic`` attribute; the broker's
+    own message id and publish time stand in for the missing envelope fields.
+    """
+    topic = attributes.get(ATTR_TOPIC, "").strip()
+    if not topic:
+        raise InvalidMessage("message has no 'topic' attribute", reason="missing_topic")
+    if len(body) > max_bytes:
+        raise InvalidMessage(f"body is larger than {max_bytes} bytes", reason="too_large")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage("body is not valid JSON", reason="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise InvalidMessage("body is not a JSON object", reason="not_object")
+    published_at = fallback_published_at
+    if raw_time := attributes.get(ATTR_PUBLISHED_AT):
+        try:
+            published_at = parse_timestamp(raw_time)
+        except ValueError as exc:
+            raise InvalidMessage("published_at is not ISO 8601", reason="invalid_time") from exc
+    user_attributes = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
+    return NewMessage(
+        topic=topic,
+        message_id=validate_message_id(attributes.get(ATTR_MESSAGE_ID) or fallback_id),
+        # Re-encoding normalises whitespace and guarantees the stored text is valid JSON.
+        data=orjson.dumps(data).decode(),
+        attributes=user_attributes,
+        published_at=published_at,
+    )
+
+
+def encode_cursor(topic_id: int, seq: int) -> str:
+    """An opaque page cursor bound to one topic."""
+    raw = f"v1:{topic_id}:{seq}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, topic_id: int) -> int:
+    """The sequence number a cursor points after; rejects garbled or foreign cursors."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        version, topic, seq = base64.urlsafe_b64decode(padded).decode().split(":")
+        topic_value, seq_value = int(topic), int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidRequest("cursor is not valid", field="cursor") from exc
+    if version != "v1" or topic_value != topic_id or not 0 <= seq_value < 2**63:
+        raise InvalidRequest("cursor does not belong to this topic", field="cursor")
+    return seq_value

@@ -1,0 +1,78 @@
+"""One error hierarchy for the whole service.
+
+::
+
+    LatamError
+    ├── TransientError        retry later: store or broker unreachable, timeouts
+    │   ├── StoreUnavailable
+    │   └── BrokerUnavailable
+    ├── PermanentError        retrying cannot help: the message goes to dead letters
+    │   ├── InvalidMessage    not a JSON object, too large, bad attributes
+    │   └── UnknownTopic
+    ├── NotFound              a topic, dead letter … does not exist
+    ├── Conflict              a unique name is taken
+    └── InvalidRequest        a request that fails validation outside pydantic
+
+Adapters re-raise vendor exceptions as one of these ``from exc`` so that the API and
+the worker decide on types, never on driver details.
+"""
+
+from __future__ import annotations
+
+
+class LatamError(Exception):
+    """Base of every error latam raises on purpose."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class TransientError(LatamError):
+    """A dependency is unavailable; the same operation may succeed later."""
+
+    retry_after_seconds = 5
+
+
+class StoreUnavailable(TransientError):
+    """The SQL store cannot be reached or refused the operation for now."""
+
+
+class BrokerUnavailable(TransientError):
+    """The broker cannot be reached or did not confirm a publish."""
+
+
+class PermanentError(LatamError):
+    """The input can never be processed; retrying is pointless."""
+
+    reason = "permanent"
+
+
+class InvalidMessage(PermanentError):
+    """A message is malformed: not a JSON object, too large, bad attributes."""
+
+    def __init__(self, detail: str, *, reason: str = "invalid_message") -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class UnknownTopic(PermanentError):
+    """A message names a topic that does not exist."""
+
+    reason = "unknown_topic"
+
+
+class NotFound(LatamError):
+    """The requested resource does not exist."""
+
+
+class Conflict(LatamError):
+    """The request conflicts with existing state (a duplicate name)."""
+
+
+class InvalidRequest(LatamError):
+    """A request parameter is invalid (a garbled cursor, an inverted time range)."""
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field

@@ -1,0 +1,118 @@
+"""Prometheus metrics of the API and the worker.
+
+Names follow Prometheus conventions: ``latam_`` prefix, base units, ``_total`` counters.
+Labels are bounded: HTTP routes are templates, never raw paths; ``topic`` is bounded by
+the number of topics an administrator created; ``reason`` is a fixed vocabulary.
+
+Several processes (``latam serve`` runs the API and the worker) share one exposition
+through prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set;
+gauges declare how their per-process values combine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.registry import REGISTRY
+
+from latam import __version__
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
+FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+BUILD_INFO = Gauge(
+    "latam_build_info",
+    "Build information; the value is always 1.",
+    ["version", "python_version"],
+    multiprocess_mode="max",
+)
+HTTP_REQUESTS = Counter(
+    "latam_http_requests",
+    "HTTP requests served, by route template, method and status class.",
+    ["route", "method", "status_class"],
+)
+HTTP_DURATION = Histogram(
+    "latam_http_request_duration_seconds",
+    "Time to serve an HTTP request.",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge(
+    "latam_http_requests_in_flight",
+    "HTTP requests being served now.",
+    multiprocess_mode="livesum",
+)
+MESSAGES_PUBLISHED = Counter(
+    "latam_messages_published", "Messages accepted onto the broker.", ["topic"]
+)
+MESSAGES_RECEIVED = Counter("latam_messages_received", "Deliveries the worker received.")
+MESSAGES_STORED = Counter(
+    "latam_messages_stored", "Messages newly written to the store.", ["topic"]
+)
+MESSAGES_DUPLICATES = Counter(
+    "latam_messages_duplicates",
+    "Deliveries skipped because the message id was already stored.",
+    ["topic"],
+)
+MESSAGES_NACKED = Counter(
+    "latam_messages_nacked", "Deliveries returned for a later retry.", ["reason"]
+)
+MESSAGES_DEAD_LETTERED = Counter(
+    "latam_messages_dead_lettered", "Messages moved to the dead-letter queue.", ["reason"]
+)
+BATCH_SIZE = Histogram(
+    "latam_worker_batch_messages", "Messages per store write.", buckets=BATCH_BUCKETS
+)
+STORE_WRITE_DURATION = Histogram(
+    "latam_store_write_duration_seconds",
+    "Time to write one batch to the store.",
+    buckets=LATENCY_BUCKETS,
+)
+FRESHNESS = Histogram(
+    "latam_message_freshness_seconds",
+    "Delay from publish (accepted) to stored: the end-to-end freshness SLI.",
+    buckets=FRESHNESS_BUCKETS,
+)
+BACKLOG = Gauge(
+    "latam_broker_backlog_messages",
+    "Messages waiting on the broker for the worker.",
+    multiprocess_mode="mostrecent",
+)
+OLDEST_UNACKED = Gauge(
+    "latam_broker_oldest_unacked_age_seconds",
+    "Age of the oldest message not yet acknowledged; 0 when the backlog is empty.",
+    multiprocess_mode="mostrecent",
+)
+DEAD_LETTERS = Gauge(
+    "latam_dead_letter_messages",
+    "Messages currently in the dead-letter queue.",
+    multiprocess_mode="mostrecent",
+)
+DEPENDENCY_UP = Gauge(
+    "latam_dependency_up",
+    "Whether a dependency answered its last check (1) or not (0).",
+    ["dependency"],
+    multiprocess_mode="mostrecent",
+)
+
+BUILD_INFO.labels(version=__version__, python_version=platform.python_version()).set(1)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of this process, or of every process in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,176 @@
+"""Process entry points: the API server, the worker process and ``serve`` (both)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+
+from latam.settings import Settings
+
+log = logging.getLogger("latam")
+RESTART_DELAY_SECONDS = 1.0
+
+
+def run_api(settings: Settings) -> None:
+    """Serve the HTTP API until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from latam.api.app import create_app
+    from latam.bootstrap import build_service
+
+    service = build_service(settings)
+    app = create_app(service, settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+    )
+    log.info("API listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        service.store.close()
+        service.broker.close()
+
+
+def run_worker(settings: Settings) -> None:
+    """Consume until SIGTERM/SIGINT; exit within ``shutdown_timeout_seconds``."""
+    from latam.bootstrap import build_broker, build_store
+    from latam.worker import Worker
+
+    worker = Worker(
+        store=build_store(settings),
+        broker=build_broker(settings),
+        batch_size=settings.worker_batch_size,
+        max_wait_seconds=settings.worker_max_wait_seconds,
+        max_message_bytes=settings.max_message_bytes,
+    )
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the batch in hand", signum)
+        worker.stop.set()
+        # Bounded exit: whatever is unacked is redelivered, so a hard exit loses nothing.
+        timer = threading.Timer(settings.shutdown_timeout_seconds, _hard_exit)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if settings.worker_metrics_port:
+        serve_worker_metrics(settings.host, settings.worker_metrics_port)
+    threading.Thread(target=worker.refresh_gauges_forever, daemon=True).start()
+    worker.refresh_gauges()
+    try:
+        worker.run()
+    finally:
+        worker.store.close()
+        worker.broker.close()
+
+
+def _hard_exit() -> None:
+    log.error("shutdown timeout reached; exiting with the batch unacknowledged")
+    logging.shutdown()
+    os._exit(3)
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        from latam import metrics
+
+        if self.path == "/metrics":
+            body, content_type = metrics.exposition()
+        elif self.path == "/healthz":
+            body, content_type = b'{"status":"ok"}', "application/json"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def serve_worker_metrics(host: str, port: int) -> None:
+    """/metrics and /healthz of the worker on their own port, in a daemon thread."""
+    server = ThreadingHTTPServer((host, port), _MetricsHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log.info("worker metrics on http://%s:%d/metrics", host, port)
+
+
+def prepare_multiprocess_metrics(settings: Settings) -> None:
+    """Share one metrics exposition between the API and worker processes of ``serve``."""
+    directory = settings.data_dir / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory.resolve())
+
+
+class WorkerSupervisor:
+    """Runs ``latam worker`` as a child process and restarts it if it dies."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stopping = threading.Event()
+        self.restarts = 0
+
+    def start(self) -> None:
+        self._spawn()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _spawn(self) -> None:
+        env = {**os.environ, "LATAM_WORKER_METRICS_PORT": "0"}
+        self.process = subprocess.Popen([sys.executable, "-m", "latam", "worker"], env=env)
+        log.info("worker started (pid %d)", self.process.pid)
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(0.5):
+            if self.process is not None and self.process.poll() is not None:
+                log.error("worker exited with %s; restarting", self.process.returncode)
+                self.restarts += 1
+                time.sleep(RESTART_DELAY_SECONDS)
+                if not self.stopping.is_set():
+                    self._spawn()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(self.settings.shutdown_timeout_seconds + 5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def run_serve(settings: Settings) -> None:
+    """Migrate, start the worker process, serve the API; stop the worker on exit."""
+    from latam.bootstrap import build_store
+    from latam.storage import migrate
+
+    store = build_store(settings)
+    migrate.upgrade(store.engine)
+    store.close()
+    supervisor = WorkerSupervisor(settings)
+    supervisor.start()
+    try:
+        run_api(settings)
+    finally:
+        supervisor.stop()

@@ -1,0 +1,148 @@
+"""Use cases shared by the HTTP API and the CLI: topics, publishing, reading, dead letters.
+
+Keyword-only functions over the two ports; no HTTP, no SQL, no broker specifics here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from latam import metrics
+from latam.broker.base import Broker, DeadLetter
+from latam.domain import (
+    OutboundMessage,
+    Topic,
+    decode_cursor,
+    encode_cursor,
+    encode_data,
+    new_message_id,
+    utcnow,
+    validate_attributes,
+    validate_message_id,
+    validate_topic_name,
+)
+from latam.errors import InvalidRequest, LatamError
+from latam.storage.repository import Store, StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class PublishItem:
+    """One message as a producer sends it."""
+
+    data: Mapping[str, Any]
+    attributes: Mapping[str, str]
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    """A page of stored messages and the cursor of the next one."""
+
+    items: list[StoredMessage]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPage:
+    """A page of topics and the cursor of the next one."""
+
+    items: list[Topic]
+    next_cursor: str | None
+
+
+@dataclass
+class Service:
+    """The application: one instance per process, built by ``bootstrap``."""
+
+    store: Store
+    broker: Broker
+    max_message_bytes: int
+
+    # -- topics -----------------------------------------------------------------------
+    def create_topic(self, *, name: str) -> Topic:
+        return self.store.create_topic(validate_topic_name(name))
+
+    def get_topic(self, *, topic_id: int) -> Topic:
+        return self.store.get_topic(topic_id)
+
+    def list_topics(self, *, limit: int, cursor: str | None = None) -> TopicPage:
+        after = decode_cursor(cursor, topic_id=0) if cursor else 0
+        items = self.store.list_topics(limit=limit + 1, after_id=after)
+        more = len(items) > limit
+        items = items[:limit]
+        return TopicPage(items, encode_cursor(0, items[-1].id) if more else None)
+
+    def rename_topic(self, *, topic_id: int, name: str) -> Topic:
+        return self.store.rename_topic(topic_id, validate_topic_name(name))
+
+    def delete_topic(self, *, topic_id: int) -> None:
+        self.store.delete_topic(topic_id)
+
+    # -- messages ---------------------------------------------------------------------
+    def publish(self, *, topic_id: int, items: Sequence[PublishItem]) -> list[str]:
+        """Validate and hand the messages to the broker; returns once they are durable."""
+        topic = self.store.get_topic(topic_id)
+        now = utcnow()
+        outbound = [
+            OutboundMessage(
+                topic=topic.name,
+                message_id=validate_message_id(item.id) if item.id else new_message_id(),
+                body=encode_data(item.data, max_bytes=self.max_message_bytes),
+                attributes=validate_attributes(item.attributes),
+                published_at=now,
+            )
+            for item in items
+        ]
+        self.broker.publish(outbound)
+        metrics.MESSAGES_PUBLISHED.labels(topic=topic.name).inc(len(outbound))
+        return [message.message_id for message in outbound]
+
+    def read_messages(
+        self,
+        *,
+        topic_id: int,
+        limit: int,
+        cursor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> MessagePage:
+        if since is not None and until is not None and since > until:
+            raise InvalidRequest("since must not be after until", field="since")
+        after = decode_cursor(cursor, topic_id=topic_id) if cursor else 0
+        self.store.get_topic(topic_id)
+        items = self.store.list_messages(
+            topic_id, limit=limit + 1, after_seq=after, since=since, until=until
+        )
+        more = len(items) > limit
+        items = items[:limit]
+        return MessagePage(items, encode_cursor(topic_id, items[-1].seq) if more else None)
+
+    # -- dead letters -----------------------------------------------------------------
+    def list_dead_letters(self, *, limit: int, cursor: str | None = None) -> list[DeadLetter]:
+        return self.broker.list_dead_letters(limit=limit, after=cursor)
+
+    def get_dead_letter(self, *, dead_letter_id: str) -> DeadLetter:
+        return self.broker.get_dead_letter(dead_letter_id)
+
+    def replay_dead_letters(self, *, ids: Sequence[str] | None = None) -> int:
+        return self.broker.replay_dead_letters(ids)
+
+    def purge_dead_letters(self, *, ids: Sequence[str] | None = None) -> int:
+        return self.broker.purge_dead_letters(ids)
+
+    # -- health -----------------------------------------------------------------------
+    def readiness(self) -> dict[str, bool]:
+        """Whether the store and the broker answer, also recorded as metrics."""
+        checks = {"store": self.store.ping, "broker": self.broker.ping}
+        status: dict[str, bool] = {}
+        for name, check in checks.items():
+            try:
+                check()
+                status[name] = True
+            except LatamError:
+                status[name] = False
+            metrics.DEPENDENCY_UP.labels(dependency=name).set(1 if status[name] else 0)
+        return status

@@ -1,0 +1,84 @@
+"""Typed configuration, read from ``LATAM_*`` environment variables and ``.env``.
+
+Nothing here performs I/O beyond reading the environment: building a ``Settings``
+never connects to a store or broker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".latam")
+
+
+class Settings(BaseSettings):
+    """Every knob of latam. See the configuration table in the README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LATAM_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Directory for embedded data files.")
+    database_url: str = Field("", description="SQLAlchemy URL of the store; default SQLite.")
+    broker_url: str = Field("", description="Broker URL: sqlite:///…, pubsub://…, nats://…")
+    host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API binds to.")
+    environment: Literal["development", "staging", "production"] = "development"
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    # Limits on what the API accepts.
+    max_message_bytes: int = Field(256 * 1024, gt=0, description="Largest message `data`.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body.")
+    max_batch_messages: int = Field(1000, gt=0, le=10_000)
+
+    # Delivery semantics shared by every broker.
+    max_delivery_attempts: int = Field(5, ge=1, le=100)
+    ack_deadline_seconds: float = Field(30.0, gt=0, description="Lease before redelivery (s).")
+    backoff_min_seconds: float = Field(1.0, ge=0, description="First nack delay (s).")
+    backoff_max_seconds: float = Field(60.0, ge=0, description="Longest nack delay (s).")
+    max_in_flight: int = Field(2000, gt=0, description="Messages leased and not yet acked.")
+
+    # Worker loop.
+    worker_batch_size: int = Field(500, gt=0, le=10_000, description="Messages per store write.")
+    worker_max_wait_seconds: float = Field(0.05, ge=0, description="Wait to fill a batch (s).")
+    shutdown_timeout_seconds: float = Field(20.0, gt=0, description="Bound on graceful exit (s).")
+    worker_metrics_port: int = Field(9464, ge=0, le=65535, description="0 disables it.")
+
+    # Embedded SQLite: FULL fsyncs each commit so an accepted message survives power loss.
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL"
+
+    # SQL connection pool (server databases only).
+    db_pool_size: int = Field(5, ge=1, description="Connections kept open per process.")
+    db_max_overflow: int = Field(10, ge=0, description="Extra connections under burst.")
+    db_pool_timeout_seconds: float = Field(10.0, gt=0, description="Wait for a connection (s).")
+    db_pool_recycle_seconds: int = Field(1800, ge=-1, description="Reopen connections after (s).")
+    cloudsql_instance: str = Field("", description="PROJECT:REGION:INSTANCE for the connector.")
+
+    # Google Cloud Pub/Sub push endpoint.
+    pubsub_push_audience: str = ""
+    pubsub_push_service_account: str = ""
+    pubsub_dead_letter_topic: str = ""
+    pubsub_dead_letter_subscription: str = ""
+
+    api_token: SecretStr | None = Field(None, description="Reserved for API authentication.")
+
+    @field_validator("database_url", "broker_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @property
+    def effective_database_url(self) -> str:
+        """The store URL, defaulting to a SQLite file under ``data_dir``."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'latam.db'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker URL, defaulting to an embedded SQLite queue under ``data_dir``."""
+        return self.broker_url or f"sqlite:///{self.data_dir / 'broker.db'}"

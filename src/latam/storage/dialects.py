@@ -1,0 +1,109 @@
+"""Everything that differs between SQLite, PostgreSQL and MySQL/MariaDB, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, Insert, create_engine, event, insert
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+
+from latam.errors import Conflict, StoreUnavailable
+from latam.settings import Settings
+from latam.storage.schema import messages
+
+MYSQL_NAMES = frozenset({"mysql", "mariadb"})
+
+
+def normalise_url(url: str) -> str:
+    """Pick the driver latam ships for each database when the URL names none."""
+    parsed = make_url(url)
+    drivers = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
+    if parsed.drivername in drivers:
+        parsed = parsed.set(drivername=drivers[parsed.drivername])
+    if parsed.drivername == "mariadb":
+        parsed = parsed.set(drivername="mariadb+pymysql")
+    if parsed.get_backend_name() in MYSQL_NAMES and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return parsed.render_as_string(hide_password=False)
+
+
+def build_engine(url: str, settings: Settings) -> Engine:
+    """An engine with the pool and session settings of its dialect."""
+    url = normalise_url(url)
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url, settings)
+    return create_engine(
+        url,
+        pool_size=settings.db_pool_size,  # connections kept open
+        max_overflow=settings.db_max_overflow,  # extra connections allowed under burst
+        pool_timeout=settings.db_pool_timeout_seconds,  # seconds to wait for a free connection
+        pool_recycle=settings.db_pool_recycle_seconds,  # seconds before a connection is reopened
+        pool_pre_ping=True,  # a restarted database costs one reconnect, not an error
+        connect_args=_connect_timeouts(backend),
+    )
+
+
+def _connect_timeouts(backend: str) -> dict[str, Any]:
+    if backend == "postgresql":
+        return {"connect_timeout": 5}  # seconds
+    if backend in MYSQL_NAMES:
+        return {"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30}  # seconds
+    return {}
+
+
+def _sqlite_engine(url: str, settings: Settings) -> Engine:
+    path = make_url(url).database
+    if path and path != ":memory:":
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    synchronous = settings.sqlite_synchronous
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def insert_ignoring_duplicates(dialect_name: str) -> Insert:
+    """An INSERT into ``messages`` where a duplicate (topic, message id) is a no-op."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(messages).on_conflict_do_nothing(
+            index_elements=["topic_id", "message_id"]
+        )
+    if dialect_name in MYSQL_NAMES:
+        # Not INSERT IGNORE: that would also swallow truncation and other data errors.
+        stmt = mysql.insert(messages)
+        return stmt.on_duplicate_key_update(message_id=stmt.inserted.message_id)
+    if dialect_name == "sqlite":
+        return sqlite.insert(messages).on_conflict_do_nothing(
+            index_elements=["topic_id", "message_id"]
+        )
+    return insert(messages)
+
+
+@contextmanager
+def translate_errors(*, conflict: str | None = None) -> Iterator[None]:
+    """Re-raise driver errors as latam's own: Conflict or StoreUnavailable."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if conflict is None:
+            raise StoreUnavailable("the store rejected the write") from exc
+        raise Conflict(conflict) from exc
+    except (OperationalError, DBAPIError) as exc:
+        raise StoreUnavailable("the store is unavailable") from exc
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable("the store failed the operation") from exc

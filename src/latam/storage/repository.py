@@ -1,0 +1,193 @@
+"""The store port and its SQL adapter (SQLite, PostgreSQL, MySQL/MariaDB)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy import Engine, delete, func, select, text, update
+
+from latam.domain import NewMessage, Topic, utcnow
+from latam.errors import NotFound
+from latam.storage.dialects import insert_ignoring_duplicates, translate_errors
+from latam.storage.schema import messages, topics
+
+TOPIC_COLUMNS = (topics.c.id, topics.c.name, topics.c.created_at, topics.c.updated_at)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as read back: ``data`` and ``attributes`` are JSON text."""
+
+    seq: int
+    message_id: str
+    data: str
+    attributes: str
+    published_at: datetime
+    ingested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one batch write did, per topic name."""
+
+    stored: dict[str, int]
+    duplicates: dict[str, int]
+    stored_published_at: list[datetime]
+
+
+class Store(Protocol):
+    """What the service needs from a store. Every adapter passes tests/contract/store."""
+
+    def ping(self) -> None: ...
+    def create_topic(self, name: str) -> Topic: ...
+    def get_topic(self, topic_id: int) -> Topic: ...
+    def topic_ids(self, names: Sequence[str]) -> dict[str, int]: ...
+    def list_topics(self, *, limit: int, after_id: int = 0) -> list[Topic]: ...
+    def rename_topic(self, topic_id: int, name: str) -> Topic: ...
+    def delete_topic(self, topic_id: int) -> None: ...
+    def write_messages(self, batch: Sequence[tuple[int, NewMessage]]) -> WriteResult: ...
+    def list_messages(
+        self,
+        topic_id: int,
+        *,
+        limit: int,
+        after_seq: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredMessage]: ...
+    def close(self) -> None: ...
+
+
+def _topic(row: Any) -> Topic:
+    return Topic(id=row.id, name=row.name, created_at=row.created_at, updated_at=row.updated_at)
+
+
+class SqlStore:
+    """The store on any SQLAlchemy database latam supports."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = insert_ignoring_duplicates(engine.dialect.name)
+
+    def ping(self) -> None:
+        with translate_errors(), self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def create_topic(self, name: str) -> Topic:
+        now = utcnow()
+        conflict = translate_errors(conflict=f"topic {name!r} already exists")
+        with conflict, self.engine.begin() as conn:
+            result = conn.execute(topics.insert().values(name=name, created_at=now, updated_at=now))
+            topic_id = result.inserted_primary_key[0] if result.inserted_primary_key else 0
+        return Topic(id=int(topic_id), name=name, created_at=now, updated_at=now)
+
+    def get_topic(self, topic_id: int) -> Topic:
+        with translate_errors(), self.engine.connect() as conn:
+            row = conn.execute(select(*TOPIC_COLUMNS).where(topics.c.id == topic_id)).first()
+        if row is None:
+            raise NotFound(f"topic {topic_id} does not exist")
+        return _topic(row)
+
+    def topic_ids(self, names: Sequence[str]) -> dict[str, int]:
+        if not names:
+            return {}
+        query = select(topics.c.name, topics.c.id).where(topics.c.name.in_(set(names)))
+        with translate_errors(), self.engine.connect() as conn:
+            return {row.name: row.id for row in conn.execute(query)}
+
+    def list_topics(self, *, limit: int, after_id: int = 0) -> list[Topic]:
+        query = (
+            select(*TOPIC_COLUMNS).where(topics.c.id > after_id).order_by(topics.c.id).limit(limit)
+        )
+        with translate_errors(), self.engine.connect() as conn:
+            return [_topic(row) for row in conn.execute(query)]
+
+    def rename_topic(self, topic_id: int, name: str) -> Topic:
+        now = utcnow()
+        stmt = update(topics).where(topics.c.id == topic_id).values(name=name, updated_at=now)
+        conflict = translate_errors(conflict=f"topic {name!r} already exists")
+        with conflict, self.engine.begin() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                raise NotFound(f"topic {topic_id} does not exist")
+        return self.get_topic(topic_id)
+
+    def delete_topic(self, topic_id: int) -> None:
+        with translate_errors(), self.engine.begin() as conn:
+            conn.execute(delete(messages).where(messages.c.topic_id == topic_id))
+            if conn.execute(delete(topics).where(topics.c.id == topic_id)).rowcount == 0:
+                raise NotFound(f"topic {topic_id} does not exist")
+
+    def write_messages(self, batch: Sequence[tuple[int, NewMessage]]) -> WriteResult:
+        """Store a batch in one transaction; an id already stored counts as a duplicate."""
+        by_topic: dict[int, dict[str, NewMessage]] = {}
+        names: dict[int, str] = {}
+        for topic_id, message in batch:
+            by_topic.setdefault(topic_id, {}).setdefault(message.message_id, message)
+            names[topic_id] = message.topic
+        stored: dict[str, int] = {}
+        published: list[datetime] = []
+        now = utcnow()
+        with translate_errors(), self.engine.begin() as conn:
+            for topic_id, fresh in by_topic.items():
+                already = select(messages.c.message_id).where(
+                    messages.c.topic_id == topic_id, messages.c.message_id.in_(list(fresh))
+                )
+                for message_id in conn.execute(already).scalars():
+                    del fresh[message_id]
+                if fresh:
+                    conn.execute(self._insert, [_row(topic_id, m, now) for m in fresh.values()])
+                stored[names[topic_id]] = stored.get(names[topic_id], 0) + len(fresh)
+                published.extend(m.published_at for m in fresh.values())
+        received = Counter(message.topic for _, message in batch)
+        duplicates = {name: count - stored.get(name, 0) for name, count in received.items()}
+        return WriteResult(stored=stored, duplicates=duplicates, stored_published_at=published)
+
+    def list_messages(
+        self,
+        topic_id: int,
+        *,
+        limit: int,
+        after_seq: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredMessage]:
+        query = select(
+            messages.c.seq,
+            messages.c.message_id,
+            messages.c.data,
+            messages.c.attributes,
+            messages.c.published_at,
+            messages.c.ingested_at,
+        ).where(messages.c.topic_id == topic_id, messages.c.seq > after_seq)
+        if since is not None:
+            query = query.where(messages.c.published_at >= since)
+        if until is not None:
+            query = query.where(messages.c.published_at < until)
+        query = query.order_by(messages.c.seq).limit(limit)
+        with translate_errors(), self.engine.connect() as conn:
+            return [StoredMessage(*row) for row in conn.execute(query)]
+
+    def count_messages(self, topic_id: int) -> int:
+        query = select(func.count()).select_from(messages).where(messages.c.topic_id == topic_id)
+        with translate_errors(), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _row(topic_id: int, message: NewMessage, now: datetime) -> dict[str, Any]:
+    return {
+        "topic_id": topic_id,
+        "message_id": message.message_id,
+        "data": message.data,
+        "attributes": orjson.dumps(message.attributes).decode(),
+        "size_bytes": len(message.data.encode()),
+        "published_at": message.published_at,
+        "ingested_at": now,
+    }

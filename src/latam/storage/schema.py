@@ -1,0 +1,104 @@
+"""The store's tables, in SQLAlchemy Core. Alembic migrations mirror this module."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as UTC with microseconds on every dialect, read back aware.
+
+    SQLite and MySQL keep naive values, so the value is normalised to naive UTC on the
+    way in and tagged UTC on the way out; PostgreSQL uses ``timestamptz``.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in {"mysql", "mariadb"}:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=dialect.name == "postgresql"))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Message bodies up to the configurable limit (256 KiB by default): MySQL's TEXT stops at 64 KiB.
+JsonText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+# SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere sequences are 64-bit.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# Binary collation on MySQL keeps names and ids case-sensitive, as on the other stores.
+TABLE_OPTIONS: dict[str, Any] = {
+    "sqlite_autoincrement": True,
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+topics = Table(
+    "topics",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("name"),
+    **TABLE_OPTIONS,
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    # Ingest order: keyset paging walks (topic_id, seq).
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("topic_id", BigId, ForeignKey("topics.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    # The JSON object as compact text, spliced into responses without re-encoding.
+    Column("data", JsonText, nullable=False),
+    Column("attributes", JsonText, nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("published_at", UTCDateTime(), nullable=False),
+    Column("ingested_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("topic_id", "message_id"),
+    Index(None, "topic_id", "seq"),
+    Index(None, "topic_id", "published_at"),
+    **TABLE_OPTIONS,
+)

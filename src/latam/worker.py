@@ -1,0 +1,164 @@
+"""The consume loop: pull a batch → decode → one store transaction → ack / nack / dead-letter.
+
+A message is acknowledged only after the transaction that stored it committed, so a
+crash at any point leads to redelivery, never to loss; the store's unique key makes the
+redelivery a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from latam import metrics
+from latam.broker.base import Broker, Delivery
+from latam.domain import NewMessage, decode_envelope, utcnow
+from latam.errors import InvalidMessage, LatamError, TransientError
+from latam.storage.repository import Store
+
+log = logging.getLogger(__name__)
+IDLE_PULL_SECONDS = 0.5  # how long one pull waits on an empty broker
+GAUGE_REFRESH_SECONDS = 5.0
+
+
+@dataclass
+class Worker:
+    """Moves messages from the broker into the store."""
+
+    store: Store
+    broker: Broker
+    batch_size: int = 500
+    max_wait_seconds: float = 0.05
+    max_message_bytes: int = 256 * 1024
+    stop: threading.Event = field(default_factory=threading.Event)
+    _failures: int = 0
+
+    def run(self) -> None:
+        """Consume until ``stop`` is set; the batch in hand is always finished first."""
+        log.info("worker started", extra={"broker": self.broker.name})
+        while not self.stop.is_set():
+            batch = self.next_batch()
+            if batch:
+                self.process(batch)
+        log.info("worker stopped")
+
+    def next_batch(self) -> list[Delivery]:
+        """Up to ``batch_size`` deliveries, waiting ``max_wait_seconds`` to fill a batch."""
+        try:
+            batch = self.broker.pull(max_messages=self.batch_size, timeout=IDLE_PULL_SECONDS)
+            deadline = time.monotonic() + self.max_wait_seconds
+            while batch and len(batch) < self.batch_size and not self.stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                more = self.broker.pull(max_messages=self.batch_size - len(batch), timeout=left)
+                batch.extend(more)
+        except TransientError as exc:
+            log.warning("broker unavailable: %s", exc.detail)
+            self._pause()
+            return []
+        return batch
+
+    def process(self, batch: Sequence[Delivery]) -> None:
+        """Store what can be stored, dead-letter poison, nack on a transient failure."""
+        metrics.MESSAGES_RECEIVED.inc(len(batch))
+        good: list[tuple[Delivery, NewMessage]] = []
+        poison: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in batch:
+            try:
+                good.append((delivery, self._decode(delivery)))
+            except InvalidMessage as exc:
+                poison[exc.reason].append(delivery)
+        try:
+            self._store(good, poison)
+        except TransientError as exc:
+            self._nack(batch, reason="store_unavailable", detail=exc.detail)
+            return
+        self._failures = 0
+        for reason, deliveries in poison.items():
+            self._settle(self.broker.dead_letter, deliveries, reason=reason)
+            metrics.MESSAGES_DEAD_LETTERED.labels(reason=reason).inc(len(deliveries))
+            log.warning("dead-lettered %d message(s): %s", len(deliveries), reason)
+
+    def _decode(self, delivery: Delivery) -> NewMessage:
+        return decode_envelope(
+            delivery.body,
+            delivery.attributes,
+            fallback_id=delivery.broker_message_id,
+            fallback_published_at=delivery.published_at,
+            max_bytes=self.max_message_bytes,
+        )
+
+    def _store(
+        self, good: list[tuple[Delivery, NewMessage]], poison: dict[str, list[Delivery]]
+    ) -> None:
+        if not good:
+            return
+        ids = self.store.topic_ids(sorted({message.topic for _, message in good}))
+        writable = [(d, m) for d, m in good if m.topic in ids]
+        poison["unknown_topic"].extend(d for d, m in good if m.topic not in ids)
+        if not poison["unknown_topic"]:
+            del poison["unknown_topic"]
+        if not writable:
+            return
+        started = time.perf_counter()
+        result = self.store.write_messages([(ids[m.topic], m) for _, m in writable])
+        metrics.STORE_WRITE_DURATION.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(writable))
+        now = utcnow()
+        for published_at in result.stored_published_at:
+            metrics.FRESHNESS.observe(max((now - published_at).total_seconds(), 0.0))
+        for topic, count in result.stored.items():
+            metrics.MESSAGES_STORED.labels(topic=topic).inc(count)
+        for topic, count in result.duplicates.items():
+            if count:
+                metrics.MESSAGES_DUPLICATES.labels(topic=topic).inc(count)
+        self._settle(self.broker.ack, [d for d, _ in writable])
+
+    def _nack(self, batch: Sequence[Delivery], *, reason: str, detail: str) -> None:
+        log.warning("store unavailable, batch returned for retry: %s", detail)
+        metrics.MESSAGES_NACKED.labels(reason=reason).inc(len(batch))
+        self._settle(self.broker.nack, batch, reason=reason)
+        self._pause()
+
+    @staticmethod
+    def _settle(action: Callable[..., None], deliveries: Sequence[Delivery], **kwargs: str) -> None:
+        """Ack/nack/dead-letter; if the broker is gone the lease expiry redelivers them."""
+        if not deliveries:
+            return
+        try:
+            action(deliveries, **kwargs)
+        except LatamError as exc:
+            log.warning("could not settle %d deliveries: %s", len(deliveries), exc.detail)
+
+    def _pause(self) -> None:
+        """Back off after consecutive failures so a dead dependency is not hammered."""
+        self._failures += 1
+        self.stop.wait(min(0.1 * 2 ** min(self._failures, 6), 5.0))
+
+    def refresh_gauges(self) -> None:
+        """Record backlog, dead letters and dependency health (called periodically)."""
+        for name, check in (("store", self.store.ping), ("broker", self.broker.ping)):
+            try:
+                check()
+                metrics.DEPENDENCY_UP.labels(dependency=name).set(1)
+            except LatamError:
+                metrics.DEPENDENCY_UP.labels(dependency=name).set(0)
+        try:
+            backlog = self.broker.backlog()
+            dead = self.broker.dead_letter_count()
+        except LatamError:
+            return
+        if dead is not None:
+            metrics.DEAD_LETTERS.set(dead)
+        if backlog is not None:
+            metrics.BACKLOG.set(backlog.messages)
+            metrics.OLDEST_UNACKED.set(backlog.oldest_age_seconds or 0.0)
+
+    def refresh_gauges_forever(self) -> None:
+        while not self.stop.wait(GAUGE_REFRESH_SECONDS):
+            self.refresh_gauges()

@@ -1,0 +1,189 @@
+"""The broker contract: at-least-once, leases, backoff, dead letters, flow control.
+
+Written once; every adapter's harness in ``brokers.py`` runs it unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from latam.broker.base import REASON_MAX_ATTEMPTS, Broker, Delivery, DeliveryPolicy
+from latam.domain import OutboundMessage
+from tests.contract.brokers import HARNESSES, Harness
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    with HARNESSES[request.param](tmp_path) as made:
+        yield made
+
+
+def policy(harness: Harness, **overrides: float) -> DeliveryPolicy:
+    values = {
+        "max_delivery_attempts": 3,
+        "ack_deadline_seconds": harness.min_ack_deadline,
+        "backoff_min_seconds": 0.2,
+        "backoff_max_seconds": 0.4,
+        "max_in_flight": 100,
+    }
+    values.update(overrides)
+    return DeliveryPolicy(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def broker(harness: Harness) -> Iterator[Broker]:
+    made = harness.make(policy(harness))
+    yield made
+    made.close()
+
+
+def outbound(i: int, topic: str = "orders") -> OutboundMessage:
+    return OutboundMessage(
+        topic=topic,
+        message_id=f"m-{i}",
+        body=orjson.dumps({"n": i}),
+        attributes={"source": "test"},
+        published_at=datetime.now(UTC),
+    )
+
+
+def pull_all(broker: Broker, expected: int, timeout: float = 15) -> list[Delivery]:
+    got: list[Delivery] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < expected and time.monotonic() < deadline:
+        got.extend(broker.pull(max_messages=expected - len(got), timeout=0.5))
+    return got
+
+
+def test_publish_then_pull_delivers_body_and_attributes(broker: Broker) -> None:
+    broker.publish([outbound(i) for i in range(3)])
+    got = pull_all(broker, 3)
+    assert sorted(orjson.loads(d.body)["n"] for d in got) == [0, 1, 2]
+    first = got[0]
+    assert first.attributes["topic"] == "orders"
+    assert first.attributes["source"] == "test"
+    assert first.attributes["message_id"].startswith("m-")
+    assert first.delivery_attempt == 1
+    assert first.broker_message_id
+    broker.ack(got)
+
+
+def test_acked_messages_are_not_redelivered(harness: Harness, broker: Broker) -> None:
+    broker.publish([outbound(1)])
+    broker.ack(pull_all(broker, 1))
+    time.sleep(harness.min_ack_deadline + 0.5)
+    assert broker.pull(max_messages=10, timeout=1.0) == []
+
+
+def test_unacked_message_comes_back_after_the_ack_deadline(harness: Harness) -> None:
+    first = harness.make(policy(harness))
+    first.publish([outbound(7)])
+    leased = pull_all(first, 1)
+    assert len(leased) == 1
+    assert first.pull(max_messages=10, timeout=0.1) == []  # leased: invisible
+    again = pull_all(first, 1, timeout=harness.min_ack_deadline + 15)
+    assert len(again) == 1
+    assert orjson.loads(again[0].body) == {"n": 7}
+    assert again[0].delivery_attempt == 2
+    first.ack(again)
+    first.close()
+
+
+def test_nack_redelivers_with_backoff_and_counts_attempts(broker: Broker) -> None:
+    broker.publish([outbound(1)])
+    first = pull_all(broker, 1)
+    broker.nack(first, reason="store_unavailable")
+    second = pull_all(broker, 1)
+    assert second[0].delivery_attempt == 2
+    broker.ack(second)
+
+
+def test_max_attempts_moves_the_message_to_dead_letters(broker: Broker) -> None:
+    broker.publish([outbound(1)])
+    for attempt in range(1, 4):
+        got = pull_all(broker, 1)
+        assert got[0].delivery_attempt == attempt
+        broker.nack(got, reason="store_unavailable")
+    assert broker.pull(max_messages=10, timeout=1.0) == []
+    letters = broker.list_dead_letters(limit=10)
+    assert len(letters) == 1
+    assert letters[0].reason.startswith(REASON_MAX_ATTEMPTS)
+    assert letters[0].message_id == "m-1"
+    assert letters[0].delivery_attempts >= 3
+
+
+def test_dead_letter_replay_and_purge(broker: Broker) -> None:
+    broker.publish([outbound(1), outbound(2)])
+    got = pull_all(broker, 2)
+    broker.dead_letter(got, reason="unknown_topic")
+    letters = broker.list_dead_letters(limit=10)
+    assert {d.reason for d in letters} == {"unknown_topic"}
+    assert {orjson.loads(d.body)["n"] for d in letters} == {1, 2}
+    one = broker.get_dead_letter(letters[0].id)
+    assert one.topic == "orders"
+    assert broker.dead_letter_count() in (2, None)
+    assert broker.replay_dead_letters([letters[0].id]) == 1
+    replayed = pull_all(broker, 1)
+    assert orjson.loads(replayed[0].body) == orjson.loads(letters[0].body)
+    broker.ack(replayed)
+    assert broker.purge_dead_letters() == 1
+    assert broker.list_dead_letters(limit=10) == []
+
+
+def test_flow_control_bounds_messages_in_flight(harness: Harness) -> None:
+    bounded = harness.make(policy(harness, max_in_flight=5, ack_deadline_seconds=30))
+    bounded.publish([outbound(i) for i in range(12)])
+    held = pull_all(bounded, 5)
+    assert len(held) == 5
+    assert bounded.pull(max_messages=10, timeout=1.0) == []
+    bounded.ack(held)
+    more = pull_all(bounded, 5)
+    assert len(more) == 5
+    bounded.ack(more)
+    bounded.close()
+
+
+def test_messages_survive_a_new_client(harness: Harness) -> None:
+    producer = harness.make(policy(harness))
+    producer.publish([outbound(i) for i in range(4)])
+    producer.close()
+    consumer = harness.make(policy(harness))
+    got = pull_all(consumer, 4)
+    assert len(got) == 4
+    consumer.ack(got)
+    consumer.close()
+
+
+def test_a_plain_producer_can_feed_the_broker(harness: Harness, broker: Broker) -> None:
+    harness.publish_raw(b'{"plain": true}', {"topic": "orders"})
+    got = pull_all(broker, 1)
+    assert orjson.loads(got[0].body) == {"plain": True}
+    assert got[0].attributes["topic"] == "orders"
+    assert "message_id" not in got[0].attributes
+    broker.ack(got)
+
+
+def test_backlog_reports_waiting_messages(broker: Broker) -> None:
+    backlog = broker.backlog()
+    if backlog is None:
+        pytest.skip("this broker reports backlog through its cloud monitoring")
+    broker.publish([outbound(i) for i in range(3)])
+    backlog = broker.backlog()
+    assert backlog is not None
+    assert backlog.messages == 3
+    assert backlog.oldest_age_seconds is not None
+    assert backlog.oldest_age_seconds >= 0
+    broker.ack(pull_all(broker, 3))
+    drained = broker.backlog()
+    assert drained is not None
+    assert drained.messages == 0
+
+
+def test_ping_answers(broker: Broker) -> None:
+    broker.ping()
