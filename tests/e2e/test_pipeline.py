@@ -1,0 +1,148 @@
+"""End to end: a real ``latam serve`` process, HTTP in, HTTP out, on every store and broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.databases import temporary_database
+from tests.e2e.backends import BROKERS
+from tests.support import create_topic, running_serve, unique, wait_for_count
+
+MATRIX = [("sqlite", "sqlite"), ("postgresql", "sqlite"), ("mysql", "sqlite")] + [
+    ("sqlite", broker) for broker in sorted(BROKERS) if broker != "sqlite"
+]
+TOTAL = 5000
+BATCH = 500
+
+
+@pytest.fixture(params=MATRIX, ids=[f"{s}-{b}" for s, b in MATRIX])
+def pipeline(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[httpx.Client, object]]:
+    store_kind, broker_kind = request.param
+    with (
+        temporary_database(store_kind, tmp_path) as db_url,
+        BROKERS[broker_kind](tmp_path) as backend,
+        running_serve(tmp_path, database_url=db_url, **backend.settings) as (base, _proc),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        yield client, backend
+
+
+def publish_marked(client: httpx.Client, topic_id: int, marker: str, count: int) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, count, BATCH):
+        batch = [
+            {"id": f"{marker}-{i}", "data": {"marker": marker, "n": i}, "attributes": {"i": str(i)}}
+            for i in range(start, min(start + BATCH, count))
+        ]
+        response = client.post(f"/v1/topics/{topic_id}/messages", json={"messages": batch})
+        assert response.status_code == 202, response.text
+        ids.extend(response.json()["message_ids"])
+    return ids
+
+
+def test_publish_read_exactly_once_with_paging(pipeline: tuple[httpx.Client, object]) -> None:
+    client, _backend = pipeline
+    topic_id = create_topic(client)
+    marker = unique("mk")
+    ids = publish_marked(client, topic_id, marker, TOTAL)
+    assert ids == [f"{marker}-{i}" for i in range(TOTAL)]
+    stored = wait_for_count(client, topic_id, TOTAL, timeout=120)
+    assert len(stored) == TOTAL
+    assert [m["id"] for m in stored] == ids  # ingest order = publish order, no duplicates
+    for i, message in enumerate(stored):
+        assert message["data"] == {"marker": marker, "n": i}
+        assert message["attributes"] == {"i": str(i)}
+    # Pages of 100 walk the same sequence.
+    paged: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"/v1/topics/{topic_id}/messages", params=params).json()
+        paged.extend(m["id"] for m in page["data"])
+        if not (cursor := page["next_cursor"]):
+            break
+    assert paged == ids
+    # Re-publishing the same ids stores nothing new.
+    publish_marked(client, topic_id, marker, 1000)
+    sentinel = client.post(
+        f"/v1/topics/{topic_id}/messages", json={"id": "sentinel", "data": {"last": True}}
+    )
+    assert sentinel.status_code == 202
+    after = wait_for_count(client, topic_id, TOTAL + 1, timeout=60)
+    assert len(after) == TOTAL + 1
+    assert len({m["id"] for m in after}) == TOTAL + 1
+
+
+def test_poison_goes_to_dead_letters_and_replays(
+    pipeline: tuple[httpx.Client, object],
+) -> None:
+    client, backend = pipeline
+    ghost = unique("ghost-")
+    backend.publish_raw(b'{"lost": false}', {"topic": ghost, "message_id": "g-1"})  # type: ignore[attr-defined]
+    backend.publish_raw(b"not json at all", {"topic": ghost})  # type: ignore[attr-defined]
+    letters = wait_for_dead_letters(client, ghost, 2)
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert reasons == ["invalid_json", "unknown_topic"]
+    unknown = next(letter for letter in letters if letter["reason"] == "unknown_topic")
+    assert unknown["data"] == {"lost": False}
+    assert unknown["message_id"] == "g-1"
+    bad = next(letter for letter in letters if letter["reason"] == "invalid_json")
+    assert bad["body_base64"]
+    # Once the topic exists, replaying the dead letter stores it.
+    topic_id = create_topic(client, ghost)
+    replay = client.post(f"/v1/dead-letters/{unknown['id']}/replay")
+    assert replay.status_code == 200, replay.text
+    assert replay.json() == {"replayed": 1}
+    stored = wait_for_count(client, topic_id, 1, timeout=60)
+    assert [m["id"] for m in stored] == ["g-1"]
+    assert stored[0]["data"] == {"lost": False}
+    purge = client.delete(f"/v1/dead-letters/{bad['id']}")
+    assert purge.json() == {"purged": 1}
+    assert all(item["topic"] != ghost for item in list_dead_letters(client))
+
+
+def list_dead_letters(client: httpx.Client) -> list[dict[str, object]]:
+    response = client.get("/v1/dead-letters", params={"limit": 1000})
+    assert response.status_code == 200, response.text
+    return list(response.json()["data"])
+
+
+def wait_for_dead_letters(
+    client: httpx.Client, topic: str, count: int, timeout: float = 90
+) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    mine: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        mine = [d for d in list_dead_letters(client) if d["topic"] == topic]
+        if len(mine) >= count:
+            return mine
+        time.sleep(0.3)
+    raise AssertionError(f"expected {count} dead letters for {topic}, saw {mine}")
+
+
+def test_compat_contract_round_trip(pipeline: tuple[httpx.Client, object]) -> None:
+    client, _backend = pipeline
+    name = unique("tema-")
+    created = client.post("/api/data", json={"nombre": name})
+    assert created.status_code == 201
+    topic_id = created.json()["id"]
+    assert created.content == f'{{"id": {topic_id}, "nombre": "{name}"}}'.encode()
+    listing = client.get("/api/data")
+    assert f'[{topic_id}, "{name}"]'.encode() in listing.content
+    assert client.get("/").content == listing.content
+    client.post(f"/v1/topics/{topic_id}/messages", json={"id": "c1", "data": {"x": 1}})
+    messages = wait_for_count(client, topic_id, 1)
+    assert client.get(f"/api/data/{topic_id}").json()["data"] == messages
+    renamed = client.put(f"/api/data/{topic_id}", json={"nombre": name + "-2"})
+    assert renamed.content == f'{{"id": {topic_id}, "nombre": "{name}-2"}}'.encode()
+    by_body = client.put("/api/data", json={"id": topic_id, "nombre": name + "-3"})
+    assert by_body.json() == {"id": topic_id, "nombre": name + "-3"}
+    assert client.delete(f"/api/data/{topic_id}").status_code == 204
+    assert client.get(f"/api/data/{topic_id}").status_code == 404
