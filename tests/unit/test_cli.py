@@ -1,0 +1,77 @@
+"""The ``latam`` command: help texts and errors that name the bad argument."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from latam.cli import main
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "latam", *args],
+        capture_output=True,
+        text=True,
+        env={**(env or {}), "PATH": "/usr/bin:/bin"},
+        check=False,
+        timeout=60,
+    )
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    for command in (
+        [],
+        ["serve"],
+        ["api"],
+        ["worker"],
+        ["migrate"],
+        ["topics"],
+        ["dead-letters"],
+        ["dead-letters", "replay"],
+    ):
+        result = runner.invoke(main, [*command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.output
+
+
+def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
+    result = run("migrate", env={"LATAM_PORT": "eighty", "LATAM_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "LATAM_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_option_names_the_option(tmp_path: Path) -> None:
+    result = run("serve", "--port", "99999", env={"LATAM_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "--port" in result.stderr
+
+
+def test_bad_broker_url_names_the_variable(tmp_path: Path) -> None:
+    env = {"LATAM_DATA_DIR": str(tmp_path), "LATAM_BROKER_URL": "kafka://x"}
+    result = run("dead-letters", "list", env=env)
+    assert result.returncode == 2
+    assert "LATAM_BROKER_URL" in result.stderr
+
+
+def test_topics_and_dead_letters_commands(tmp_path: Path) -> None:
+    env = {"LATAM_DATA_DIR": str(tmp_path)}
+    assert run("migrate", env=env).returncode == 0
+    created = run("topics", "create", "flights", env=env)
+    assert created.returncode == 0, created.stderr
+    assert '"name":"flights"' in created.stdout
+    duplicate = run("topics", "create", "flights", env=env)
+    assert duplicate.returncode == 1
+    assert "already exists" in duplicate.stderr
+    assert "flights" in run("topics", "list", env=env).stdout
+    assert run("topics", "delete", "999", env=env).returncode == 1
+    assert run("dead-letters", "list", env=env).stdout == ""
+    both = run("dead-letters", "replay", "1", "--all", env=env)
+    assert both.returncode == 2
+    assert "--all" in both.stderr
+    assert run("dead-letters", "purge", "--all", env=env).stdout.strip() == "purged 0"
