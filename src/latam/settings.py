@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".latam")
@@ -35,7 +35,6 @@ class Settings(BaseSettings):
     # Limits on what the API accepts.
     max_message_bytes: int = Field(256 * 1024, gt=0, description="Largest message `data`.")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body.")
-    max_batch_messages: int = Field(1000, gt=0, le=10_000)
 
     # Delivery semantics shared by every broker.
     max_delivery_attempts: int = Field(5, ge=1, le=100)
@@ -65,8 +64,6 @@ class Settings(BaseSettings):
     pubsub_push_service_account: str = ""
     pubsub_dead_letter_topic: str = ""
     pubsub_dead_letter_subscription: str = ""
-
-    api_token: SecretStr | None = Field(None, description="Reserved for API authentication.")
 
     @field_validator("database_url", "broker_url")
     @classmethod
