@@ -221,3 +221,71 @@ def dead_letters_purge(ids: tuple[str, ...], all_: bool) -> None:
     """Delete dead letters IDS (or --all) for good."""
     chosen = _ids_or_all(ids, all_, "purge")
     click.echo(f"purged {run_guarded(_service().purge_dead_letters, ids=chosen)}")
+
+
+@main.command()
+@click.option("--topic", required=True, help="Name of the topic to publish to.")
+@click.argument("file", type=click.File("rb"))
+@click.option(
+    "--url",
+    help="Base URL of the latam API (default http://LATAM_HOST:LATAM_PORT).",
+)
+@click.option("--direct", is_flag=True, help="Publish straight to LATAM_BROKER_URL, not over HTTP.")
+@click.option("--create", is_flag=True, help="Create the topic when it does not exist.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    default=500,
+    show_default=True,
+    help="Messages per request.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Batches in flight at once.",
+)
+@click.option(
+    "--id-field",
+    help="Take each message's idempotency key from this field of the record, so that "
+    "loading the same file again stores nothing twice.",
+)
+@click.option("--strict", is_flag=True, help="Stop at the first malformed record.")
+@click.option("--api-key", envvar="LATAM_API_KEY", help="Bearer key for the API (LATAM_API_KEY).")
+def publish(
+    topic: str,
+    file: Any,
+    url: str | None,
+    direct: bool,
+    create: bool,
+    batch_size: int,
+    concurrency: int,
+    id_field: str | None,
+    strict: bool,
+    api_key: str | None,
+) -> None:
+    """Publish FILE (JSON Lines, or a JSON array of objects; - for stdin) to a topic.
+
+    Each record is one message's data. Malformed records are reported with their line
+    number and skipped (--strict stops instead); the exit status is 1 when any record was
+    rejected, 130 on Ctrl-C.
+    """
+    from latam.bulk import publish_file
+
+    settings = load_settings()
+    code = run_guarded(
+        publish_file,
+        settings,
+        file,
+        topic=topic,
+        url=url,
+        direct=direct,
+        create=create,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        id_field=id_field,
+        strict=strict,
+        api_key=api_key,
+    )
+    sys.exit(code)

@@ -1,0 +1,150 @@
+"""``latam publish``: wiring of the bulk loader to HTTP or the broker, progress and summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+import click
+import httpx
+
+from latam.errors import NotFound
+from latam.publisher import BrokerSink, HttpSink, RejectedLine, Sink, Tally, read_records, run
+from latam.settings import Settings
+
+PLAIN_PROGRESS_SECONDS = 5.0
+
+
+def _http_topic_id(client: httpx.Client, name: str, *, create: bool) -> int:
+    cursor = None
+    while True:
+        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/topics", params=params)
+        page.raise_for_status()
+        body = page.json()
+        for topic in body["data"]:
+            if topic["name"] == name:
+                return int(topic["id"])
+        if not (cursor := body["next_cursor"]):
+            break
+    if not create:
+        raise NotFound(f"topic {name!r} does not exist (use --create)")
+    created = client.post("/v1/topics", json={"name": name})
+    created.raise_for_status()
+    return int(created.json()["id"])
+
+
+def _sink(settings: Settings, topic: str, opts: dict[str, Any]) -> tuple[Sink, Any]:
+    if opts["direct"]:
+        from latam.bootstrap import build_broker, build_store
+
+        store = build_store(settings)
+        if topic not in store.topic_ids([topic]):
+            if not opts["create"]:
+                raise NotFound(f"topic {topic!r} does not exist (use --create)")
+            store.create_topic(topic)
+        broker = build_broker(settings)
+        return BrokerSink(broker.publish, topic), broker.close
+    base = opts["url"] or f"http://{settings.host}:{settings.port}"
+    headers = {"authorization": f"Bearer {opts['api_key']}"} if opts["api_key"] else {}
+    client = httpx.Client(base_url=base, timeout=60, headers=headers)
+    try:
+        topic_id = _http_topic_id(client, topic, create=opts["create"])
+    except httpx.HTTPError as exc:
+        client.close()
+        raise NotFound(f"cannot look up topic {topic!r} at {base}: {exc}") from exc
+    return HttpSink(client, topic_id), client.close
+
+
+class Progress:
+    """A bar with rate and ETA on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(self, total_bytes: int | None) -> None:
+        self.started = time.monotonic()
+        self.last_line = self.started
+        self.bar: Any = None
+        if sys.stderr.isatty():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import (
+                Progress as Bar,
+            )
+
+            self.bar = Bar(
+                TextColumn("{task.fields[published]:,} published"),
+                BarColumn(),
+                TextColumn("{task.fields[rate]:,.0f} msg/s"),
+                TimeRemainingColumn(),
+                MofNCompleteColumn() if total_bytes is None else TextColumn(""),
+                transient=True,
+            )
+            self.task = self.bar.add_task("publish", total=total_bytes, published=0, rate=0.0)
+            self.bar.start()
+
+    def update(self, tally: Tally) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = tally.published / elapsed
+        if self.bar is not None:
+            self.bar.update(
+                self.task, completed=tally.bytes_read, published=tally.published, rate=rate
+            )
+        elif time.monotonic() - self.last_line >= PLAIN_PROGRESS_SECONDS:
+            self.last_line = time.monotonic()
+            click.echo(f"published {tally.published} of {tally.read} read ({rate:.0f}/s)", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _size(stream: IO[bytes]) -> int | None:
+    try:
+        import os
+
+        return os.fstat(stream.fileno()).st_size or None
+    except (OSError, ValueError):
+        return None
+
+
+def publish_file(settings: Settings, stream: IO[bytes], *, topic: str, **opts: Any) -> int:
+    """Publish every record of ``stream``; returns the process exit status."""
+    sink, close = _sink(settings, topic, opts)
+    tally = Tally()
+    progress = Progress(_size(stream))
+    status = 0
+    try:
+        run(
+            read_records(stream),
+            sink,
+            tally,
+            batch_size=opts["batch_size"],
+            concurrency=opts["concurrency"],
+            strict=opts["strict"],
+            on_progress=progress.update,
+            id_field=opts["id_field"],
+            max_bytes=settings.max_message_bytes,
+        )
+    except RejectedLine as exc:
+        tally.rejected.append(exc.rejection)
+        status = 1
+    except KeyboardInterrupt:
+        status = 130
+    finally:
+        progress.close()
+        close()
+    for rejection in tally.rejected[:100]:
+        click.echo(f"line {rejection.number}: {rejection.reason}", err=True)
+    if len(tally.rejected) > 100:
+        click.echo(f"... and {len(tally.rejected) - 100} more rejected lines", err=True)
+    elapsed = time.monotonic() - progress.started
+    stopped = " (interrupted)" if status == 130 else ""
+    click.echo(
+        f"read {tally.read}, published {tally.published}, rejected {len(tally.rejected)}"
+        f" in {elapsed:.1f}s{stopped}"
+    )
+    return status or (1 if tally.rejected else 0)
