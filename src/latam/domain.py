@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ def isoformat(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_timestamp(value: str) -> datetime:
     """Parse ISO 8601 (naive means UTC) into an aware UTC datetime."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -168,8 +170,8 @@ def decode_envelope(
     return NewMessage(
         topic=topic,
         message_id=validate_message_id(attributes.get(ATTR_MESSAGE_ID) or fallback_id),
-        # Re-encoding normalises whitespace and guarantees the stored text is valid JSON.
-        data=orjson.dumps(data).decode(),
+        # orjson.loads accepted it, so the text is valid JSON: store it as sent.
+        data=body.decode(),
         attributes=user_attributes,
         published_at=published_at,
     )

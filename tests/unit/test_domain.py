@@ -41,7 +41,7 @@ def test_envelope_fills_gaps_from_the_broker() -> None:
     message = decode(b'{"a": 1}', topic="t")
     assert message.message_id == "broker-1"  # type: ignore[attr-defined]
     assert message.published_at == NOW  # type: ignore[attr-defined]
-    assert message.data == '{"a":1}'  # type: ignore[attr-defined]
+    assert message.data == '{"a": 1}'  # stored as sent  # type: ignore[attr-defined]
 
 
 def test_envelope_keeps_user_attributes_and_reads_its_own() -> None:

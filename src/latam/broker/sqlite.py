@@ -138,39 +138,45 @@ class SqliteBroker:
         token = secrets.token_hex(8)
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT seq, body, attributes, published_at, attempts, last_error FROM queue"
-                " WHERE available_at <= ? ORDER BY available_at, seq LIMIT ?",
-                (now, limit),
-            ).fetchall()
-            exhausted = [r for r in rows if r[4] >= self.policy.max_delivery_attempts]
-            for seq, _body, _attrs, _pub, attempts, last_error in exhausted:
-                reason = f"{REASON_MAX_ATTEMPTS}: {last_error or 'ack deadline expired'}"
-                self._move_to_dead_letters(conn, seq, reason, attempts, now)
-            live = [r for r in rows if r[4] < self.policy.max_delivery_attempts]
-            conn.executemany(
                 "UPDATE queue SET available_at = ?, attempts = attempts + 1, lease = ?"
-                " WHERE seq = ?",
-                [(now + self.policy.ack_deadline_seconds, token, r[0]) for r in live],
-            )
+                " WHERE seq IN (SELECT seq FROM queue WHERE available_at <= ?"
+                " ORDER BY available_at, seq LIMIT ?)"
+                " RETURNING seq, body, attributes, published_at, attempts, last_error",
+                (now + self.policy.ack_deadline_seconds, token, now, limit),
+            ).fetchall()
+            # Delivered max times without an ack (the consumer kept dying): set it aside.
+            cap = self.policy.max_delivery_attempts
+            for seq, _body, _attrs, _pub, attempts, last_error in rows:
+                if attempts > cap:
+                    reason = f"{REASON_MAX_ATTEMPTS}: {last_error or 'ack deadline expired'}"
+                    self._move_to_dead_letters(conn, seq, reason, attempts - 1, now)
         deliveries = [
             Delivery(
                 handle=f"{seq}:{token}",
                 broker_message_id=f"sqlite-{seq}",
-                body=bytes(body),
+                body=body,
                 attributes=orjson.loads(attrs),
                 published_at=_ts(published),
-                delivery_attempt=attempts + 1,
+                delivery_attempt=attempts,
             )
-            for seq, body, attrs, published, attempts, _err in live
+            for seq, body, attrs, published, attempts, _err in sorted(rows)
+            if attempts <= cap
         ]
         self._in_flight.update(d.handle for d in deliveries)
         return deliveries
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
+        by_lease: dict[str, list[int]] = {}
+        for delivery in deliveries:
+            seq, lease = _key(delivery)
+            by_lease.setdefault(lease, []).append(seq)
         with self._tx() as conn:
-            conn.executemany(
-                "DELETE FROM queue WHERE seq = ? AND lease = ?", [_key(d) for d in deliveries]
-            )
+            for lease, seqs in by_lease.items():
+                marks = ", ".join("?" * len(seqs))
+                conn.execute(
+                    f"DELETE FROM queue WHERE lease = ? AND seq IN ({marks})",  # noqa: S608 - only placeholders
+                    (lease, *seqs),
+                )
         self._in_flight.difference_update(d.handle for d in deliveries)
 
     def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
