@@ -16,3 +16,12 @@ def live_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir: Path = tmp_path_factory.mktemp("live")
     with running_serve(data_dir) as (base, _proc):
         yield base
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pubsub_emulator_lifetime() -> Iterator[None]:
+    """Stop the Pub/Sub emulator (started on first use) when the session ends."""
+    from tests.pubsub_emulator import EMULATOR
+
+    yield
+    EMULATOR.stop()

@@ -7,6 +7,7 @@ adapter is first used.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from latam.broker.base import Broker, DeliveryPolicy
@@ -14,6 +15,9 @@ from latam.service import Service
 from latam.settings import Settings
 from latam.storage.dialects import build_engine
 from latam.storage.repository import SqlStore
+
+if TYPE_CHECKING:
+    from latam.broker.pubsub_config import PubsubConfig
 
 
 class ConfigError(ValueError):
@@ -31,6 +35,10 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
 
 
 def build_store(settings: Settings) -> SqlStore:
+    if settings.cloudsql_instance:
+        from latam.storage.cloudsql import cloudsql_engine
+
+        return SqlStore(cloudsql_engine(settings))
     try:
         engine = build_engine(settings.effective_database_url, settings)
     except Exception as exc:  # SQLAlchemy raises several types for a bad URL
@@ -52,9 +60,45 @@ def build_broker(settings: Settings) -> Broker:
         from latam.broker.sqlite import SqliteBroker
 
         return SqliteBroker(Path(path), policy, synchronous=settings.sqlite_synchronous)
+    if scheme == "pubsub":
+        return _pubsub_broker(settings, policy)
+    if scheme == "nats":
+        from latam.broker.nats import NatsBroker, parse_nats_url
+
+        try:
+            config = parse_nats_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"LATAM_BROKER_URL: {exc}") from exc
+        return NatsBroker(config, policy, replicas=settings.nats_stream_replicas)
     raise ConfigError(
         f"LATAM_BROKER_URL must start with sqlite:///, pubsub:// or nats:// (got scheme {scheme!r})"
     )
+
+
+def _pubsub_broker(settings: Settings, policy: DeliveryPolicy) -> Broker:
+    from latam.broker.pubsub import PubsubBroker
+
+    return PubsubBroker(
+        pubsub_config(settings),
+        policy,
+        max_bytes=settings.pubsub_max_bytes,
+        publish_batch_messages=settings.pubsub_publish_batch_messages,
+        publish_batch_bytes=settings.pubsub_publish_batch_bytes,
+    )
+
+
+def pubsub_config(settings: Settings) -> PubsubConfig:
+    """The Pub/Sub resource names from LATAM_BROKER_URL and the dead-letter settings."""
+    from latam.broker.pubsub_config import parse_pubsub_url
+
+    try:
+        return parse_pubsub_url(
+            settings.effective_broker_url,
+            dead_letter_topic=settings.pubsub_dead_letter_topic,
+            dead_letter_subscription=settings.pubsub_dead_letter_subscription,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"LATAM_BROKER_URL: {exc}") from exc
 
 
 def build_service(settings: Settings) -> Service:

@@ -26,7 +26,8 @@ MAX_ATTRIBUTE_VALUE = 1024
 ATTR_TOPIC = "topic"
 ATTR_MESSAGE_ID = "message_id"
 ATTR_PUBLISHED_AT = "published_at"
-RESERVED_ATTRIBUTES = frozenset({ATTR_TOPIC, ATTR_MESSAGE_ID, ATTR_PUBLISHED_AT})
+ATTR_TRACEPARENT = "traceparent"
+RESERVED_ATTRIBUTES = frozenset({ATTR_TOPIC, ATTR_MESSAGE_ID, ATTR_PUBLISHED_AT, ATTR_TRACEPARENT})
 
 
 def utcnow() -> datetime:
@@ -39,6 +40,7 @@ def new_message_id() -> str:
     return uuid.uuid4().hex
 
 
+@functools.lru_cache(maxsize=4096)
 def isoformat(value: datetime) -> str:
     """ISO 8601 in UTC with a ``Z`` suffix and microseconds."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -72,15 +74,19 @@ class OutboundMessage:
     body: bytes
     attributes: Mapping[str, str]
     published_at: datetime
+    traceparent: str | None = None
 
     def wire_attributes(self) -> dict[str, str]:
         """User attributes plus the envelope's own ones."""
-        return {
+        wire = {
             **self.attributes,
             ATTR_TOPIC: self.topic,
             ATTR_MESSAGE_ID: self.message_id,
             ATTR_PUBLISHED_AT: isoformat(self.published_at),
         }
+        if self.traceparent:
+            wire[ATTR_TRACEPARENT] = self.traceparent
+        return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,7 @@ class NewMessage:
     data: str
     attributes: Mapping[str, str] = field(default_factory=dict)
     published_at: datetime = field(default_factory=utcnow)
+    traceparent: str | None = None
 
 
 def validate_topic_name(name: str) -> str:
@@ -174,6 +181,7 @@ def decode_envelope(
         data=body.decode(),
         attributes=user_attributes,
         published_at=published_at,
+        traceparent=attributes.get(ATTR_TRACEPARENT),
     )
 
 

@@ -107,6 +107,25 @@ DEPENDENCY_UP = Gauge(
 )
 
 BUILD_INFO.labels(version=__version__, python_version=platform.python_version()).set(1)
+DEAD_LETTER_REASONS = (
+    "invalid_json",
+    "not_object",
+    "too_large",
+    "missing_topic",
+    "unknown_topic",
+    "invalid_id",
+    "invalid_attributes",
+    "invalid_time",
+    "max_delivery_attempts",
+)
+NACK_REASONS = ("store_unavailable",)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Every label value exists from start-up, so a first increase() is seen and every series
+# is in the exposition before it happens.
+for _reason in DEAD_LETTER_REASONS:
+    MESSAGES_DEAD_LETTERED.labels(reason=_reason)
+for _reason in NACK_REASONS:
+    MESSAGES_NACKED.labels(reason=_reason)
 
 
 def exposition() -> tuple[bytes, str]:

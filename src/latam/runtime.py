@@ -6,10 +6,11 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404 - starts only latam's own worker, without a shell
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
@@ -17,15 +18,20 @@ from latam.settings import Settings
 
 log = logging.getLogger("latam")
 RESTART_DELAY_SECONDS = 1.0
+# Set by `serve` for its worker: the worker stops when that parent is gone, so a killed
+# `serve` never leaves an orphan consuming the queue.
+PARENT_PID_ENV = "LATAM_SERVE_PARENT_PID"
 
 
 def run_api(settings: Settings) -> None:
     """Serve the HTTP API until SIGINT/SIGTERM."""
     import uvicorn
 
+    from latam import tracing
     from latam.api.app import create_app
     from latam.bootstrap import build_service
 
+    tracing.configure(service_name="latam-api", otlp_endpoint=settings.otlp_endpoint)
     service = build_service(settings)
     app = create_app(service, settings)
     config = uvicorn.Config(
@@ -38,6 +44,13 @@ def run_api(settings: Settings) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
     )
     log.info("API listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
+    if settings.auth_enabled:
+        log.info("authentication is on: send 'Authorization: Bearer <key>' (latam keys create)")
+    else:
+        log.warning(
+            "authentication is OFF (bound to loopback %s); set LATAM_AUTH=on to require keys",
+            settings.host,
+        )
     try:
         uvicorn.Server(config).run()
     finally:
@@ -47,15 +60,18 @@ def run_api(settings: Settings) -> None:
 
 def run_worker(settings: Settings) -> None:
     """Consume until SIGTERM/SIGINT; exit within ``shutdown_timeout_seconds``."""
+    from latam import tracing
     from latam.bootstrap import build_broker, build_store
     from latam.worker import Worker
 
+    tracing.configure(service_name="latam-worker", otlp_endpoint=settings.otlp_endpoint)
     worker = Worker(
         store=build_store(settings),
         broker=build_broker(settings),
         batch_size=settings.worker_batch_size,
         max_wait_seconds=settings.worker_max_wait_seconds,
         max_message_bytes=settings.max_message_bytes,
+        max_delivery_attempts=settings.max_delivery_attempts,
     )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -70,6 +86,10 @@ def run_worker(settings: Settings) -> None:
     signal.signal(signal.SIGINT, on_signal)
     if settings.worker_metrics_port:
         serve_worker_metrics(settings.host, settings.worker_metrics_port)
+    if parent := os.environ.get(PARENT_PID_ENV):
+        threading.Thread(
+            target=_exit_with_parent, args=(int(parent), on_signal), daemon=True
+        ).start()
     threading.Thread(target=worker.refresh_gauges_forever, daemon=True).start()
     worker.refresh_gauges()
     try:
@@ -77,6 +97,13 @@ def run_worker(settings: Settings) -> None:
     finally:
         worker.store.close()
         worker.broker.close()
+
+
+def _exit_with_parent(parent: int, stop: Callable[[int, FrameType | None], None]) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    log.warning("the serve process %d is gone; stopping", parent)
+    stop(signal.SIGTERM, None)
 
 
 def _hard_exit() -> None:
@@ -135,8 +162,12 @@ class WorkerSupervisor:
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _spawn(self) -> None:
-        env = {**os.environ, "LATAM_WORKER_METRICS_PORT": "0"}
-        self.process = subprocess.Popen([sys.executable, "-m", "latam", "worker"], env=env)
+        env = {
+            **os.environ,
+            "LATAM_WORKER_METRICS_PORT": "0",
+            PARENT_PID_ENV: str(os.getpid()),
+        }
+        self.process = subprocess.Popen([sys.executable, "-m", "latam", "worker"], env=env)  # nosec B603
         log.info("worker started (pid %d)", self.process.pid)
 
     def _watch(self) -> None:

@@ -6,7 +6,7 @@ Keyword-only functions over the two ports; no HTTP, no SQL, no broker specifics 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,8 +24,21 @@ from latam.domain import (
     validate_message_id,
     validate_topic_name,
 )
-from latam.errors import InvalidRequest, LatamError
+from latam.errors import InvalidRequest, LatamError, StoreUnavailable
+from latam.storage.dialects import BUCKET_SECONDS
 from latam.storage.repository import Store, StoredMessage
+from latam.storage.stats import Bucket, TopicTotals
+
+# Bounds the size of one stats response; a wider range must use a larger bucket.
+MAX_BUCKETS = 10_000
+
+
+def _too_many_buckets(bucket: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"the range spans more than {MAX_BUCKETS} {bucket} buckets; "
+        "narrow since/until or pick a larger bucket",
+        field="bucket",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +73,8 @@ class Service:
     store: Store
     broker: Broker
     max_message_bytes: int
+    # Topic names last read, so publishing goes on (into the broker) while the store is down.
+    known_topics: dict[int, str] = field(default_factory=dict, repr=False)
 
     # -- topics -----------------------------------------------------------------------
     def create_topic(self, *, name: str) -> Topic:
@@ -82,23 +97,37 @@ class Service:
         self.store.delete_topic(topic_id)
 
     # -- messages ---------------------------------------------------------------------
-    def publish(self, *, topic_id: int, items: Sequence[PublishItem]) -> list[str]:
+    def publish(
+        self, *, topic_id: int, items: Sequence[PublishItem], traceparent: str | None = None
+    ) -> list[str]:
         """Validate and hand the messages to the broker; returns once they are durable."""
-        topic = self.store.get_topic(topic_id)
+        topic_name = self._topic_name(topic_id)
         now = utcnow()
         outbound = [
             OutboundMessage(
-                topic=topic.name,
+                topic=topic_name,
                 message_id=validate_message_id(item.id) if item.id else new_message_id(),
                 body=encode_data(item.data, max_bytes=self.max_message_bytes),
                 attributes=validate_attributes(item.attributes),
                 published_at=now,
+                traceparent=traceparent,
             )
             for item in items
         ]
         self.broker.publish(outbound)
-        metrics.MESSAGES_PUBLISHED.labels(topic=topic.name).inc(len(outbound))
+        metrics.MESSAGES_PUBLISHED.labels(topic=topic_name).inc(len(outbound))
         return [message.message_id for message in outbound]
+
+    def _topic_name(self, topic_id: int) -> str:
+        """The topic's name from the store; the last one read while the store is down."""
+        try:
+            name = self.store.get_topic(topic_id).name
+        except StoreUnavailable:
+            if topic_id not in self.known_topics:
+                raise
+            return self.known_topics[topic_id]
+        self.known_topics[topic_id] = name
+        return name
 
     def read_messages(
         self,
@@ -119,6 +148,38 @@ class Service:
         more = len(items) > limit
         items = items[:limit]
         return MessagePage(items, encode_cursor(topic_id, items[-1].seq) if more else None)
+
+    # -- analytics --------------------------------------------------------------------
+    def topic_stats(
+        self,
+        *,
+        topic_id: int,
+        bucket: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Bucket]:
+        """Count and bytes per time bucket; at most ``MAX_BUCKETS`` buckets."""
+        if bucket not in BUCKET_SECONDS:
+            raise InvalidRequest(
+                f"bucket must be one of {', '.join(BUCKET_SECONDS)}", field="bucket"
+            )
+        if since is not None and until is not None and since > until:
+            raise InvalidRequest("since must not be after until", field="since")
+        span = (until - since).total_seconds() if since and until else 0.0
+        if span / BUCKET_SECONDS[bucket] > MAX_BUCKETS:
+            raise _too_many_buckets(bucket)
+        self.store.get_topic(topic_id)
+        # One more than allowed tells an open-ended range that is too wide from one that fits.
+        buckets = self.store.topic_stats(
+            topic_id, bucket=bucket, since=since, until=until, limit=MAX_BUCKETS + 1
+        )
+        if len(buckets) > MAX_BUCKETS:
+            raise _too_many_buckets(bucket)
+        return buckets
+
+    def all_stats(self) -> list[TopicTotals]:
+        """Totals per topic, topics without messages included."""
+        return self.store.all_stats()
 
     # -- dead letters -----------------------------------------------------------------
     def list_dead_letters(self, *, limit: int, cursor: str | None = None) -> list[DeadLetter]:

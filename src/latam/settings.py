@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".latam")
@@ -32,9 +32,29 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    # Tracing: spans are always made (ids reach the logs); exported only when this is set.
+    otlp_endpoint: str = Field("", description="OTLP/HTTP traces endpoint, e.g. http://host:4318.")
+    gcp_project: str = Field("", description="Project for Cloud Logging trace fields.")
+
     # Limits on what the API accepts.
     max_message_bytes: int = Field(256 * 1024, gt=0, description="Largest message `data`.")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body.")
+
+    # Access control and abuse limits.
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="API keys required: auto = on unless bound to loopback."
+    )
+    anonymous_read: bool = Field(False, description="With auth on, allow GETs without a key.")
+    bootstrap_api_key: SecretStr | None = Field(
+        None, description="An admin key from the environment (Secret Manager), e.g. for deploys."
+    )
+    rate_limit_per_second: float = Field(100.0, ge=0, description="Requests/s per key (0: off).")
+    rate_limit_burst: int = Field(200, ge=1, description="Requests a key may burst.")
+    anonymous_rate_limit_per_second: float = Field(
+        0.0, ge=0, description="Requests/s per client address without a key (0: off)."
+    )
+    request_timeout_seconds: float = Field(30.0, gt=0, description="Time to send a body (s).")
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
 
     # Delivery semantics shared by every broker.
     max_delivery_attempts: int = Field(5, ge=1, le=100)
@@ -58,17 +78,44 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(10.0, gt=0, description="Wait for a connection (s).")
     db_pool_recycle_seconds: int = Field(1800, ge=-1, description="Reopen connections after (s).")
     cloudsql_instance: str = Field("", description="PROJECT:REGION:INSTANCE for the connector.")
+    cloudsql_ip_type: Literal["PRIVATE", "PUBLIC", "PSC"] = Field(
+        "PRIVATE", description="Which address of the Cloud SQL instance the connector uses."
+    )
 
     # Google Cloud Pub/Sub push endpoint.
     pubsub_push_audience: str = ""
     pubsub_push_service_account: str = ""
     pubsub_dead_letter_topic: str = ""
     pubsub_dead_letter_subscription: str = ""
+    pubsub_max_bytes: int = Field(
+        100 * 1024 * 1024, gt=0, description="Streaming-pull flow control: bytes leased (B)."
+    )
+    pubsub_publish_batch_messages: int = Field(
+        1000, ge=1, le=1000, description="Messages per Pub/Sub Publish RPC."
+    )
+    pubsub_publish_batch_bytes: int = Field(
+        9 * 1024 * 1024, gt=0, le=10_000_000, description="Bytes per Pub/Sub Publish RPC (B)."
+    )
+    nats_stream_replicas: int = Field(1, ge=1, le=5, description="Replicas of the streams.")
 
     @field_validator("database_url", "broker_url")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+    @field_validator("bootstrap_api_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 random characters")
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Keys are required when asked for, or by default off loopback."""
+        if self.auth != "auto":
+            return self.auth == "on"
+        return self.host not in {"127.0.0.1", "localhost", "::1"}
 
     @property
     def effective_database_url(self) -> str:

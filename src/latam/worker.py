@@ -12,9 +12,13 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from latam import metrics
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span
+
+from latam import metrics, tracing
 from latam.broker.base import Broker, Delivery
 from latam.domain import NewMessage, decode_envelope, utcnow
 from latam.errors import InvalidMessage, LatamError, TransientError
@@ -34,6 +38,7 @@ class Worker:
     batch_size: int = 500
     max_wait_seconds: float = 0.05
     max_message_bytes: int = 256 * 1024
+    max_delivery_attempts: int = 5
     stop: threading.Event = field(default_factory=threading.Event)
     _failures: int = 0
 
@@ -82,7 +87,17 @@ class Worker:
         for reason, deliveries in poison.items():
             self._settle(self.broker.dead_letter, deliveries, reason=reason)
             metrics.MESSAGES_DEAD_LETTERED.labels(reason=reason).inc(len(deliveries))
-            log.warning("dead-lettered %d message(s): %s", len(deliveries), reason)
+            for delivery in deliveries:
+                log.warning(
+                    "message dead-lettered: %s",
+                    reason,
+                    extra={
+                        "reason": reason,
+                        "message_id": delivery.attributes.get("message_id")
+                        or delivery.broker_message_id,
+                        "topic": delivery.attributes.get("topic", ""),
+                    },
+                )
 
     def _decode(self, delivery: Delivery) -> NewMessage:
         return decode_envelope(
@@ -106,7 +121,8 @@ class Worker:
         if not writable:
             return
         started = time.perf_counter()
-        result = self.store.write_messages([(ids[m.topic], m) for _, m in writable])
+        with self._span(writable):
+            result = self.store.write_messages([(ids[m.topic], m) for _, m in writable])
         metrics.STORE_WRITE_DURATION.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(writable))
         now = utcnow()
@@ -119,9 +135,26 @@ class Worker:
                 metrics.MESSAGES_DUPLICATES.labels(topic=topic).inc(count)
         self._settle(self.broker.ack, [d for d, _ in writable])
 
+    @staticmethod
+    def _span(writable: list[tuple[Delivery, NewMessage]]) -> AbstractContextManager[Span]:
+        """The store-write span: a child of the first publish, linked to the others."""
+        parents = list(dict.fromkeys(m.traceparent for _, m in writable if m.traceparent))
+        contexts = [c for c in (tracing.context_from(p) for p in parents[:32]) if c is not None]
+        links = [Link(trace.get_current_span(c).get_span_context()) for c in contexts[1:]]
+        return tracing.tracer.start_as_current_span(
+            "latam.store_write",
+            context=contexts[0] if contexts else None,
+            links=links,
+            attributes={"messaging.batch.message_count": len(writable)},
+        )
+
     def _nack(self, batch: Sequence[Delivery], *, reason: str, detail: str) -> None:
         log.warning("store unavailable, batch returned for retry: %s", detail)
         metrics.MESSAGES_NACKED.labels(reason=reason).inc(len(batch))
+        # The broker dead-letters the ones on their last attempt; count them here too.
+        last = sum(1 for d in batch if d.delivery_attempt >= self.max_delivery_attempts)
+        if last:
+            metrics.MESSAGES_DEAD_LETTERED.labels(reason="max_delivery_attempts").inc(last)
         self._settle(self.broker.nack, batch, reason=reason)
         self._pause()
 

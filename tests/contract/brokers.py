@@ -14,7 +14,9 @@ from typing import Protocol
 import orjson
 
 from latam.broker.base import Broker, DeliveryPolicy
+from latam.broker.pubsub_config import PubsubConfig, parse_pubsub_url
 from latam.broker.sqlite import SqliteBroker
+from tests.support import unique
 
 
 class Harness(Protocol):
@@ -52,4 +54,81 @@ def sqlite_harness(tmp_path: Path) -> Iterator[Harness]:
     yield SqliteHarness(tmp_path / "broker.db")
 
 
-HARNESSES = {"sqlite": sqlite_harness}
+@dataclass
+class PubsubHarness:
+    """A private topic/subscription quartet on the emulator, deleted afterwards."""
+
+    config: PubsubConfig
+    name: str = "pubsub"
+    # Pub/Sub's floor for ack deadlines; the adapter lets leases lapse after it.
+    min_ack_deadline: float = 10.0
+
+    def make(self, policy: DeliveryPolicy) -> Broker:
+        from latam.broker.pubsub import PubsubBroker
+        from latam.broker.pubsub_admin import bootstrap
+
+        bootstrap(self.config, policy)
+        return PubsubBroker(self.config, policy)
+
+    def publish_raw(self, body: bytes, attributes: Mapping[str, str]) -> None:
+        """What a plain google-cloud-pubsub producer does (attributes as a map)."""
+        from google.cloud import pubsub_v1
+
+        from latam.broker.pubsub import publish_rpc
+        from latam.broker.pubsub_admin import bootstrap
+
+        bootstrap(self.config, DeliveryPolicy())
+        publisher = pubsub_v1.PublisherClient()
+        message = {"data": body, "attributes": dict(attributes)}
+        publish_rpc(publisher, self.config.topic_path, [message], (1000, 9_000_000))
+        publisher.stop()
+
+
+@contextmanager
+def pubsub_harness(_tmp_path: Path) -> Iterator[Harness]:
+    from latam.broker.pubsub_admin import teardown
+    from tests.pubsub_emulator import EMULATOR, PROJECT
+
+    EMULATOR.ensure()
+    topic = unique("latam-")
+    config = parse_pubsub_url(f"pubsub://{PROJECT}/{topic}?subscription={topic}-sub")
+    try:
+        yield PubsubHarness(config)
+    finally:
+        teardown(config)
+
+
+@dataclass
+class NatsHarness:
+    """A private stream (and its dead-letter stream) on the shared NATS server."""
+
+    url: str
+    name: str = "nats"
+    min_ack_deadline: float = 1.0
+
+    def make(self, policy: DeliveryPolicy) -> Broker:
+        from latam.broker.nats import NatsBroker, parse_nats_url
+
+        return NatsBroker(parse_nats_url(self.url), policy)
+
+    def publish_raw(self, body: bytes, attributes: Mapping[str, str]) -> None:
+        """What a plain ``nats pub`` does: a JetStream publish with headers."""
+        from latam.broker.nats import publish_plain
+
+        publish_plain(self.url, body, dict(attributes))
+
+
+@contextmanager
+def nats_harness(_tmp_path: Path) -> Iterator[Harness]:
+    from latam.broker.nats import delete_streams
+    from tests.support import NATS_URL, require
+
+    require(NATS_URL, 4222, "NATS")
+    url = f"{NATS_URL.rstrip('/')}/{unique('LATAM_').upper()}"
+    try:
+        yield NatsHarness(url)
+    finally:
+        delete_streams(url)
+
+
+HARNESSES = {"sqlite": sqlite_harness, "pubsub": pubsub_harness, "nats": nats_harness}

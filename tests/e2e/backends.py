@@ -23,6 +23,43 @@ def sqlite_backend(data_dir: Path) -> Iterator[BrokerBackend]:
     yield BrokerBackend(publish_raw=SqliteHarness(data_dir / "broker.db").publish_raw)
 
 
+@contextmanager
+def pubsub_backend(_data_dir: Path) -> Iterator[BrokerBackend]:
+    """Private resources on the session's emulator, created as ``latam pubsub bootstrap`` does."""
+    from latam.broker.base import DeliveryPolicy
+    from latam.broker.pubsub_admin import bootstrap, teardown
+    from tests.contract.brokers import pubsub_harness
+
+    with pubsub_harness(_data_dir) as harness:
+        config = harness.config  # type: ignore[attr-defined]
+        bootstrap(config, DeliveryPolicy(backoff_min_seconds=0.2, backoff_max_seconds=2))
+        url = f"pubsub://{config.project}/{config.topic}?subscription={config.subscription}"
+        try:
+            yield BrokerBackend(publish_raw=harness.publish_raw, settings={"broker_url": url})
+        finally:
+            teardown(config)
+
+
+@contextmanager
+def nats_backend(_data_dir: Path) -> Iterator[BrokerBackend]:
+    """A private stream on the shared NATS server; latam creates it on first use."""
+    from latam.broker.nats import delete_streams, publish_plain
+    from tests.support import NATS_URL, require, unique
+
+    require(NATS_URL, 4222, "NATS")
+    url = f"{NATS_URL.rstrip('/')}/{unique('LATAM_E2E_').upper()}"
+
+    def publish_raw(body: bytes, attributes: Mapping[str, str]) -> None:
+        publish_plain(url, body, dict(attributes))
+
+    try:
+        yield BrokerBackend(publish_raw=publish_raw, settings={"broker_url": url})
+    finally:
+        delete_streams(url)
+
+
 BROKERS: dict[str, Callable[[Path], AbstractContextManager[BrokerBackend]]] = {
     "sqlite": sqlite_backend,
+    "pubsub": pubsub_backend,
+    "nats": nats_backend,
 }

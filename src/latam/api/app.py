@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from latam import __version__
-from latam.api import compat, dead_letters, health, messages, problems, topics
+from latam.api import compat, dead_letters, health, messages, problems, pubsub_push, stats, topics
 from latam.api.middleware import RequestMiddleware
+from latam.auth import KeyStore, RateLimiter
 from latam.service import Service
 from latam.settings import Settings
 
@@ -14,13 +16,42 @@ DESCRIPTION = """Publish JSON messages to topics, read them back in pages, inspe
 replay dead letters. Errors are `application/problem+json` (RFC 9457)."""
 
 
-def create_app(service: Service, settings: Settings) -> FastAPI:
+def create_app(service: Service, settings: Settings, keys: KeyStore | None = None) -> FastAPI:
     """Wire routers, error handlers and middleware around one ``Service``."""
-    app = FastAPI(title="latam", version=__version__, description=DESCRIPTION)
+    app = FastAPI(
+        title="latam",
+        version=__version__,
+        description=DESCRIPTION,
+        responses=problems.COMMON_RESPONSES,
+    )
     app.state.service = service
     app.state.settings = settings
-    for router in (topics, messages, dead_letters, compat, health):
+    bootstrap = settings.bootstrap_api_key
+    app.state.keys = keys or KeyStore(
+        service.store.engine,  # type: ignore[attr-defined]
+        bootstrap_key=bootstrap.get_secret_value() if bootstrap else None,
+    )
+    app.state.key_limiter = RateLimiter(
+        rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+    )
+    app.state.anonymous_limiter = RateLimiter(
+        rate=settings.anonymous_rate_limit_per_second, burst=settings.rate_limit_burst
+    )
+    for router in (topics, messages, stats, dead_letters, compat, health):
         app.include_router(router.router)
+    app.include_router(pubsub_push.router)
     problems.install(app)
-    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "traceparent"],
+        )
+    app.add_middleware(
+        RequestMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.request_timeout_seconds,
+        gcp_project=settings.gcp_project,
+    )
     return app

@@ -11,11 +11,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, status
 from starlette.responses import Response
 
-from latam.api.deps import ServiceDep, require_json
+from latam.api.deps import ServiceDep, TopicId, authorize, require_json
+from latam.api.problems import documented
 from latam.api.render import OrjsonResponse, message_json
 from latam.api.schemas import MessageList, NombreIn, NombreList, NombreOut, NombreWithIdIn
 
-router = APIRouter(tags=["compatibility"], dependencies=[Depends(require_json)])
+router = APIRouter(
+    tags=["compatibility"],
+    dependencies=[Depends(require_json), Depends(authorize("read", "admin"))],
+)
 
 
 class CompatResponse(Response):
@@ -48,27 +52,32 @@ def list_data(service: ServiceDep) -> Response:
     return _topics(service)
 
 
-@router.post("/api/data", status_code=status.HTTP_201_CREATED, response_model=NombreOut)
+@router.post(
+    "/api/data",
+    status_code=status.HTTP_201_CREATED,
+    response_model=NombreOut,
+    responses=documented(409),
+)
 def create(body: NombreIn, service: ServiceDep) -> Response:
     topic = service.create_topic(name=body.nombre)
     return CompatResponse({"id": topic.id, "nombre": topic.name}, status_code=201)
 
 
-@router.put("/api/data/{topic_id}", response_model=NombreOut)
-def rename(topic_id: int, body: NombreIn, service: ServiceDep) -> Response:
+@router.put("/api/data/{topic_id}", response_model=NombreOut, responses=documented(404, 409))
+def rename(topic_id: TopicId, body: NombreIn, service: ServiceDep) -> Response:
     topic = service.rename_topic(topic_id=topic_id, name=body.nombre)
     return CompatResponse({"id": topic.id, "nombre": topic.name})
 
 
-@router.put("/api/data", response_model=NombreOut)
+@router.put("/api/data", response_model=NombreOut, responses=documented(404, 409))
 def rename_by_body(body: NombreWithIdIn, service: ServiceDep) -> Response:
     topic = service.rename_topic(topic_id=body.id, name=body.nombre)
     return CompatResponse({"id": topic.id, "nombre": topic.name})
 
 
-@router.get("/api/data/{topic_id}", response_model=MessageList)
+@router.get("/api/data/{topic_id}", response_model=MessageList, responses=documented(404))
 def messages(
-    topic_id: int,
+    topic_id: TopicId,
     service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -80,7 +89,9 @@ def messages(
     )
 
 
-@router.delete("/api/data/{topic_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete(topic_id: int, service: ServiceDep) -> Response:
+@router.delete(
+    "/api/data/{topic_id}", status_code=status.HTTP_204_NO_CONTENT, responses=documented(404)
+)
+def delete(topic_id: TopicId, service: ServiceDep) -> Response:
     service.delete_topic(topic_id=topic_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,12 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from latam.api.deps import ServiceDep, require_json
+from latam.api.deps import ServiceDep, authorize, require_json
+from latam.api.problems import documented
 from latam.api.render import OrjsonResponse, dead_letter_json
 from latam.api.schemas import DeadLetterList, DeadLetterOut, Purged, Replayed, ReplayIn
 
 router = APIRouter(
-    prefix="/v1/dead-letters", tags=["dead letters"], dependencies=[Depends(require_json)]
+    prefix="/v1/dead-letters",
+    tags=["dead letters"],
+    dependencies=[Depends(require_json), Depends(authorize("admin", "admin"))],
 )
 
 
@@ -30,7 +33,7 @@ def list_dead_letters(
     )
 
 
-@router.get("/{dead_letter_id}", response_model=DeadLetterOut)
+@router.get("/{dead_letter_id}", response_model=DeadLetterOut, responses=documented(404))
 def get_dead_letter(dead_letter_id: str, service: ServiceDep) -> Response:
     return OrjsonResponse(dead_letter_json(service.get_dead_letter(dead_letter_id=dead_letter_id)))
 
@@ -42,13 +45,13 @@ def replay_dead_letters(service: ServiceDep, body: ReplayIn | None = None) -> Re
     return Replayed(replayed=service.replay_dead_letters(ids=ids))
 
 
-@router.post("/{dead_letter_id}/replay")
+@router.post("/{dead_letter_id}/replay", responses=documented(404))
 def replay_dead_letter(dead_letter_id: str, service: ServiceDep) -> Replayed:
     service.get_dead_letter(dead_letter_id=dead_letter_id)
     return Replayed(replayed=service.replay_dead_letters(ids=[dead_letter_id]))
 
 
-@router.delete("/{dead_letter_id}")
+@router.delete("/{dead_letter_id}", responses=documented(404))
 def purge_dead_letter(dead_letter_id: str, service: ServiceDep) -> Purged:
     service.get_dead_letter(dead_letter_id=dead_letter_id)
     return Purged(purged=service.purge_dead_letters(ids=[dead_letter_id]))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from starlette.exceptions import HTTPException
 
+from latam.auth import ApiKey
 from latam.service import Service
 
 
@@ -28,3 +31,45 @@ def require_json(request: Request) -> None:
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
+# Ids are 64-bit in every store: a larger number is refused (422) before it reaches a driver.
+MAX_ID = 2**63 - 1
+TopicId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def authorize(read: str, write: str) -> Callable[[Request], None]:
+    """A dependency requiring scope ``read`` for GET and ``write`` for other methods,
+    then charging the caller's rate limit."""
+
+    def dependency(request: Request) -> None:
+        state = request.app.state
+        scope = read if request.method in {"GET", "HEAD"} else write
+        caller = request.client.host if request.client else "unknown"
+        limiter = state.anonymous_limiter
+        if state.settings.auth_enabled and not (scope == "read" and state.settings.anonymous_read):
+            key = _bearer_key(request)
+            topic = request.path_params.get("topic_id")
+            topic_id = int(topic) if isinstance(topic, str) and topic.isdigit() else None
+            # A topic-bound key reaches only its topics' routes, not listings of every topic.
+            bound_elsewhere = key.topics is not None and topic_id is None
+            if bound_elsewhere or not key.allows(scope, topic_id):
+                raise HTTPException(403, f"this API key may not {scope} here")
+            caller, limiter = f"key:{key.key_id}", state.key_limiter
+            request.state.api_key = key.key_id
+        wait = limiter.acquire(caller)
+        if wait > 0:
+            raise HTTPException(
+                429, "rate limit exceeded", headers={"Retry-After": str(math.ceil(wait))}
+            )
+
+    return dependency
+
+
+def _bearer_key(request: Request) -> ApiKey:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    key = request.app.state.keys.verify(token.strip()) if scheme.lower() == "bearer" else None
+    if key is None:
+        raise HTTPException(
+            401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return key  # type: ignore[no-any-return]

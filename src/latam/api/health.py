@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from latam import metrics
 from latam.api.deps import ServiceDep
-from latam.api.problems import problem
+from latam.api.problems import documented, problem
 from latam.api.schemas import Readiness
 
 router = APIRouter(tags=["operations"])
@@ -19,7 +19,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"description": "Not ready"}})
+@router.get("/readyz", response_model=Readiness, responses=documented(503))
 def readyz(service: ServiceDep) -> Response | Readiness:
     """Ready when both the store and the broker answer; 503 otherwise."""
     checks = service.readiness()

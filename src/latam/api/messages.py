@@ -12,12 +12,18 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from latam.api.deps import ServiceDep, require_json
+from latam import tracing
+from latam.api.deps import ServiceDep, TopicId, authorize, require_json
+from latam.api.problems import documented
 from latam.api.render import OrjsonResponse, message_json
 from latam.api.schemas import BatchIn, MessageIn, MessageList, PublishOut
 from latam.service import PublishItem
 
-router = APIRouter(prefix="/v1/topics", tags=["messages"], dependencies=[Depends(require_json)])
+router = APIRouter(
+    prefix="/v1/topics",
+    tags=["messages"],
+    dependencies=[Depends(require_json), Depends(authorize("read", "publish"))],
+)
 
 PUBLISH_BODY = {
     "requestBody": {
@@ -59,11 +65,19 @@ def parse_publish_body(raw: bytes) -> list[PublishItem]:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PublishOut,
     openapi_extra=PUBLISH_BODY,
+    responses=documented(404),
 )
-async def publish(topic_id: int, request: Request, service: ServiceDep) -> Response:
+async def publish(topic_id: TopicId, request: Request, service: ServiceDep) -> Response:
     """Publish one message or a batch (1-1000). 202 means durably on the broker."""
     items = parse_publish_body(await request.body())
-    ids = await run_in_threadpool(service.publish, topic_id=topic_id, items=items)
+    with tracing.tracer.start_as_current_span("latam.publish") as span:
+        span.set_attribute("messaging.batch.message_count", len(items))
+        ids = await run_in_threadpool(
+            service.publish,
+            topic_id=topic_id,
+            items=items,
+            traceparent=tracing.current_traceparent(),
+        )
     return OrjsonResponse({"message_ids": ids}, status_code=status.HTTP_202_ACCEPTED)
 
 
@@ -73,9 +87,9 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-@router.get("/{topic_id}/messages", response_model=MessageList)
+@router.get("/{topic_id}/messages", response_model=MessageList, responses=documented(404))
 def read_messages(
-    topic_id: int,
+    topic_id: TopicId,
     service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

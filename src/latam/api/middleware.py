@@ -3,14 +3,16 @@ log, and a last-resort 500 that never leaks a stack trace."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from latam import metrics
+from latam import metrics, tracing
 from latam.api.problems import problem
 
 log = logging.getLogger("latam.access")
@@ -21,10 +23,33 @@ class BodyTooLarge(Exception):
     """The request body went past the limit while streaming in."""
 
 
+class BodyTimeout(Exception):
+    """The client took too long to send its body."""
+
+
+# Defence in depth for a JSON API; /docs loads Swagger UI and keeps a laxer policy.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+
+
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_seconds: float = 30.0,
+        gcp_project: str = "",
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_seconds = body_timeout_seconds
+        self.gcp_project = gcp_project
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,15 +66,42 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["started"] = True
-                message.setdefault("headers", []).append((REQUEST_ID.encode(), request_id.encode()))
+                headers = message.setdefault("headers", [])
+                headers.append((REQUEST_ID.encode(), request_id.encode()))
+                headers.extend(SECURITY_HEADERS)
+                if not scope["path"].startswith(("/docs", "/redoc")):
+                    headers.append(API_CSP)
             await send(message)
 
+        trace_headers = {
+            name: headers[name.encode()].decode("latin-1")
+            for name in (tracing.TRACEPARENT, tracing.CLOUD_TRACE)
+            if name.encode() in headers
+        }
+        parent = tracing.context_from(tracing.incoming_traceparent(trace_headers))
         metrics.HTTP_IN_FLIGHT.inc()
-        try:
-            await self._dispatch(scope, self._limited(headers, receive), send_wrapper, state)
-        finally:
-            metrics.HTTP_IN_FLIGHT.dec()
-            self._record(scope, state["status"], time.perf_counter() - started, request_id)
+        with tracing.tracer.start_as_current_span(
+            "latam.http", context=parent, kind=SpanKind.SERVER
+        ) as span:
+            try:
+                await self._dispatch(scope, self._limited(headers, receive), send_wrapper, state)
+            finally:
+                metrics.HTTP_IN_FLIGHT.dec()
+                elapsed = time.perf_counter() - started
+                fields = {"request_id": request_id, **self._trace_fields(span)}
+                self._record(scope, state["status"], elapsed, fields)
+
+    def _trace_fields(self, span: Span) -> dict[str, Any]:
+        """Trace ids for log correlation, in Cloud Logging's field names when on GCP."""
+        context = span.get_span_context()
+        trace_id, span_id = f"{context.trace_id:032x}", f"{context.span_id:016x}"
+        if not self.gcp_project:
+            return {"trace_id": trace_id, "span_id": span_id}
+        return {
+            "logging.googleapis.com/trace": f"projects/{self.gcp_project}/traces/{trace_id}",
+            "logging.googleapis.com/spanId": span_id,
+            "logging.googleapis.com/trace_sampled": context.trace_flags.sampled,
+        }
 
     async def _dispatch(
         self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]
@@ -66,6 +118,9 @@ class RequestMiddleware:
             if not state["started"]:
                 detail = f"request body is larger than {self.max_body_bytes} bytes"
                 await problem(413, detail)(scope, receive, send)
+        except BodyTimeout:
+            if not state["started"]:
+                await problem(408, "request body not received in time")(scope, receive, send)
         except Exception as exc:
             log.error("unhandled error: %s", type(exc).__name__)
             if not state["started"]:
@@ -76,7 +131,10 @@ class RequestMiddleware:
 
         async def limited_receive() -> Message:
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_seconds)
+            except TimeoutError as exc:
+                raise BodyTimeout from exc
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
@@ -86,10 +144,11 @@ class RequestMiddleware:
         return limited_receive
 
     @staticmethod
-    def _record(scope: Scope, status: int, elapsed: float, request_id: str) -> None:
+    def _record(scope: Scope, status: int, elapsed: float, fields: dict[str, Any]) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "GET")
+        method = method if method in metrics.HTTP_METHODS else "OTHER"
         metrics.HTTP_REQUESTS.labels(
             route=template, method=method, status_class=f"{status // 100}xx"
         ).inc()
@@ -101,7 +160,7 @@ class RequestMiddleware:
             status,
             elapsed * 1000,
             extra={
-                "request_id": request_id,
+                **fields,
                 "http_method": method,
                 "route": template,
                 "status": status,

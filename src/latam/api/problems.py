@@ -28,6 +28,7 @@ TITLES = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
     413: "Content Too Large",
     415: "Unsupported Media Type",
@@ -36,6 +37,37 @@ TITLES = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for problem+json answers with these statuses."""
+    return {
+        status: {
+            "description": TITLES[status],
+            "content": {MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}},
+            **({"headers": RETRY_AFTER} if status in {429, 503} else {}),
+        }
+        for status in statuses
+    }
+
+
+# Any operation may answer these: unparsable body, key missing or without the scope, body
+# limit, media type, validation, rate limit, a dependency down.
+COMMON_RESPONSES = documented(400, 401, 403, 413, 415, 422, 429, 503)
 
 
 def problem(
@@ -72,19 +104,19 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 async def _on_validation(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+    assert isinstance(exc, RequestValidationError)  # nosec B101 - narrows the type; the handler is registered for exactly this class
     errors = _validation_errors(exc)
     fields = ", ".join(sorted({e["field"] for e in errors}))
     return problem(422, f"invalid request: {fields}", slug="validation-error", errors=errors)
 
 
 async def _on_http(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
+    assert isinstance(exc, StarletteHTTPException)  # nosec B101 - narrows the type; the handler is registered for exactly this class
     return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
 async def _on_latam(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LatamError)
+    assert isinstance(exc, LatamError)  # nosec B101 - narrows the type; the handler is registered for exactly this class
     if isinstance(exc, NotFound):
         return problem(404, exc.detail)
     if isinstance(exc, Conflict):

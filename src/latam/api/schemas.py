@@ -102,7 +102,7 @@ class NombreIn(Strict):
 
 
 class NombreWithIdIn(NombreIn):
-    id: int
+    id: int = Field(ge=1, le=2**63 - 1)
 
 
 class NombreOut(BaseModel):

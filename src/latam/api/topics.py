@@ -6,11 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from latam.api.deps import ServiceDep, require_json
+from latam.api.deps import ServiceDep, TopicId, authorize, require_json
+from latam.api.problems import documented
 from latam.api.schemas import TopicIn, TopicList, TopicOut
 from latam.domain import Topic
 
-router = APIRouter(prefix="/v1/topics", tags=["topics"], dependencies=[Depends(require_json)])
+router = APIRouter(
+    prefix="/v1/topics",
+    tags=["topics"],
+    dependencies=[Depends(require_json), Depends(authorize("read", "admin"))],
+)
 
 
 def topic_out(topic: Topic) -> TopicOut:
@@ -19,7 +24,7 @@ def topic_out(topic: Topic) -> TopicOut:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=documented(409))
 def create_topic(body: TopicIn, service: ServiceDep) -> TopicOut:
     """Create a topic; a name already taken is 409."""
     return topic_out(service.create_topic(name=body.name))
@@ -36,18 +41,18 @@ def list_topics(
     return TopicList(data=[topic_out(t) for t in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{topic_id}")
-def get_topic(topic_id: int, service: ServiceDep) -> TopicOut:
+@router.get("/{topic_id}", responses=documented(404))
+def get_topic(topic_id: TopicId, service: ServiceDep) -> TopicOut:
     return topic_out(service.get_topic(topic_id=topic_id))
 
 
-@router.put("/{topic_id}")
-def rename_topic(topic_id: int, body: TopicIn, service: ServiceDep) -> TopicOut:
+@router.put("/{topic_id}", responses=documented(404, 409))
+def rename_topic(topic_id: TopicId, body: TopicIn, service: ServiceDep) -> TopicOut:
     return topic_out(service.rename_topic(topic_id=topic_id, name=body.name))
 
 
-@router.delete("/{topic_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_topic(topic_id: int, service: ServiceDep) -> Response:
+@router.delete("/{topic_id}", status_code=status.HTTP_204_NO_CONTENT, responses=documented(404))
+def delete_topic(topic_id: TopicId, service: ServiceDep) -> Response:
     """Delete a topic and its stored messages."""
     service.delete_topic(topic_id=topic_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     dead_at REAL NOT NULL
 );
 """
-POLL_INTERVAL = 0.02  # seconds between looks at an empty queue
+POLL_MIN, POLL_MAX = 0.01, 0.1  # seconds between looks at an empty queue, growing while idle
+MAX_ROW_ID = 2**63 - 1
 
 
 def _ts(epoch: float) -> datetime:
@@ -69,6 +71,11 @@ class SqliteBroker:
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
         self._conn: sqlite3.Connection | None = None
+        self._level = synchronous
+        self._idle = POLL_MIN
+        self._pending: list[_Pending] = []
+        self._pending_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
 
     # -- connection -----------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -80,6 +87,7 @@ class SqliteBroker:
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                self._level = self._synchronous
                 conn.execute("PRAGMA busy_timeout=30000")
                 conn.executescript(SCHEMA)
             except (sqlite3.Error, OSError) as exc:
@@ -88,11 +96,21 @@ class SqliteBroker:
         return self._conn
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: writers serialise instead of failing on upgrade."""
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: writers serialise instead of failing on upgrade.
+
+        Only publishes must survive power loss before they return. Leases and acks may
+        be lost with the last moments before a power cut: the message is then delivered
+        again and the store's unique key ignores it. Skipping their fsync halves the
+        fsyncs per message (see docs/benchmarks.md).
+        """
         with self._lock:
             conn = self._connect()
+            level = self._synchronous if durable else "NORMAL"
             try:
+                if level != self._level:
+                    conn.execute(f"PRAGMA synchronous={level}")
+                    self._level = level
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -111,32 +129,73 @@ class SqliteBroker:
 
     # -- producer -------------------------------------------------------------------
     def publish(self, messages: Sequence[OutboundMessage]) -> None:
+        """Durable on return. Concurrent publishers share one commit (group commit):
+        whoever holds the write lock commits every batch queued meanwhile."""
         now = time.time()
-        rows = [
-            (m.body, orjson.dumps(m.wire_attributes()).decode(), m.published_at.timestamp(), now)
-            for m in messages
-        ]
-        with self._tx() as conn:
-            conn.executemany(
-                "INSERT INTO queue (body, attributes, published_at, available_at)"
-                " VALUES (?, ?, ?, ?)",
-                rows,
-            )
+        mine = _Pending(
+            [
+                (
+                    m.body,
+                    orjson.dumps(m.wire_attributes()).decode(),
+                    m.published_at.timestamp(),
+                    now,
+                )
+                for m in messages
+            ]
+        )
+        with self._pending_lock:
+            self._pending.append(mine)
+        with self._publish_lock:
+            if not mine.done:
+                with self._pending_lock:
+                    group, self._pending = self._pending, []
+                try:
+                    with self._tx() as conn:
+                        conn.executemany(
+                            "INSERT INTO queue (body, attributes, published_at, available_at)"
+                            " VALUES (?, ?, ?, ?)",
+                            [row for pending in group for row in pending.rows],
+                        )
+                except BrokerUnavailable as exc:
+                    for pending in group:
+                        pending.error = exc
+                for pending in group:
+                    pending.done = True
+        if mine.error is not None:
+            raise mine.error
 
     # -- consumer -------------------------------------------------------------------
     def pull(self, *, max_messages: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         while True:
             room = min(max_messages, self.policy.max_in_flight - len(self._in_flight))
-            deliveries = self._lease(room) if room > 0 else []
-            if deliveries or time.monotonic() >= deadline:
+            deliveries = self._lease(room) if room > 0 and self._available() else []
+            if deliveries:
+                self._idle = POLL_MIN
                 return deliveries
-            time.sleep(POLL_INTERVAL)
+            if time.monotonic() >= deadline:
+                return []
+            time.sleep(self._idle)
+            self._idle = min(self._idle * 2, POLL_MAX)
+
+    def _available(self) -> bool:
+        """A read-only look, so an idle consumer never takes the write lock."""
+        with self._lock:
+            try:
+                row = (
+                    self._connect()
+                    .execute("SELECT 1 FROM queue WHERE available_at <= ? LIMIT 1", (time.time(),))
+                    .fetchone()
+                )
+            except sqlite3.Error as exc:
+                self._reset()
+                raise BrokerUnavailable(f"embedded broker failed: {exc}") from exc
+        return row is not None
 
     def _lease(self, limit: int) -> list[Delivery]:
         now = time.time()
         token = secrets.token_hex(8)
-        with self._tx() as conn:
+        with self._tx(durable=False) as conn:
             rows = conn.execute(
                 "UPDATE queue SET available_at = ?, attempts = attempts + 1, lease = ?"
                 " WHERE seq IN (SELECT seq FROM queue WHERE available_at <= ?"
@@ -170,11 +229,11 @@ class SqliteBroker:
         for delivery in deliveries:
             seq, lease = _key(delivery)
             by_lease.setdefault(lease, []).append(seq)
-        with self._tx() as conn:
+        with self._tx(durable=False) as conn:
             for lease, seqs in by_lease.items():
                 marks = ", ".join("?" * len(seqs))
                 conn.execute(
-                    f"DELETE FROM queue WHERE lease = ? AND seq IN ({marks})",  # noqa: S608 - only placeholders
+                    f"DELETE FROM queue WHERE lease = ? AND seq IN ({marks})",  # noqa: S608 - only placeholders  # nosec B608
                     (lease, *seqs),
                 )
         self._in_flight.difference_update(d.handle for d in deliveries)
@@ -219,7 +278,7 @@ class SqliteBroker:
     ) -> None:
         guard, params = ("AND lease = ?", (seq, lease)) if lease else ("", (seq,))
         moved = conn.execute(
-            "INSERT INTO dead_letters (body, attributes, published_at, reason, attempts, dead_at)"  # noqa: S608 - guard is a constant
+            "INSERT INTO dead_letters (body, attributes, published_at, reason, attempts, dead_at)"  # noqa: S608 - guard is a constant  # nosec B608
             f" SELECT body, attributes, published_at, ?, ?, ? FROM queue WHERE seq = ? {guard}",
             (reason[:1000], attempts, now, *params),
         ).rowcount
@@ -228,7 +287,7 @@ class SqliteBroker:
 
     # -- dead letters -----------------------------------------------------------------
     def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]:
-        after_id = int(after) if after and after.isdigit() else 0
+        after_id = _row_id(after) or 0
         with self._tx() as conn:
             rows = conn.execute(
                 "SELECT id, body, attributes, published_at, reason, attempts, dead_at"
@@ -238,13 +297,14 @@ class SqliteBroker:
         return [_dead_letter(row) for row in rows]
 
     def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        if not dead_letter_id.isdigit():
+        row_id = _row_id(dead_letter_id)
+        if row_id is None:
             raise NotFound(f"dead letter {dead_letter_id!r} does not exist")
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT id, body, attributes, published_at, reason, attempts, dead_at"
                 " FROM dead_letters WHERE id = ?",
-                (int(dead_letter_id),),
+                (row_id,),
             ).fetchone()
         if row is None:
             raise NotFound(f"dead letter {dead_letter_id!r} does not exist")
@@ -255,17 +315,17 @@ class SqliteBroker:
         where, params = _id_filter(ids)
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO queue (body, attributes, published_at, available_at)"  # noqa: S608 - only placeholders
+                "INSERT INTO queue (body, attributes, published_at, available_at)"  # noqa: S608 - only placeholders  # nosec B608
                 f" SELECT body, attributes, published_at, ? FROM dead_letters {where}"
                 " ORDER BY id",
                 (now, *params),
             )
-            return conn.execute(f"DELETE FROM dead_letters {where}", params).rowcount  # noqa: S608
+            return conn.execute(f"DELETE FROM dead_letters {where}", params).rowcount  # noqa: S608 - only placeholders  # nosec B608
 
     def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
         where, params = _id_filter(ids)
         with self._tx() as conn:
-            return conn.execute(f"DELETE FROM dead_letters {where}", params).rowcount  # noqa: S608
+            return conn.execute(f"DELETE FROM dead_letters {where}", params).rowcount  # noqa: S608 - only placeholders  # nosec B608
 
     # -- health ---------------------------------------------------------------------
     def backlog(self) -> Backlog:
@@ -287,15 +347,33 @@ class SqliteBroker:
             self._reset()
 
 
+@dataclass
+class _Pending:
+    """A publisher's rows waiting for a group commit, and how it ended."""
+
+    rows: list[tuple[bytes, str, float, float]]
+    done: bool = False
+    error: BrokerUnavailable | None = None
+
+
 def _key(delivery: Delivery) -> tuple[int, str]:
     seq, lease = delivery.handle.split(":", 1)
     return int(seq), lease
 
 
+def _row_id(text: str | None) -> int | None:
+    """The row id ``text`` names, or None when it cannot be one: not ASCII digits, or
+    past SQLite's 64-bit integers (the driver would raise OverflowError)."""
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 19:
+        return None
+    number = int(text)
+    return number if number <= MAX_ROW_ID else None
+
+
 def _id_filter(ids: Sequence[str] | None) -> tuple[str, tuple[int, ...]]:
     if ids is None:
         return "", ()
-    numbers = tuple(int(i) for i in ids if i.isdigit())
+    numbers = tuple(n for n in map(_row_id, ids) if n is not None)
     if not numbers:
         return "WHERE 0", ()
     return f"WHERE id IN ({', '.join('?' * len(numbers))})", numbers

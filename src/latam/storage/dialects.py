@@ -6,7 +6,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, Insert, create_engine, event, insert
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Engine,
+    Insert,
+    String,
+    cast,
+    create_engine,
+    event,
+    extract,
+    func,
+    insert,
+    literal_column,
+    type_coerce,
+)
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -16,6 +30,8 @@ from latam.settings import Settings
 from latam.storage.schema import messages
 
 MYSQL_NAMES = frozenset({"mysql", "mariadb"})
+# Width of each stats bucket in seconds; UTC has no DST, so every day is 86,400 s.
+BUCKET_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
 
 
 def normalise_url(url: str) -> str:
@@ -37,15 +53,18 @@ def build_engine(url: str, settings: Settings) -> Engine:
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url, settings)
-    return create_engine(
-        url,
-        pool_size=settings.db_pool_size,  # connections kept open
-        max_overflow=settings.db_max_overflow,  # extra connections allowed under burst
-        pool_timeout=settings.db_pool_timeout_seconds,  # seconds to wait for a free connection
-        pool_recycle=settings.db_pool_recycle_seconds,  # seconds before a connection is reopened
-        pool_pre_ping=True,  # a restarted database costs one reconnect, not an error
-        connect_args=_connect_timeouts(backend),
-    )
+    return create_engine(url, connect_args=_connect_timeouts(backend), **pool_options(settings))
+
+
+def pool_options(settings: Settings) -> dict[str, Any]:
+    """Connection-pool arguments of ``create_engine`` for a server database."""
+    return {
+        "pool_size": settings.db_pool_size,  # connections kept open
+        "max_overflow": settings.db_max_overflow,  # extra connections allowed under burst
+        "pool_timeout": settings.db_pool_timeout_seconds,  # seconds to wait for a free connection
+        "pool_recycle": settings.db_pool_recycle_seconds,  # seconds before a connection is reopened
+        "pool_pre_ping": True,  # a restarted database costs one reconnect, not an error
+    }
 
 
 def _connect_timeouts(backend: str) -> dict[str, Any]:
@@ -92,6 +111,29 @@ def insert_ignoring_duplicates(dialect_name: str) -> Insert:
             index_elements=["topic_id", "message_id"]
         )
     return insert(messages)
+
+
+def bucket_start(column: Any, bucket: str, dialect_name: str) -> ColumnElement[int]:
+    """The start of ``column``'s bucket as whole seconds since 1970-01-01 UTC.
+
+    Integer epoch arithmetic gives the same buckets on every store and never consults a
+    session time zone. The width is rendered as a literal so that the SELECT and the
+    GROUP BY expressions are textually identical, as PostgreSQL and MySQL require.
+    """
+    width = literal_column(str(BUCKET_SECONDS[bucket]), BigInteger)
+    epoch: ColumnElement[Any]
+    if dialect_name == "postgresql":
+        # EXTRACT(EPOCH FROM timestamptz) is absolute: independent of the TimeZone setting.
+        epoch = cast(func.floor(extract("epoch", column)), BigInteger)
+    elif dialect_name in MYSQL_NAMES:
+        # Not UNIX_TIMESTAMP(): it reads the naive UTC DATETIME in the session time zone.
+        origin = literal_column("'1970-01-01 00:00:00'", String)
+        epoch = func.timestampdiff(literal_column("SECOND"), origin, column)
+    else:
+        # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' text. Its date functions round to the
+        # millisecond (59.9999996 s would become the next minute), so cut at whole seconds.
+        epoch = cast(func.strftime("%s", func.substr(column, 1, 19)), BigInteger)
+    return type_coerce(epoch - epoch % width, BigInteger)
 
 
 @contextmanager

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
 from sqlalchemy import Engine, delete, func, select, text, update
 
 from latam.domain import NewMessage, Topic, utcnow
 from latam.errors import NotFound
-from latam.storage.dialects import insert_ignoring_duplicates, translate_errors
+from latam.storage.bulk_insert import BulkInsert
+from latam.storage.dialects import translate_errors
 from latam.storage.schema import messages, topics
+from latam.storage.stats import Bucket, TopicTotals, all_totals, topic_buckets
 
 TOPIC_COLUMNS = (topics.c.id, topics.c.name, topics.c.created_at, topics.c.updated_at)
 
@@ -60,6 +61,16 @@ class Store(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[StoredMessage]: ...
+    def topic_stats(
+        self,
+        topic_id: int,
+        *,
+        bucket: str,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+    ) -> list[Bucket]: ...
+    def all_stats(self) -> list[TopicTotals]: ...
     def close(self) -> None: ...
 
 
@@ -72,7 +83,7 @@ class SqlStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert = insert_ignoring_duplicates(engine.dialect.name)
+        self._insert = BulkInsert()
 
     def ping(self) -> None:
         with translate_errors(), self.engine.connect() as conn:
@@ -140,7 +151,7 @@ class SqlStore:
                 for message_id in conn.execute(already).scalars():
                     del fresh[message_id]
                 if fresh:
-                    conn.execute(self._insert, [_row(topic_id, m, now) for m in fresh.values()])
+                    self._insert(conn, topic_id, fresh.values(), now)
                 stored[names[topic_id]] = stored.get(names[topic_id], 0) + len(fresh)
                 published.extend(m.published_at for m in fresh.values())
         received = Counter(message.topic for _, message in batch)
@@ -177,17 +188,21 @@ class SqlStore:
         with translate_errors(), self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def topic_stats(
+        self,
+        topic_id: int,
+        *,
+        bucket: str,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+    ) -> list[Bucket]:
+        return topic_buckets(
+            self.engine, topic_id, bucket=bucket, since=since, until=until, limit=limit
+        )
+
+    def all_stats(self) -> list[TopicTotals]:
+        return all_totals(self.engine)
+
     def close(self) -> None:
         self.engine.dispose()
-
-
-def _row(topic_id: int, message: NewMessage, now: datetime) -> dict[str, Any]:
-    return {
-        "topic_id": topic_id,
-        "message_id": message.message_id,
-        "data": message.data,
-        "attributes": orjson.dumps(message.attributes).decode(),
-        "size_bytes": len(message.data.encode()),
-        "published_at": message.published_at,
-        "ingested_at": now,
-    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,9 +57,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return None if value is None else _as_utc(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _as_utc(value: datetime) -> datetime:
+    """Tag or convert to UTC; cached because a page's rows share a few batch timestamps."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # Message bodies up to the configurable limit (256 KiB by default): MySQL's TEXT stops at 64 KiB.
@@ -100,5 +105,23 @@ messages = Table(
     UniqueConstraint("topic_id", "message_id"),
     Index(None, "topic_id", "seq"),
     Index(None, "topic_id", "published_at"),
+    **TABLE_OPTIONS,
+)
+
+# API keys: only a SHA-256 of the secret is kept; ``key_id`` is the public half used to
+# find the row, so a lookup never compares secrets in SQL.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key_id", String(32), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("scopes", String(100), nullable=False),
+    Column("topics", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("key_id"),
     **TABLE_OPTIONS,
 )

@@ -1,0 +1,175 @@
+"""``make bench``: every figure of docs/benchmarks.md, measured several times.
+
+Starts and stops everything it uses, talks to 127.0.0.1 only, and appends a dated section
+with the machine's facts and the exact command to docs/benchmarks.md.
+
+    PYTHONPATH=. .venv/bin/python -m bench.run [--quick] [--only ingest,reads,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import freshness, memory, reads
+from bench.common import ROOT, Figure, free_port, latam, latam_env, machine, wait_ready
+from bench.floor import floor_rate
+from bench.ingest import create_topic, publish_and_wait
+
+PARTS = ("floor", "ingest", "reads", "freshness", "memory", "stores", "brokers")
+
+
+@contextmanager
+def serve(data_dir: Path, **settings: str) -> Iterator[str]:
+    port = free_port()
+    env = latam_env(data_dir, port=port, **settings)
+    with latam(["serve"], env, data_dir / "serve.log"):
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base)
+        yield base
+
+
+def ingest_and_reads(
+    label: str, runs: int, total: int, wrk_seconds: int, want_reads: bool, **settings: str
+) -> list[Figure]:
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), **settings) as base:
+        rates, topic_id = [], 0
+        for run in range(runs):
+            topic_id = create_topic(base, f"bench-{uuid.uuid4().hex[:8]}")
+            elapsed = publish_and_wait(base, topic_id, f"r{run}", total)
+            rates.append(total / elapsed)
+        figures.append(Figure(f"E2E ingest, {label}", "messages/s", rates))
+        if want_reads:
+            samples = [
+                reads.run_wrk(base, topic_id, total, seconds=wrk_seconds) for _ in range(runs)
+            ]
+            figures.append(Figure(f"Reads, {label}", "requests/s", [s[0] for s in samples]))
+            figures.append(Figure(f"Reads p50, {label}", "ms", [s[1] for s in samples]))
+            figures.append(Figure(f"Reads p99, {label}", "ms", [s[2] for s in samples]))
+    return figures
+
+
+def fresh(runs: int, seconds: int) -> list[Figure]:
+    p50s, p99s = [], []
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as base:
+        for _ in range(runs):
+            topic_id = create_topic(base, f"fresh-{uuid.uuid4().hex[:8]}")
+            delays = sorted(freshness.measure(base, topic_id, rate=5000, seconds=seconds))
+            p50s.append(statistics.median(delays) * 1000)
+            p99s.append(delays[int(len(delays) * 0.99) - 1] * 1000)
+    return [
+        Figure("Freshness p50 at 5,000 msg/s", "ms", p50s),
+        Figure("Freshness p99 at 5,000 msg/s", "ms", p99s),
+    ]
+
+
+def mem(runs: int, total: int) -> list[Figure]:
+    peaks, rates = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            memory.fill(Path(tmp), total)
+            peak, drained = memory.peak_rss_mb(Path(tmp), total)
+            peaks.append(peak)
+            rates.append(total / drained)
+            print(f"  drained {total:,} in {drained:.1f}s, peak RSS {peak:.0f} MB")
+    return [
+        Figure(f"Worker peak RSS, {total:,} backlog", "MB", peaks),
+        Figure(f"Worker drain rate, {total:,} backlog", "messages/s", rates),
+    ]
+
+
+def other_stores(runs: int, total: int, wrk_seconds: int) -> list[Figure]:
+    from tests.databases import temporary_database
+
+    figures: list[Figure] = []
+    for kind, label in (("postgresql", "PostgreSQL store"), ("mysql", "MariaDB store")):
+        with tempfile.TemporaryDirectory() as tmp, temporary_database(kind, Path(tmp)) as url:
+            figures += ingest_and_reads(label, runs, total, wrk_seconds, True, database_url=url)
+    return figures
+
+
+def other_brokers(runs: int, total: int) -> list[Figure]:
+    from tests.e2e.backends import BROKERS
+
+    figures: list[Figure] = []
+    for name in sorted(set(BROKERS) - {"sqlite"}):
+        with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+            try:
+                backend = stack.enter_context(BROKERS[name](Path(tmp)))
+            except Exception as exc:  # a broker that cannot start here is reported, not fatal
+                print(f"  {name}: not measured ({type(exc).__name__}: {exc})")
+                continue
+            figures += ingest_and_reads(f"{name} broker", runs, total, 0, False, **backend.settings)
+    return figures
+
+
+def write_report(figures: list[Figure], command: str, started: float) -> str:
+    lines = [
+        f"### Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- Machine: {machine()}",
+        f"- Command: `{command}`",
+        f"- Duration: {time.monotonic() - started:.0f} s",
+        "",
+        "| Figure | Median | Min to max | Unit | Runs |",
+        "| --- | --- | --- | --- | --- |",
+        *(figure.row() for figure in figures),
+        "",
+    ]
+    floor = next((f for f in figures if f.name.startswith("Floor")), None)
+    e2e = next((f for f in figures if f.name == "E2E ingest, embedded"), None)
+    if floor and e2e:
+        lines.insert(-1, f"E2E / floor = {e2e.median / floor.median:.0%} (medians).")
+        lines.insert(-1, "")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma list of {PARTS}")
+    parser.add_argument("--no-write", action="store_true", help="do not touch the docs")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    runs = 1 if args.quick else 3
+    total = 20_000 if args.quick else 200_000
+    started = time.monotonic()
+    figures: list[Figure] = []
+    if "floor" in only:
+        figures.append(
+            Figure("Floor: raw sqlite3 inserts", "rows/s", [floor_rate(total) for _ in range(runs)])
+        )
+    if only & {"ingest", "reads"}:
+        figures += ingest_and_reads(
+            "embedded", runs, total, 5 if args.quick else 15, "reads" in only
+        )
+    if "freshness" in only:
+        figures += fresh(runs, 5 if args.quick else 12)
+    if "memory" in only:
+        figures += mem(1 if args.quick else 2, 100_000 if args.quick else 1_000_000)
+    if "stores" in only:
+        figures += other_stores(
+            1 if args.quick else 2, total // 2 if not args.quick else total, 5 if args.quick else 10
+        )
+    if "brokers" in only:
+        figures += other_brokers(1 if args.quick else 2, total // 2 if not args.quick else total)
+    command = "make bench" + (f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
+    report = write_report(figures, command, started)
+    print(report)
+    if not args.no_write:
+        doc = ROOT / "docs" / "benchmarks.md"
+        existing = doc.read_text() if doc.exists() else "# Benchmarks\n\n## Results\n\n"
+        doc.write_text(existing.rstrip("\n") + "\n\n" + report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+output "api_url" {
+  description = "HTTPS URL of the API."
+  value       = module.latam.api_url
+}
+
+output "api_service" {
+  description = "Cloud Run service of the API."
+  value       = module.latam.api_service
+}
+
+output "worker_service" {
+  description = "Cloud Run service of the worker."
+  value       = module.latam.worker_service
+}
+
+output "migrate_job" {
+  description = "Cloud Run job of the migrations."
+  value       = module.latam.migrate_job
+}
+
+output "artifact_registry_repository" {
+  description = "Docker repository for images."
+  value       = module.latam.artifact_registry_repository
+}
+
+output "service_accounts" {
+  description = "Service account e-mails (deployer goes into the GitHub environment)."
+  value       = module.latam.service_accounts
+}
+
+output "workload_identity_provider" {
+  description = "WIF provider name (goes into the GitHub environment)."
+  value       = module.latam.workload_identity_provider
+}
+
+output "cloudsql_connection_name" {
+  description = "Cloud SQL connection name."
+  value       = module.latam.cloudsql_connection_name
+}
+
+output "pubsub" {
+  description = "Pub/Sub names."
+  value       = module.latam.pubsub
+}
+
+output "bigquery_table" {
+  description = "Analytics table."
+  value       = module.latam.bigquery_table
+}
+
+output "api_token_secret" {
+  description = "Secret holding the API key."
+  value       = module.latam.api_token_secret
+}

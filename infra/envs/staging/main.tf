@@ -1,0 +1,50 @@
+# staging environment of latam. State lives in GCS; the bucket is given at init:
+#   terraform init -backend-config="bucket=<state bucket>" -backend-config="prefix=latam/staging"
+
+terraform {
+  required_version = ">= 1.6.0"
+
+  backend "gcs" {}
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 6.14.0, < 7.0.0"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.6.0, < 4.0.0"
+    }
+  }
+}
+
+provider "google" {
+  project = var.project_id
+  region  = var.region
+
+  default_labels = {
+    app         = "latam"
+    environment = "staging"
+  }
+}
+
+module "latam" {
+  source = "../../modules/latam"
+
+  project_id                      = var.project_id
+  region                          = var.region
+  environment                     = "staging"
+  image                           = var.image
+  api_public                      = var.api_public
+  api_invokers                    = var.api_invokers
+  github_repository               = var.github_repository
+  github_environment              = "staging"
+  github_deploy_branch            = "develop"
+  terraform_service_account_email = var.terraform_service_account_email
+  alert_notification_email        = var.alert_notification_email
+
+  api_min_instances    = 0
+  api_max_instances    = 4
+  db_tier              = "db-custom-1-3840"
+  db_availability_type = "ZONAL"
+}

@@ -1,0 +1,44 @@
+variable "project_id" {
+  description = "Google Cloud project of this environment."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the regional resources."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "image" {
+  description = "Image by digest, set by the deploy pipeline (TF_VAR_image); empty before the first deploy."
+  type        = string
+  default     = ""
+}
+
+variable "api_public" {
+  description = "Whether anyone may invoke the API (it still requires its API key)."
+  type        = bool
+  default     = false
+}
+
+variable "api_invokers" {
+  description = "Members allowed to invoke the API when it is IAM-only."
+  type        = list(string)
+  default     = []
+}
+
+variable "github_repository" {
+  description = "owner/name of the GitHub repository allowed to deploy."
+  type        = string
+}
+
+variable "terraform_service_account_email" {
+  description = "Service account that runs terraform apply from GitHub Actions (created at bootstrap)."
+  type        = string
+  default     = ""
+}
+
+variable "alert_notification_email" {
+  description = "Where SLO and uptime alerts go."
+  type        = string
+}

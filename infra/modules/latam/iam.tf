@@ -1,0 +1,92 @@
+# Three identities, each with only what its job needs. No primitive roles, no keys.
+
+resource "google_service_account" "api" {
+  project      = var.project_id
+  account_id   = "${local.name}-api"
+  display_name = "latam API (${var.environment})"
+}
+
+resource "google_service_account" "worker" {
+  project      = var.project_id
+  account_id   = "${local.name}-worker"
+  display_name = "latam worker (${var.environment})"
+}
+
+resource "google_service_account" "deployer" {
+  project      = var.project_id
+  account_id   = "${local.name}-deployer"
+  display_name = "latam deployer: GitHub Actions pushes images and rolls out Cloud Run (${var.environment})"
+}
+
+resource "google_service_account" "push" {
+  count = var.worker_delivery == "push" ? 1 : 0
+
+  project      = var.project_id
+  account_id   = "${local.name}-push"
+  display_name = "latam Pub/Sub push identity (${var.environment})"
+}
+
+# Project-level roles that have no narrower resource to bind to.
+locals {
+  runtime_project_roles = [
+    "roles/cloudsql.client",       # connect through the Cloud SQL connector
+    "roles/cloudsql.instanceUser", # log in with IAM database authentication
+    "roles/logging.logWriter",
+    "roles/monitoring.metricWriter", # Managed Prometheus sidecar writes metrics
+    "roles/cloudtrace.agent",
+  ]
+
+  runtime_bindings = merge(
+    { for role in local.runtime_project_roles : "api-${role}" => { role = role, member = google_service_account.api.member } },
+    { for role in local.runtime_project_roles : "worker-${role}" => { role = role, member = google_service_account.worker.member } },
+  )
+}
+
+resource "google_project_iam_member" "runtime" {
+  for_each = local.runtime_bindings
+
+  project = var.project_id
+  role    = each.value.role
+  member  = each.value.member
+}
+
+# Deployer: create revisions and shift traffic (run.developer cannot change IAM policy).
+resource "google_project_iam_member" "deployer_run" {
+  project = var.project_id
+  role    = "roles/run.developer"
+  member  = google_service_account.deployer.member
+}
+
+resource "google_artifact_registry_repository_iam_member" "deployer_push" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.deployer.member
+}
+
+# Deploying a revision that runs as a service account requires actAs on that account only.
+resource "google_service_account_iam_member" "deployer_act_as" {
+  for_each = {
+    api    = google_service_account.api.name
+    worker = google_service_account.worker.name
+  }
+
+  service_account_id = each.value
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.deployer.member
+}
+
+# Runtime identities pull images from this repository only.
+resource "google_artifact_registry_repository_iam_member" "runtime_pull" {
+  for_each = {
+    api    = google_service_account.api.member
+    worker = google_service_account.worker.member
+  }
+
+  project    = var.project_id
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.reader"
+  member     = each.value
+}

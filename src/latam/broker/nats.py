@@ -1,0 +1,270 @@
+"""Broker adapter on NATS JetStream: a work-queue stream and one durable pull consumer.
+
+Subjects: the stream ``STREAM`` captures ``STREAM`` (where latam publishes) and
+``STREAM.>``; a producer sets the ``topic`` header, or publishes to ``STREAM.<topic>``
+and the subject's last part stands in for a missing header. Headers carry the latam
+attributes (``topic``, ``message_id``, ``published_at`` and the user's ones);
+``Nats-Msg-Id`` = ``message_id`` lets JetStream drop re-publishes inside its
+duplicate window.
+
+The consumer's ``ack_wait`` is the ack deadline and ``max_ack_pending`` the flow-control
+bound. Delivery attempts come from JetStream's ``num_delivered``; the attempt limit is
+enforced here (``max_deliver`` is unlimited) so that an exhausted message is copied into
+the ``<STREAM>_DLQ`` stream with its reason before it is terminated, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
+from nats.js.errors import NotFoundError
+
+from latam.broker.base import REASON_MAX_ATTEMPTS, Backlog, DeadLetter, Delivery, DeliveryPolicy
+from latam.broker.nats_dlq import DeadLetterStream, dead_letter_headers
+from latam.broker.nats_link import NatsConfig, NatsLink, parse_nats_url
+from latam.domain import ATTR_TOPIC, OutboundMessage
+
+__all__ = ["NatsBroker", "delete_streams", "parse_nats_url", "publish_plain"]
+MSG_ID = "Nats-Msg-Id"
+
+
+class NatsBroker:
+    """Broker adapter on a JetStream stream (``nats://HOST:PORT/STREAM``)."""
+
+    name = "nats"
+
+    def __init__(self, config: NatsConfig, policy: DeliveryPolicy, *, replicas: int = 1) -> None:
+        self.config = config
+        self.policy = policy
+        self.replicas = replicas
+        self._link = NatsLink(config.server)
+        self._psub: Any = None
+        self._held: dict[str, Any] = {}  # handle -> NATS message, until settled
+        self.dead_letters = DeadLetterStream(config, self._link, self._ready)
+
+    async def _ready(self) -> Any:
+        """The JetStream context once the streams and the consumer exist."""
+        js = await self._link.connect()
+        if self._psub is None:
+            await ensure_streams(js, self.config, self.replicas)
+            await js.add_consumer(
+                self.config.stream,
+                ConsumerConfig(
+                    durable_name=self.config.consumer,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=self.policy.ack_deadline_seconds,
+                    max_deliver=-1,
+                    max_ack_pending=self.policy.max_in_flight,
+                ),
+            )
+            self._psub = await js.pull_subscribe_bind(
+                durable=self.config.consumer, stream=self.config.stream
+            )
+        return js
+
+    # -- producer -----------------------------------------------------------------------
+    def publish(self, messages: Sequence[OutboundMessage]) -> None:
+        async def go() -> None:
+            js = await self._ready()
+            # Started in order on one connection, so the stream keeps the given order.
+            acks = [
+                js.publish(
+                    self.config.subject,
+                    m.body,
+                    headers={**m.wire_attributes(), MSG_ID: m.message_id},
+                )
+                for m in messages
+            ]
+            await asyncio.gather(*acks)
+
+        self._link.run(go())
+
+    # -- consumer -----------------------------------------------------------------------
+    def pull(self, *, max_messages: int, timeout: float) -> list[Delivery]:
+        room = min(max_messages, self.policy.max_in_flight - len(self._held))
+        if room <= 0:
+            self._link.run(asyncio.sleep(timeout))
+            return []
+
+        async def go() -> list[Any]:
+            await self._ready()
+            try:
+                return list(await self._psub.fetch(batch=room, timeout=max(timeout, 0.05)))
+            except NatsTimeout:
+                return []
+
+        deliveries = []
+        for msg in self._link.run(go(), timeout=timeout + 30):
+            delivery = self._delivery(msg)
+            self._held[delivery.handle] = msg
+            if delivery.delivery_attempt > self.policy.max_delivery_attempts:
+                # Its lease kept expiring: dead-letter it like the other adapters do.
+                reason = f"{REASON_MAX_ATTEMPTS}: ack deadline expired"
+                self._dead_letter([delivery], reason, delivery.delivery_attempt - 1)
+            else:
+                deliveries.append(delivery)
+        return deliveries
+
+    def _delivery(self, msg: Any) -> Delivery:
+        meta = msg.metadata
+        headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
+        suffix = msg.subject.removeprefix(self.config.stream).lstrip(".")
+        if not headers.get(ATTR_TOPIC) and suffix:
+            headers[ATTR_TOPIC] = suffix
+        stamp = meta.timestamp
+        return Delivery(
+            handle=f"{meta.sequence.stream}:{meta.num_delivered}",
+            broker_message_id=f"{self.config.stream}-{meta.sequence.stream}",
+            body=bytes(msg.data),
+            attributes=headers,
+            published_at=stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC),
+            delivery_attempt=int(meta.num_delivered),
+        )
+
+    def _settle(self, deliveries: Sequence[Delivery], action: str, **kwargs: Any) -> None:
+        msgs = [m for d in deliveries if (m := self._held.pop(d.handle, None)) is not None]
+
+        async def go() -> None:
+            await asyncio.gather(*(getattr(m, action)(**kwargs) for m in msgs))
+
+        if msgs:
+            self._link.run(go())
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        # ack_sync waits for the server's confirmation: acknowledged means settled.
+        self._settle(deliveries, "ack_sync", timeout=10)
+
+    def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
+        limit = self.policy.max_delivery_attempts
+        exhausted = [d for d in deliveries if d.delivery_attempt >= limit]
+        if exhausted:
+            self._dead_letter(exhausted, f"{REASON_MAX_ATTEMPTS}: {reason}", None)
+        for delivery in deliveries:
+            if delivery.delivery_attempt < limit:
+                delay = self.policy.backoff(delivery.delivery_attempt)
+                self._settle([delivery], "nak", delay=delay)
+
+    def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
+        self._dead_letter(deliveries, reason, None)
+
+    def _dead_letter(
+        self, deliveries: Sequence[Delivery], reason: str, attempts: int | None
+    ) -> None:
+        async def go() -> None:
+            js = await self._ready()
+            copies = [
+                js.publish(
+                    self.config.dead_letter_stream,
+                    d.body,
+                    headers=dead_letter_headers(d, reason, attempts or d.delivery_attempt),
+                )
+                for d in deliveries
+            ]
+            await asyncio.gather(*copies)
+
+        self._link.run(go())
+        # Only once the copy is durable is the original terminated.
+        self._settle(deliveries, "term")
+
+    # -- dead letters -------------------------------------------------------------------
+    def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]:
+        return self.dead_letters.list_letters(limit=limit, after=after)
+
+    def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        return self.dead_letters.get(dead_letter_id)
+
+    def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
+        return self.dead_letters.replay(ids)
+
+    def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
+        return self.dead_letters.purge(ids)
+
+    def dead_letter_count(self) -> int:
+        return self.dead_letters.count()
+
+    # -- health -------------------------------------------------------------------------
+    def backlog(self) -> Backlog:
+        """Work-queue retention keeps exactly the unacknowledged messages in the stream."""
+
+        async def go() -> tuple[int, datetime | None]:
+            js = await self._ready()
+            state = (await js.stream_info(self.config.stream)).state
+            if not state.messages:
+                return 0, None
+            # The first message still in the stream is the oldest unacknowledged one.
+            first = await js.get_msg(self.config.stream, seq=state.first_seq)
+            return int(state.messages), first.time
+
+        messages, first = self._link.run(go())
+        age = None
+        if first is not None:
+            first = first if first.tzinfo else first.replace(tzinfo=UTC)
+            age = max((datetime.now(UTC) - first).total_seconds(), 0.0)
+        return Backlog(messages=messages, oldest_age_seconds=age)
+
+    def ping(self) -> None:
+        async def go() -> None:
+            js = await self._ready()
+            await js.stream_info(self.config.stream)
+
+        self._link.run(go(), timeout=10)
+
+    def close(self) -> None:
+        self._link.close()
+
+
+async def ensure_streams(js: Any, config: NatsConfig, replicas: int = 1) -> None:
+    """Create the work stream and the dead-letter stream if they do not exist."""
+    wanted: dict[str, dict[str, Any]] = {
+        config.stream: {
+            "subjects": [config.subject, f"{config.subject}.>"],
+            "retention": RetentionPolicy.WORK_QUEUE,
+        },
+        config.dead_letter_stream: {"subjects": [config.dead_letter_stream]},
+    }
+    for name, params in wanted.items():
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            await js.add_stream(
+                name=name, storage=StorageType.FILE, num_replicas=replicas, **params
+            )
+
+
+def publish_plain(url: str, body: bytes, headers: dict[str, str]) -> None:
+    """Publish as a plain NATS client would (no ``Nats-Msg-Id``); tests and tools."""
+    config = parse_nats_url(url)
+    link = NatsLink(config.server)
+
+    async def go() -> None:
+        js = await link.connect()
+        await ensure_streams(js, config)
+        await js.publish(config.subject, body, headers=headers)
+
+    try:
+        link.run(go())
+    finally:
+        link.close()
+
+
+def delete_streams(url: str) -> None:
+    """Delete the stream and its dead-letter stream (throw-away environments only)."""
+    config = parse_nats_url(url)
+    link = NatsLink(config.server)
+
+    async def go() -> None:
+        js = await link.connect()
+        for name in (config.stream, config.dead_letter_stream):
+            with contextlib.suppress(NotFoundError):  # already gone
+                await js.delete_stream(name)
+
+    try:
+        link.run(go())
+    finally:
+        link.close()

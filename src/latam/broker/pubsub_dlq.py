@@ -1,0 +1,176 @@
+"""The Pub/Sub dead-letter store: the dead-letter subscription itself, no side index.
+
+Every operation takes a snapshot: it pulls the subscription (synchronous pull, leases
+held) until a pull comes back empty or ``SCAN_LIMIT`` messages are held, acts on the
+chosen ones (ack to purge, publish-then-ack to replay) and hands every other lease back
+at once with a zero ack deadline. While a snapshot is held its messages are invisible
+to a concurrent snapshot, so two simultaneous listings may each see part of the store.
+Dead-letter ids are the Pub/Sub message ids of the dead-letter messages; listings are
+ordered by that id (numeric where it is numeric) so ``after`` pages through them.
+
+Messages latam dead-letters carry ``reason``, ``delivery_attempts`` and
+``source_publish_time`` attributes; messages Pub/Sub forwarded under the subscription's
+dead-letter policy carry ``CloudPubSubDeadLetterSource*`` attributes instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api_core import exceptions as google_errors
+
+from latam.broker.base import REASON_MAX_ATTEMPTS, DeadLetter
+from latam.broker.pubsub_config import PubsubConfig
+from latam.domain import ATTR_MESSAGE_ID, ATTR_TOPIC, parse_timestamp
+from latam.errors import BrokerUnavailable, NotFound
+
+ATTR_REASON = "reason"
+ATTR_ATTEMPTS = "delivery_attempts"
+ATTR_SOURCE_TIME = "source_publish_time"
+ATTR_DEAD_AT = "dead_lettered_at"
+POLICY_PREFIX = "CloudPubSubDeadLetterSource"
+META = frozenset({ATTR_REASON, ATTR_ATTEMPTS, ATTR_SOURCE_TIME, ATTR_DEAD_AT})
+SCAN_LIMIT = 10_000  # most dead letters one operation looks at
+PULL_TIMEOUT_SECONDS = 1.0  # an empty pull waits this long before the scan ends
+
+
+class DeadLetterStore:
+    """List, inspect, replay and purge the messages on the dead-letter subscription."""
+
+    def __init__(self, config: PubsubConfig, publisher: Any, subscriber: Any) -> None:
+        self.config = config
+        self._publisher = publisher
+        self._subscriber = subscriber
+
+    def list_letters(self, *, limit: int, after: str | None) -> list[DeadLetter]:
+        letters = self._with_snapshot(lambda held: [])
+        start = _sort_key(after) if after else None
+        chosen = [d for d in letters if start is None or _sort_key(d.id) > start]
+        return chosen[:limit]
+
+    def get(self, dead_letter_id: str) -> DeadLetter:
+        for letter in self._with_snapshot(lambda held: []):
+            if letter.id == dead_letter_id:
+                return letter
+        raise NotFound(f"dead letter {dead_letter_id!r} does not exist")
+
+    def purge(self, ids: Sequence[str] | None) -> int:
+        return len(self._with_snapshot(_selector(ids), action=None, only_chosen=True))
+
+    def replay(self, ids: Sequence[str] | None, topic_path: str) -> int:
+        from latam.broker.pubsub import publish_rpc
+
+        def republish(chosen: list[tuple[str, Any]]) -> None:
+            wire = [
+                {"data": m.message.data, "attributes": _original(dict(m.message.attributes))}
+                for _, m in chosen
+            ]
+            publish_rpc(self._publisher, topic_path, wire, (1000, 9 * 1024 * 1024))
+
+        return len(self._with_snapshot(_selector(ids), action=republish, only_chosen=True))
+
+    def _with_snapshot(
+        self,
+        choose: Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]],
+        *,
+        action: Callable[[list[tuple[str, Any]]], None] | None = None,
+        only_chosen: bool = False,
+    ) -> list[DeadLetter]:
+        """Hold every lease, ack the chosen ones (after ``action``), release the rest."""
+        held = self._scan()
+        chosen = choose(held)
+        try:
+            if chosen:
+                if action is not None:
+                    action(chosen)
+                self._call("acknowledge", ack_ids=[ack_id for ack_id, _ in chosen])
+        finally:
+            done = {ack_id for ack_id, _ in chosen}
+            self._release([ack_id for ack_id, _ in held if ack_id not in done])
+        letters = [_dead_letter(m.message) for _, m in (chosen if only_chosen else held)]
+        return sorted(letters, key=lambda d: _sort_key(d.id))
+
+    def _scan(self) -> list[tuple[str, Any]]:
+        held: dict[str, tuple[str, Any]] = {}
+        while len(held) < SCAN_LIMIT:
+            try:
+                response = self._subscriber.pull(
+                    subscription=self.config.dead_letter_subscription_path,
+                    max_messages=min(1000, SCAN_LIMIT - len(held)),
+                    timeout=PULL_TIMEOUT_SECONDS,
+                )
+            except google_errors.DeadlineExceeded:
+                break
+            except google_errors.GoogleAPIError as exc:
+                self._release([ack_id for ack_id, _ in held.values()])
+                raise BrokerUnavailable(
+                    f"Pub/Sub dead letters unavailable: {type(exc).__name__}"
+                ) from exc
+            if not response.received_messages:
+                break
+            for received in response.received_messages:
+                held[received.message.message_id] = (received.ack_id, received)
+        return list(held.values())
+
+    def _release(self, ack_ids: list[str]) -> None:
+        for start in range(0, len(ack_ids), 1000):
+            batch = ack_ids[start : start + 1000]
+            self._call("modify_ack_deadline", ack_ids=batch, ack_deadline_seconds=0)
+
+    def _call(self, method: str, **kwargs: Any) -> None:
+        try:
+            getattr(self._subscriber, method)(
+                subscription=self.config.dead_letter_subscription_path, timeout=30, **kwargs
+            )
+        except google_errors.GoogleAPIError as exc:
+            raise BrokerUnavailable(
+                f"Pub/Sub dead letters unavailable: {type(exc).__name__}"
+            ) from exc
+
+
+def _selector(
+    ids: Sequence[str] | None,
+) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
+    wanted = None if ids is None else set(ids)
+    return lambda held: [h for h in held if wanted is None or h[1].message.message_id in wanted]
+
+
+def _sort_key(dead_letter_id: str) -> tuple[int, str]:
+    return (int(dead_letter_id), "") if dead_letter_id.isdigit() else (2**63, dead_letter_id)
+
+
+def _original(attributes: dict[str, str]) -> dict[str, str]:
+    return {
+        k: v for k, v in attributes.items() if k not in META and not k.startswith(POLICY_PREFIX)
+    }
+
+
+def _dead_letter(message: Any) -> DeadLetter:
+    attributes = dict(message.attributes)
+    dead_at = message.publish_time.astimezone(UTC)
+    source_time = attributes.get(ATTR_SOURCE_TIME) or attributes.get(
+        f"{POLICY_PREFIX}TopicPublishTime", ""
+    )
+    attempts = attributes.get(ATTR_ATTEMPTS) or attributes.get(f"{POLICY_PREFIX}DeliveryCount", "0")
+    reason = attributes.get(ATTR_REASON) or f"{REASON_MAX_ATTEMPTS}: forwarded by Pub/Sub"
+    original = _original(attributes)
+    return DeadLetter(
+        id=str(message.message_id),
+        topic=original.get(ATTR_TOPIC, ""),
+        message_id=original.get(ATTR_MESSAGE_ID, ""),
+        body=bytes(message.data),
+        attributes=original,
+        reason=reason,
+        delivery_attempts=int(attempts) if attempts.isdigit() else 0,
+        published_at=_parse(source_time, dead_at),
+        dead_lettered_at=dead_at,
+    )
+
+
+def _parse(value: str, fallback: datetime) -> datetime:
+    try:
+        return parse_timestamp(value) if value else fallback
+    except ValueError:
+        return fallback

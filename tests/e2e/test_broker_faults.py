@@ -1,0 +1,231 @@
+"""Broker faults end to end: a broker restart while messages flow, and poison messages
+reaching dead letters after the configured attempts, on every real broker."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from latam.broker.base import REASON_MAX_ATTEMPTS, Broker, DeliveryPolicy
+from latam.domain import OutboundMessage, utcnow
+from tests.contract.brokers import HARNESSES
+from tests.support import IN_CI, create_topic, free_port, reachable, running_serve, unique
+from tests.support import read_all as read_stored
+
+pytestmark = pytest.mark.slow
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+class PrivateNats:
+    """A nats-server of our own on a free port with its own store (never the shared one)."""
+
+    def __init__(self, store: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}/LATAM_FAULTS"
+        self.args = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(store)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 20
+        while not reachable(f"nats://127.0.0.1:{self.port}", self.port):
+            assert time.monotonic() < deadline, "private nats-server did not start"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.kill()
+        time.sleep(2)  # messages keep arriving at the API meanwhile
+        self.start()
+
+
+@contextmanager
+def private_nats(store: Path) -> Iterator[PrivateNats]:
+    if not Path(NATS_SERVER).exists():
+        if IN_CI:
+            pytest.fail("nats-server is required in CI")
+        pytest.skip("nats-server is not installed")
+    server = PrivateNats(store)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.terminate()
+            server.proc.wait(10)
+
+
+@contextmanager
+def nats_broker(store: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    with private_nats(store) as server:
+        yield server.url, server.restart
+
+
+@contextmanager
+def emulator_broker() -> Iterator[tuple[str, Callable[[], None]]]:
+    """Private Pub/Sub resources; restart = emulator restart + bootstrap again."""
+    from latam.broker.pubsub_admin import bootstrap, teardown
+    from latam.broker.pubsub_config import parse_pubsub_url
+    from tests.pubsub_emulator import EMULATOR, PROJECT
+
+    EMULATOR.ensure()
+    topic = unique("faults-")
+    url = f"pubsub://{PROJECT}/{topic}?subscription={topic}-sub"
+    config = parse_pubsub_url(url)
+    policy = DeliveryPolicy(backoff_min_seconds=0.2, backoff_max_seconds=2)
+    bootstrap(config, policy)
+
+    def restart() -> None:
+        # The emulator keeps nothing across a restart: the resources are created again,
+        # as `latam pubsub bootstrap` would on a fresh project.
+        EMULATOR.restart()
+        bootstrap(config, policy)
+
+    try:
+        yield url, restart
+    finally:
+        teardown(config)
+
+
+class Publisher(threading.Thread):
+    """Posts small batches until stopped; remembers which ids were accepted (202)."""
+
+    def __init__(self, base: str, topic_id: int) -> None:
+        super().__init__(daemon=True)
+        self.base, self.topic_id = base, topic_id
+        self.accepted: list[str] = []
+        self.refused = 0
+        self.stop = threading.Event()
+        self.paused = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            n = 0
+            while not self.stop.is_set():
+                if self.paused.is_set():
+                    time.sleep(0.05)
+                    continue
+                batch = [{"id": f"f-{n + i}", "data": {"n": n + i}} for i in range(20)]
+                n += 20
+                try:
+                    response = client.post(
+                        f"/v1/topics/{self.topic_id}/messages", json={"messages": batch}
+                    )
+                except httpx.HTTPError:
+                    self.refused += 1
+                    continue
+                if response.status_code == 202:
+                    self.accepted.extend(m["id"] for m in batch)
+                else:
+                    self.refused += 1
+                time.sleep(0.02)
+
+
+def wait_stored(client: httpx.Client, topic_id: int, count: int, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    ids: list[str] = []
+    while time.monotonic() < deadline:
+        ids = [m["id"] for m in read_stored(client, topic_id)]
+        if len(ids) >= count:
+            return ids
+        time.sleep(0.3)
+    return ids
+
+
+@pytest.mark.parametrize("kind", ["nats", "pubsub"])
+def test_broker_restart_while_messages_flow_stores_each_accepted_once(
+    kind: str, tmp_path: Path
+) -> None:
+    broker = nats_broker(tmp_path / "nats") if kind == "nats" else emulator_broker()
+    with (
+        broker as (url, restart),
+        running_serve(tmp_path, broker_url=url) as (base, _proc),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        topic_id = create_topic(client)
+        publisher = Publisher(base, topic_id)
+        publisher.start()
+        while len(publisher.accepted) < 400:
+            time.sleep(0.1)
+        if kind == "pubsub":
+            # The emulator loses what it holds when it stops; drain first so that only
+            # the emulator's lack of durability, not latam, could lose a message.
+            publisher.paused.set()
+            wait_stored(client, topic_id, len(publisher.accepted), 60)
+            publisher.paused.clear()
+        restart()
+        before = len(publisher.accepted)
+        deadline = time.monotonic() + 60
+        while len(publisher.accepted) < before + 400 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        publisher.stop.set()
+        publisher.join(30)
+        assert len(publisher.accepted) >= before + 400, "publishing did not recover"
+        stored = wait_stored(client, topic_id, len(publisher.accepted), 120)
+        assert len(stored) == len(set(stored)), "a message was stored twice"
+        assert set(stored) == set(publisher.accepted)
+
+
+def poison_policy(harness_name: str) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        max_delivery_attempts=3,
+        ack_deadline_seconds=10 if harness_name == "pubsub" else 1,
+        backoff_min_seconds=0.1,
+        backoff_max_seconds=0.2,
+        max_in_flight=10,
+    )
+
+
+@pytest.mark.parametrize("kind", ["nats", "pubsub"])
+def test_poison_reaches_dead_letters_after_the_configured_attempts(
+    kind: str, tmp_path: Path
+) -> None:
+    with HARNESSES[kind](tmp_path) as harness:
+        broker: Broker = harness.make(poison_policy(kind))
+        message_id = unique("poison-")
+        broker.publish([OutboundMessage("orders", message_id, b'{"p": 1}', {}, utcnow())])
+        attempts: list[int] = []
+        deadline = time.monotonic() + 60
+        while not broker.list_dead_letters(limit=10) and time.monotonic() < deadline:
+            for delivery in broker.pull(max_messages=10, timeout=1.0):
+                attempts.append(delivery.delivery_attempt)
+                broker.nack([delivery], reason="store_unavailable")
+        letters = broker.list_dead_letters(limit=10)
+        broker.close()
+    assert attempts == [1, 2, 3]
+    assert len(letters) == 1
+    assert letters[0].message_id == message_id
+    assert letters[0].reason == f"{REASON_MAX_ATTEMPTS}: store_unavailable"
+    assert letters[0].delivery_attempts == 3
+    assert orjson.loads(letters[0].body) == {"p": 1}
+
+
+def test_unsettled_message_reaches_dead_letters_on_nats(tmp_path: Path) -> None:
+    """A message whose lease keeps expiring (a crashing consumer) is dead-lettered too."""
+    with HARNESSES["nats"](tmp_path) as harness:
+        broker = harness.make(poison_policy("nats"))
+        broker.publish([OutboundMessage("orders", "lost-1", b"{}", {}, utcnow())])
+        deadline = time.monotonic() + 30
+        while not broker.list_dead_letters(limit=10) and time.monotonic() < deadline:
+            broker.pull(max_messages=10, timeout=1.5)  # never settled
+        letters = broker.list_dead_letters(limit=10)
+        broker.close()
+    assert [d.message_id for d in letters] == ["lost-1"]
+    assert letters[0].reason == f"{REASON_MAX_ATTEMPTS}: ack deadline expired"
+    assert letters[0].delivery_attempts == 3
