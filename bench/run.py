@@ -27,6 +27,13 @@ from bench.ingest import create_topic, publish_and_wait
 PARTS = ("floor", "ingest", "reads", "freshness", "memory", "stores", "brokers")
 
 
+def emit(figures: list[Figure]) -> list[Figure]:
+    """Print figures as soon as they are measured (the report comes at the end)."""
+    for figure in figures:
+        print(figure.row(), flush=True)
+    return figures
+
+
 @contextmanager
 def serve(data_dir: Path, **settings: str) -> Iterator[str]:
     port = free_port()

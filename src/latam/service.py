@@ -26,6 +26,7 @@ from latam.domain import (
 )
 from latam.errors import InvalidRequest, LatamError, StoreUnavailable
 from latam.storage.dialects import BUCKET_SECONDS
+from latam.storage.pages import sqlite_page
 from latam.storage.repository import Store, StoredMessage
 from latam.storage.stats import Bucket, TopicTotals
 
@@ -141,13 +142,37 @@ class Service:
         if since is not None and until is not None and since > until:
             raise InvalidRequest("since must not be after until", field="since")
         after = decode_cursor(cursor, topic_id=topic_id) if cursor else 0
-        self.store.get_topic(topic_id)
         items = self.store.list_messages(
             topic_id, limit=limit + 1, after_seq=after, since=since, until=until
         )
+        if not items:
+            self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
         more = len(items) > limit
         items = items[:limit]
         return MessagePage(items, encode_cursor(topic_id, items[-1].seq) if more else None)
+
+    def read_messages_json(
+        self,
+        *,
+        topic_id: int,
+        limit: int,
+        cursor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> tuple[str, str | None] | None:
+        """A page as a JSON array built by the database, or None where it cannot."""
+        engine = getattr(self.store, "engine", None)
+        if engine is None or engine.dialect.name != "sqlite":
+            return None
+        if since is not None and until is not None and since > until:
+            raise InvalidRequest("since must not be after until", field="since")
+        after = decode_cursor(cursor, topic_id=topic_id) if cursor else 0
+        array, last = sqlite_page(
+            engine, topic_id, limit=limit, after_seq=after, since=since, until=until
+        )
+        if array == "[]":
+            self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
+        return array, encode_cursor(topic_id, last) if last is not None else None
 
     # -- analytics --------------------------------------------------------------------
     def topic_stats(

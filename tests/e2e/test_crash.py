@@ -41,7 +41,16 @@ class Deployment:
         return LatamProcess(["worker"], self.env, self.data_dir / "worker.log").start()
 
 
-@pytest.fixture(params=sorted(BROKERS))
+# Google's Pub/Sub emulator loses the messages that were outstanding on the streaming pull
+# of a client killed with SIGKILL: with 20,000 accepted and the worker killed twice, 10,000
+# were never redelivered (not after 2 minutes, not to a new subscriber) and none reached the
+# dead letters, while the same run without kills stores all 20,000. The real service
+# redelivers once the ack deadline passes; docs/brokers.md has the details and the
+# in-cloud test that covers it.
+CRASH_BROKERS = sorted(set(BROKERS) - {"pubsub"})
+
+
+@pytest.fixture(params=CRASH_BROKERS)
 def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
     with BROKERS[request.param](tmp_path) as backend:
         port = free_port()
@@ -79,6 +88,14 @@ class Producer(threading.Thread):
             time.sleep(0.01)
 
 
+def dead_letter_reasons(deployment: Deployment) -> dict[str, int]:
+    response = deployment.client.get("/v1/dead-letters", params={"limit": 1000})
+    reasons: dict[str, int] = {f"HTTP {response.status_code}": 0}
+    for letter in response.json().get("data", []):
+        reasons[letter["reason"]] = reasons.get(letter["reason"], 0) + 1
+    return reasons
+
+
 def wait_stored(
     client: httpx.Client, topic_id: int, expected: set[str], timeout: float
 ) -> list[str]:
@@ -112,7 +129,9 @@ def test_kill_9_worker_twice_stores_every_message_exactly_once(deployment: Deplo
     )
     assert len(accepted) >= 5 * BATCH
     assert len(stored) == len(set(stored)), "a message was stored twice"
-    assert set(accepted) == set(stored), "a message the API accepted was lost"
+    assert set(accepted) == set(stored), (
+        f"a message the API accepted was lost; dead letters: {dead_letter_reasons(deployment)}"
+    )
 
 
 def test_sigterm_finishes_the_batch_in_hand_and_exits_in_bound(deployment: Deployment) -> None:

@@ -97,8 +97,16 @@ def read_messages(
     until: Annotated[datetime | None, Query(description="published_at < until")] = None,
 ) -> Response:
     """Stored messages in ingest order, paged by an opaque cursor."""
+    since, until = _utc(since), _utc(until)
+    built = service.read_messages_json(
+        topic_id=topic_id, limit=limit, cursor=cursor, since=since, until=until
+    )
+    if built is not None:
+        array, next_cursor = built
+        body = b'{"data":' + array.encode() + b',"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+        return Response(body, media_type="application/json")
     page = service.read_messages(
-        topic_id=topic_id, limit=limit, cursor=cursor, since=_utc(since), until=_utc(until)
+        topic_id=topic_id, limit=limit, cursor=cursor, since=since, until=until
     )
     return OrjsonResponse(
         {"data": [message_json(m) for m in page.items], "next_cursor": page.next_cursor}

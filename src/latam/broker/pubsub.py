@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ from latam.errors import BrokerUnavailable
 RPC_TIMEOUT_SECONDS = 30.0  # bound on one publish or admin call
 MAX_COUNTED_MESSAGES = 100_000  # local delivery counters kept when Pub/Sub reports none
 MIN_ACK_DEADLINE_SECONDS = 10  # Pub/Sub's floor for ack deadlines and lease extensions
+MAX_LEASE_SECONDS = 3600  # how long a message may wait in this process before it lapses
 
 
 class PubsubBroker:
@@ -72,6 +74,7 @@ class PubsubBroker:
         self._lock = threading.Lock()
         self._queue: queue.Queue[Any] = queue.Queue()
         self._held: dict[str, Any] = {}  # handle -> library message, until settled
+        self._handed: dict[str, float] = {}  # handle -> when pull() handed it out
         self._seen: OrderedDict[str, int] = OrderedDict()  # message id -> deliveries
         self._stream: Any = None
         self._publisher: Any = None
@@ -116,9 +119,11 @@ class PubsubBroker:
         flow = pubsub_v1.types.FlowControl(
             max_messages=self.policy.max_in_flight,
             max_bytes=self._max_bytes,
-            # Extend leases up to the ack deadline only: an unsettled message then
-            # expires and is redelivered, like a lease in every other adapter.
-            max_lease_duration=deadline,
+            # The library keeps extending leases while messages wait in this process;
+            # a message handed to the worker and left unsettled past the ack deadline is
+            # nacked by ``_expire`` instead. Letting leases lapse would rely on the server
+            # redelivering expired messages on a live stream, which the emulator does not.
+            max_lease_duration=MAX_LEASE_SECONDS,
             min_duration_per_lease_extension=deadline,
             max_duration_per_lease_extension=deadline,
         )
@@ -140,6 +145,7 @@ class PubsubBroker:
 
     def pull(self, *, max_messages: int, timeout: float) -> list[Delivery]:
         self._ensure_stream()
+        self._expire()
         deliveries: list[Delivery] = []
         try:
             message = self._queue.get(timeout=max(timeout, 0.0))
@@ -165,6 +171,7 @@ class PubsubBroker:
             delivery_attempt=attempt,
         )
         self._held[handle] = message
+        self._handed[handle] = time.monotonic()
         if attempt > self.policy.max_delivery_attempts:
             # Deliveries whose leases kept expiring: dead-letter like the other adapters.
             reason = f"{REASON_MAX_ATTEMPTS}: ack deadline expired"
@@ -180,7 +187,17 @@ class PubsubBroker:
                 self._seen.popitem(last=False)
         return int(message.delivery_attempt or seen)
 
+    def _expire(self) -> None:
+        """Nack what the worker held past the ack deadline, so Pub/Sub redelivers it."""
+        cutoff = time.monotonic() - max(self.policy.ack_deadline_seconds, MIN_ACK_DEADLINE_SECONDS)
+        for handle in [h for h, since in list(self._handed.items()) if since < cutoff]:
+            self._handed.pop(handle, None)
+            if (message := self._held.pop(handle, None)) is not None:
+                message.nack()
+
     def _take(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, Any]]:
+        for delivery in deliveries:
+            self._handed.pop(delivery.handle, None)
         taken = [(d, self._held.pop(d.handle, None)) for d in deliveries]
         with self._lock:
             for delivery, _ in taken:
@@ -199,6 +216,7 @@ class PubsubBroker:
             self.dead_letter(exhausted, reason=f"{REASON_MAX_ATTEMPTS}: {reason}")
         # The subscription's retry policy spaces the redelivery (min/max backoff).
         for delivery in deliveries:
+            self._handed.pop(delivery.handle, None)
             if delivery not in exhausted and (message := self._held.pop(delivery.handle, None)):
                 message.nack()
 
