@@ -95,6 +95,9 @@ def api(host: str | None, port: int | None) -> None:
 @main.command()
 def worker() -> None:
     """Run only the worker: broker → store, until SIGTERM (finishes the batch in hand)."""
+    from latam.runtime import defer_signals
+
+    defer_signals()  # a SIGTERM during start-up still means a clean stop, not a kill
     settings = load_settings()
     setup(settings)
     from latam.runtime import run_worker

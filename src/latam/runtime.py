@@ -84,6 +84,8 @@ def run_worker(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if _EARLY_SIGNALS:
+        on_signal(_EARLY_SIGNALS[0], None)
     if settings.worker_metrics_port:
         serve_worker_metrics(settings.host, settings.worker_metrics_port)
     if parent := os.environ.get(PARENT_PID_ENV):
@@ -97,6 +99,15 @@ def run_worker(settings: Settings) -> None:
     finally:
         worker.store.close()
         worker.broker.close()
+
+
+_EARLY_SIGNALS: list[int] = []
+
+
+def defer_signals() -> None:
+    """Remember SIGTERM/SIGINT that arrive while the worker is still starting up."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: _EARLY_SIGNALS.append(number))
 
 
 def _exit_with_parent(parent: int, stop: Callable[[int, FrameType | None], None]) -> None:

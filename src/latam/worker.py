@@ -156,7 +156,20 @@ class Worker:
         if last:
             metrics.MESSAGES_DEAD_LETTERED.labels(reason="max_delivery_attempts").inc(last)
         self._settle(self.broker.nack, batch, reason=reason)
-        self._pause()
+        self._wait_for_store()
+
+    def _wait_for_store(self) -> None:
+        """Stop consuming until the store answers again, with backoff: pulling during an
+        outage would only spend the messages' delivery attempts and dead-letter good data."""
+        delay = 0.2
+        while not self.stop.wait(delay):
+            try:
+                self.store.ping()
+            except LatamError:
+                delay = min(delay * 2, 5.0)
+                continue
+            log.info("store available again; consuming")
+            return
 
     @staticmethod
     def _settle(action: Callable[..., None], deliveries: Sequence[Delivery], **kwargs: str) -> None:

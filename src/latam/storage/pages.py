@@ -32,8 +32,8 @@ def _statement(since: bool, until: bool) -> Any:
         ]
     )
     # Only constant fragments are formatted in; every value is a bound parameter.
-    sql = (  # nosec B608
-        "WITH page AS MATERIALIZED (SELECT seq, message_id, data, attributes, published_at,"  # noqa: S608
+    sql = (
+        "WITH page AS MATERIALIZED (SELECT seq, message_id, data, attributes, published_at,"  # noqa: S608  # nosec B608
         " ingested_at FROM messages WHERE topic_id = :topic AND seq > :after"
         f"{filters} ORDER BY seq LIMIT :probe),"
         " shown AS MATERIALIZED (SELECT * FROM page ORDER BY seq LIMIT :limit)"
