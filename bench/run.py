@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench import freshness, memory, reads
 from bench.common import ROOT, Figure, free_port, latam, latam_env, machine, wait_ready
@@ -106,12 +107,20 @@ def other_stores(runs: int, total: int, wrk_seconds: int) -> list[Figure]:
 
 def other_brokers(runs: int, total: int) -> list[Figure]:
     from tests.e2e.backends import BROKERS
+    from tests.pubsub_emulator import EMULATOR
 
+    try:
+        return _other_brokers(BROKERS, runs, total)
+    finally:
+        EMULATOR.stop()  # started on demand by the Pub/Sub back-end; stopped by its PID
+
+
+def _other_brokers(brokers: Any, runs: int, total: int) -> list[Figure]:
     figures: list[Figure] = []
-    for name in sorted(set(BROKERS) - {"sqlite"}):
+    for name in sorted(set(brokers) - {"sqlite"}):
         with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
             try:
-                backend = stack.enter_context(BROKERS[name](Path(tmp)))
+                backend = stack.enter_context(brokers[name](Path(tmp)))
             except Exception as exc:  # a broker that cannot start here is reported, not fatal
                 print(f"  {name}: not measured ({type(exc).__name__}: {exc})")
                 continue

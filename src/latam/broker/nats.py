@@ -96,7 +96,8 @@ class NatsBroker:
             await self._ready()
             try:
                 return list(await self._psub.fetch(batch=room, timeout=max(timeout, 0.05)))
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):
+                # An empty fetch; under load nats-py may surface asyncio's own timeout.
                 return []
 
         deliveries = []
