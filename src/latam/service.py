@@ -139,9 +139,7 @@ class Service:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> MessagePage:
-        if since is not None and until is not None and since > until:
-            raise InvalidRequest("since must not be after until", field="since")
-        after = decode_cursor(cursor, topic_id=topic_id) if cursor else 0
+        after = _page_start(topic_id, cursor, since, until)
         items = self.store.list_messages(
             topic_id, limit=limit + 1, after_seq=after, since=since, until=until
         )
@@ -164,9 +162,7 @@ class Service:
         engine = getattr(self.store, "engine", None)
         if engine is None or engine.dialect.name != "sqlite":
             return None
-        if since is not None and until is not None and since > until:
-            raise InvalidRequest("since must not be after until", field="since")
-        after = decode_cursor(cursor, topic_id=topic_id) if cursor else 0
+        after = _page_start(topic_id, cursor, since, until)
         array, last = sqlite_page(
             engine, topic_id, limit=limit, after_seq=after, since=since, until=until
         )
@@ -232,3 +228,12 @@ class Service:
                 status[name] = False
             metrics.DEPENDENCY_UP.labels(dependency=name).set(1 if status[name] else 0)
         return status
+
+
+def _page_start(
+    topic_id: int, cursor: str | None, since: datetime | None, until: datetime | None
+) -> int:
+    """The sequence a page starts after, once the cursor and time window are checked."""
+    if since is not None and until is not None and since > until:
+        raise InvalidRequest("since must not be after until", field="since")
+    return decode_cursor(cursor, topic_id=topic_id) if cursor else 0

@@ -169,10 +169,12 @@ def test_a_plain_producer_can_feed_the_broker(harness: Harness, broker: Broker) 
     broker.ack(got)
 
 
-def test_backlog_reports_waiting_messages(broker: Broker) -> None:
-    backlog = broker.backlog()
-    if backlog is None:
-        pytest.skip("this broker reports backlog through its cloud monitoring")
+def test_backlog_reports_waiting_messages(harness: Harness, broker: Broker) -> None:
+    if harness.name == "pubsub":
+        # Pub/Sub's backlog comes from Cloud Monitoring (num_undelivered_messages and
+        # oldest_unacked_message_age), not from the client: the adapter says so with None.
+        assert broker.backlog() is None
+        return
     broker.publish([outbound(i) for i in range(3)])
     backlog = broker.backlog()
     assert backlog is not None
