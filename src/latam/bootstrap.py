@@ -14,6 +14,7 @@ from latam.broker.base import Broker, DeliveryPolicy
 from latam.service import Service
 from latam.settings import Settings
 from latam.storage.dialects import build_engine
+from latam.storage.pages import SqlitePages
 from latam.storage.repository import SqlStore
 
 if TYPE_CHECKING:
@@ -102,8 +103,18 @@ def pubsub_config(settings: Settings) -> PubsubConfig:
 
 
 def build_service(settings: Settings) -> Service:
+    store = build_store(settings)
     return Service(
-        store=build_store(settings),
+        store=store,
         broker=build_broker(settings),
         max_message_bytes=settings.max_message_bytes,
+        pages=sqlite_pages(store),
     )
+
+
+def sqlite_pages(store: SqlStore) -> SqlitePages | None:
+    """The direct page reader when the store is a SQLite file."""
+    url = store.engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return SqlitePages(Path(url.database))

@@ -3,6 +3,7 @@ and ``serve`` can set up multiprocess metrics before prometheus_client loads."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -86,6 +87,10 @@ def serve(host: str | None, port: int | None) -> None:
 def api(host: str | None, port: int | None) -> None:
     """Run only the HTTP API (publishes to the broker, reads from the store)."""
     settings = load_settings(host=host, port=port)
+    if settings.api_processes > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        from latam.runtime import prepare_multiprocess_metrics
+
+        prepare_multiprocess_metrics(settings)  # one /metrics for all the API processes
     setup(settings)
     from latam.runtime import run_api
 

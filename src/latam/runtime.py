@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -10,11 +11,16 @@ import subprocess  # nosec B404 - starts only latam's own worker, without a shel
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from latam.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("latam")
 RESTART_DELAY_SECONDS = 1.0
@@ -24,26 +30,22 @@ PARENT_PID_ENV = "LATAM_SERVE_PARENT_PID"
 
 
 def run_api(settings: Settings) -> None:
-    """Serve the HTTP API until SIGINT/SIGTERM."""
+    """Serve the HTTP API until SIGINT/SIGTERM, in ``settings.api_processes`` processes.
+
+    Each process builds its own app from the environment (``api_process_app``), so the
+    host and port chosen on the command line are exported first: the processes must
+    agree with this one, above all on whether keys are required.
+    """
     import uvicorn
 
-    from latam import tracing
-    from latam.api.app import create_app
-    from latam.bootstrap import build_service
-
-    tracing.configure(service_name="latam-api", otlp_endpoint=settings.otlp_endpoint)
-    service = build_service(settings)
-    app = create_app(service, settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+    os.environ["LATAM_HOST"], os.environ["LATAM_PORT"] = settings.host, str(settings.port)
+    processes = settings.api_processes
+    log.info(
+        "API listening on http://%s:%d (docs at /docs), %d process(es)",
+        settings.host,
+        settings.port,
+        processes,
     )
-    log.info("API listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
     if settings.auth_enabled:
         log.info("authentication is on: send 'Authorization: Bearer <key>' (latam keys create)")
     else:
@@ -51,11 +53,50 @@ def run_api(settings: Settings) -> None:
             "authentication is OFF (bound to loopback %s); set LATAM_AUTH=on to require keys",
             settings.host,
         )
-    try:
-        uvicorn.Server(config).run()
-    finally:
-        service.store.close()
-        service.broker.close()
+    uvicorn.run(
+        "latam.runtime:api_process_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=processes,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+    )
+
+
+def api_process_app() -> FastAPI:
+    """The app of one API process, from ``LATAM_*`` (uvicorn calls this in each process)."""
+    from latam import tracing
+    from latam.api.app import create_app
+    from latam.bootstrap import build_service
+    from latam.observability import configure_logging
+
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    tracing.configure(service_name="latam-api", otlp_endpoint=settings.otlp_endpoint)
+    if settings.api_processes > 1:
+        # A process of a group: when the process that started the group is gone
+        # (even killed with SIGKILL), stop instead of holding the port as an orphan.
+        threading.Thread(
+            target=_exit_with_parent,
+            args=(os.getppid(), lambda *_: os.kill(os.getpid(), signal.SIGTERM)),
+            daemon=True,
+        ).start()
+    service = build_service(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            service.store.close()
+            service.broker.close()
+
+    app = create_app(service, settings, lifespan=lifespan)
+    gc.freeze()  # what start-up built lives as long as the process: keep it out of GC passes
+    return app
 
 
 def run_worker(settings: Settings) -> None:
@@ -110,7 +151,7 @@ def defer_signals() -> None:
         signal.signal(signum, lambda number, _frame: _EARLY_SIGNALS.append(number))
 
 
-def _exit_with_parent(parent: int, stop: Callable[[int, FrameType | None], None]) -> None:
+def _exit_with_parent(parent: int, stop: Callable[[int, FrameType | None], object]) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     log.warning("the serve process %d is gone; stopping", parent)

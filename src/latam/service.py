@@ -26,7 +26,7 @@ from latam.domain import (
 )
 from latam.errors import InvalidRequest, LatamError, StoreUnavailable
 from latam.storage.dialects import BUCKET_SECONDS
-from latam.storage.pages import sqlite_page
+from latam.storage.pages import SqlitePages
 from latam.storage.repository import Store, StoredMessage
 from latam.storage.stats import Bucket, TopicTotals
 
@@ -74,6 +74,8 @@ class Service:
     store: Store
     broker: Broker
     max_message_bytes: int
+    # The embedded store's direct page reader (None for server databases).
+    pages: SqlitePages | None = None
     # Topic names last read, so publishing goes on (into the broker) while the store is down.
     known_topics: dict[int, str] = field(default_factory=dict, repr=False)
 
@@ -157,16 +159,16 @@ class Service:
         cursor: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> tuple[str, str | None] | None:
-        """A page as a JSON array built by the database, or None where it cannot."""
-        engine = getattr(self.store, "engine", None)
-        if engine is None or engine.dialect.name != "sqlite":
+    ) -> tuple[bytes, str | None] | None:
+        """A page as a JSON array read straight from the embedded store, or None where
+        the store has no such path (``read_messages`` serves those)."""
+        if self.pages is None:
             return None
         after = _page_start(topic_id, cursor, since, until)
-        array, last = sqlite_page(
-            engine, topic_id, limit=limit, after_seq=after, since=since, until=until
+        array, last = self.pages.page(
+            topic_id, limit=limit, after_seq=after, since=since, until=until
         )
-        if array == "[]":
+        if array == b"[]":
             self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
         return array, encode_cursor(topic_id, last) if last is not None else None
 

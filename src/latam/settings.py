@@ -6,6 +6,7 @@ never connects to a store or broker.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API binds to.")
     environment: Literal["development", "staging", "production"] = "development"
+    api_workers: int = Field(
+        0, ge=0, le=64, description="API processes; 0 = one per CPU this process may use, up to 4."
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -118,6 +122,11 @@ class Settings(BaseSettings):
         return self.host not in {"127.0.0.1", "localhost", "::1"}
 
     @property
+    def api_processes(self) -> int:
+        """How many API processes to run: the setting, or one per usable CPU (at most 4)."""
+        return self.api_workers or min(usable_cpus(), 4)
+
+    @property
     def effective_database_url(self) -> str:
         """The store URL, defaulting to a SQLite file under ``data_dir``."""
         return self.database_url or f"sqlite:///{self.data_dir / 'latam.db'}"
@@ -126,3 +135,15 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str:
         """The broker URL, defaulting to an embedded SQLite queue under ``data_dir``."""
         return self.broker_url or f"sqlite:///{self.data_dir / 'broker.db'}"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (containers)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count or 1, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count or 1)

@@ -77,6 +77,12 @@ resource "google_cloud_run_v2_service" "api" {
         }
       }
 
+      # One API process per vCPU of the instance (the container sees the host's CPUs).
+      env {
+        name  = "LATAM_API_WORKERS"
+        value = tostring(max(1, floor(tonumber(var.api_cpu))))
+      }
+
       dynamic "env" {
         for_each = local.api_secret_env
         content {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Lifespan
 
 from latam import __version__
 from latam.api import compat, dead_letters, health, messages, problems, pubsub_push, stats, topics
@@ -16,9 +17,19 @@ DESCRIPTION = """Publish JSON messages to topics, read them back in pages, inspe
 replay dead letters. Errors are `application/problem+json` (RFC 9457)."""
 
 
-def create_app(service: Service, settings: Settings, keys: KeyStore | None = None) -> FastAPI:
+def create_app(
+    service: Service,
+    settings: Settings,
+    keys: KeyStore | None = None,
+    *,
+    lifespan: Lifespan[FastAPI] | None = None,
+) -> FastAPI:
     """Wire routers, error handlers and middleware around one ``Service``."""
     app = FastAPI(
+        lifespan=lifespan,
+        # RequestMiddleware makes the one server span per request (latam.http); FastAPI's
+        # own would be a second, plus operation spans, on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="latam",
         version=__version__,
         description=DESCRIPTION,

@@ -11,14 +11,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, status
 from starlette.responses import Response
 
-from latam.api.deps import ServiceDep, TopicId, authorize, require_json
+from latam.api.deps import ServiceDep, TopicId, authorize
 from latam.api.problems import documented
 from latam.api.render import OrjsonResponse, message_json
 from latam.api.schemas import MessageList, NombreIn, NombreList, NombreOut, NombreWithIdIn
 
 router = APIRouter(
     tags=["compatibility"],
-    dependencies=[Depends(require_json), Depends(authorize("read", "admin"))],
+    dependencies=[Depends(authorize("read", "admin"))],
 )
 
 

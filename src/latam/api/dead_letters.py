@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from latam.api.deps import ServiceDep, authorize, require_json
+from latam.api.deps import ServiceDep, authorize
 from latam.api.problems import documented
 from latam.api.render import OrjsonResponse, dead_letter_json
 from latam.api.schemas import DeadLetterList, DeadLetterOut, Purged, Replayed, ReplayIn
@@ -15,7 +15,7 @@ from latam.api.schemas import DeadLetterList, DeadLetterOut, Purged, Replayed, R
 router = APIRouter(
     prefix="/v1/dead-letters",
     tags=["dead letters"],
-    dependencies=[Depends(require_json), Depends(authorize("admin", "admin"))],
+    dependencies=[Depends(authorize("admin", "admin"))],
 )
 
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from latam.auth import ApiKey
 from latam.service import Service
 
 
-def get_service(request: Request) -> Service:
+# Dependencies are async: FastAPI runs a sync one in the thread pool, a hop per request.
+async def get_service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -36,17 +38,19 @@ MAX_ID = 2**63 - 1
 TopicId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-def authorize(read: str, write: str) -> Callable[[Request], None]:
-    """A dependency requiring scope ``read`` for GET and ``write`` for other methods,
-    then charging the caller's rate limit."""
+def authorize(read: str, write: str) -> Callable[[Request], Awaitable[None]]:
+    """The one dependency of every route of a router: a JSON body where there is one,
+    scope ``read`` for GET and ``write`` for other methods, then the caller's rate limit."""
 
-    def dependency(request: Request) -> None:
+    async def dependency(request: Request) -> None:
+        require_json(request)
         state = request.app.state
         scope = read if request.method in {"GET", "HEAD"} else write
         caller = request.client.host if request.client else "unknown"
         limiter = state.anonymous_limiter
         if state.settings.auth_enabled and not (scope == "read" and state.settings.anonymous_read):
-            key = _bearer_key(request)
+            # Verifying may read the key table: off the event loop.
+            key = await run_in_threadpool(_bearer_key, request)
             topic = request.path_params.get("topic_id")
             topic_id = int(topic) if isinstance(topic, str) and topic.isdigit() else None
             # A topic-bound key reaches only its topics' routes, not listings of every topic.

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind
@@ -50,6 +50,7 @@ class RequestMiddleware:
         self.max_body_bytes = max_body_bytes
         self.body_timeout_seconds = body_timeout_seconds
         self.gcp_project = gcp_project
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,7 +58,7 @@ class RequestMiddleware:
             return
         headers = dict(scope["headers"])
         request_id = headers.get(REQUEST_ID.encode(), b"").decode("latin-1")[:64]
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         state: dict[str, Any] = {"status": 500, "started": False}
@@ -84,12 +85,16 @@ class RequestMiddleware:
             "latam.http", context=parent, kind=SpanKind.SERVER
         ) as span:
             try:
-                await self._dispatch(scope, self._limited(headers, receive), send_wrapper, state)
+                await self._dispatch(
+                    scope, headers, self._limited(headers, receive), send_wrapper, state
+                )
             finally:
                 metrics.HTTP_IN_FLIGHT.dec()
                 elapsed = time.perf_counter() - started
-                fields = {"request_id": request_id, **self._trace_fields(span)}
-                self._record(scope, state["status"], elapsed, fields)
+                self._record(scope, state["status"], elapsed)
+                if log.isEnabledFor(logging.INFO):
+                    fields = {"request_id": request_id, **self._trace_fields(span)}
+                    self._log(scope, state["status"], elapsed, fields)
 
     def _trace_fields(self, span: Span) -> dict[str, Any]:
         """Trace ids for log correlation, in Cloud Logging's field names when on GCP."""
@@ -104,10 +109,15 @@ class RequestMiddleware:
         }
 
     async def _dispatch(
-        self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]
+        self,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        receive: Receive,
+        send: Send,
+        state: dict[str, Any],
     ) -> None:
         try:
-            declared = int(dict(scope["headers"]).get(b"content-length", b"0") or 0)
+            declared = int(headers.get(b"content-length", b"0") or 0)
         except ValueError:
             declared = 0
         try:
@@ -144,15 +154,28 @@ class RequestMiddleware:
         return limited_receive
 
     @staticmethod
-    def _record(scope: Scope, status: int, elapsed: float, fields: dict[str, Any]) -> None:
+    def _labels(scope: Scope) -> tuple[str, str]:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "GET")
-        method = method if method in metrics.HTTP_METHODS else "OTHER"
-        metrics.HTTP_REQUESTS.labels(
-            route=template, method=method, status_class=f"{status // 100}xx"
-        ).inc()
-        metrics.HTTP_DURATION.labels(route=template, method=method).observe(elapsed)
+        return template, method if method in metrics.HTTP_METHODS else "OTHER"
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        key = (*self._labels(scope), status // 100)
+        children = self._children.get(key)
+        if children is None:  # one lookup of each labelled child per route, method, class
+            template, method, status_class = key
+            children = self._children[key] = (
+                metrics.HTTP_REQUESTS.labels(
+                    route=template, method=method, status_class=f"{status_class}xx"
+                ),
+                metrics.HTTP_DURATION.labels(route=template, method=method),
+            )
+        children[0].inc()
+        children[1].observe(elapsed)
+
+    def _log(self, scope: Scope, status: int, elapsed: float, fields: dict[str, Any]) -> None:
+        template, method = self._labels(scope)
         log.info(
             "%s %s %d %.1fms",
             method,

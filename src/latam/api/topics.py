@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from latam.api.deps import ServiceDep, TopicId, authorize, require_json
+from latam.api.deps import ServiceDep, TopicId, authorize
 from latam.api.problems import documented
 from latam.api.schemas import TopicIn, TopicList, TopicOut
 from latam.domain import Topic
@@ -14,7 +14,7 @@ from latam.domain import Topic
 router = APIRouter(
     prefix="/v1/topics",
     tags=["topics"],
-    dependencies=[Depends(require_json), Depends(authorize("read", "admin"))],
+    dependencies=[Depends(authorize("read", "admin"))],
 )
 
 
