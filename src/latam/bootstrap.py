@@ -85,6 +85,7 @@ def _pubsub_broker(settings: Settings, policy: DeliveryPolicy) -> Broker:
         max_bytes=settings.pubsub_max_bytes,
         publish_batch_messages=settings.pubsub_publish_batch_messages,
         publish_batch_bytes=settings.pubsub_publish_batch_bytes,
+        pull_mode=settings.pubsub_pull_mode,
     )
 
 

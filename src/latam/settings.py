@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     pubsub_push_service_account: str = ""
     pubsub_dead_letter_topic: str = ""
     pubsub_dead_letter_subscription: str = ""
+    pubsub_pull_mode: Literal["streaming", "unary"] = Field(
+        "streaming", description="How the worker pulls: streaming, or unary Pull RPCs."
+    )
     pubsub_max_bytes: int = Field(
         100 * 1024 * 1024, gt=0, description="Streaming-pull flow control: bytes leased (B)."
     )

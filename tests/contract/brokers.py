@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -62,20 +62,21 @@ class PubsubHarness:
     name: str = "pubsub"
     # Pub/Sub's floor for ack deadlines; the adapter lets leases lapse after it.
     min_ack_deadline: float = 10.0
+    pull_mode: str = "streaming"
 
     def make(self, policy: DeliveryPolicy) -> Broker:
         from latam.broker.pubsub import PubsubBroker
         from latam.broker.pubsub_admin import bootstrap
 
         bootstrap(self.config, policy)
-        return PubsubBroker(self.config, policy)
+        return PubsubBroker(self.config, policy, pull_mode=self.pull_mode)
 
     def publish_raw(self, body: bytes, attributes: Mapping[str, str]) -> None:
         """What a plain google-cloud-pubsub producer does (attributes as a map)."""
         from google.cloud import pubsub_v1
 
-        from latam.broker.pubsub import publish_rpc
         from latam.broker.pubsub_admin import bootstrap
+        from latam.broker.pubsub_publish import publish_rpc
 
         bootstrap(self.config, DeliveryPolicy())
         publisher = pubsub_v1.PublisherClient()
@@ -85,7 +86,7 @@ class PubsubHarness:
 
 
 @contextmanager
-def pubsub_harness(_tmp_path: Path) -> Iterator[Harness]:
+def pubsub_harness(_tmp_path: Path, pull_mode: str = "streaming") -> Iterator[Harness]:
     from latam.broker.pubsub_admin import teardown
     from tests.pubsub_emulator import EMULATOR, PROJECT
 
@@ -93,9 +94,13 @@ def pubsub_harness(_tmp_path: Path) -> Iterator[Harness]:
     topic = unique("latam-")
     config = parse_pubsub_url(f"pubsub://{PROJECT}/{topic}?subscription={topic}-sub")
     try:
-        yield PubsubHarness(config)
+        yield PubsubHarness(config, pull_mode=pull_mode)
     finally:
         teardown(config)
+
+
+def pubsub_unary_harness(tmp_path: Path) -> AbstractContextManager[Harness]:
+    return pubsub_harness(tmp_path, pull_mode="unary")
 
 
 @dataclass
@@ -131,4 +136,9 @@ def nats_harness(_tmp_path: Path) -> Iterator[Harness]:
         delete_streams(url)
 
 
-HARNESSES = {"sqlite": sqlite_harness, "pubsub": pubsub_harness, "nats": nats_harness}
+HARNESSES = {
+    "sqlite": sqlite_harness,
+    "pubsub": pubsub_harness,
+    "pubsub-unary": pubsub_unary_harness,
+    "nats": nats_harness,
+}

@@ -24,7 +24,7 @@ def sqlite_backend(data_dir: Path) -> Iterator[BrokerBackend]:
 
 
 @contextmanager
-def pubsub_backend(_data_dir: Path) -> Iterator[BrokerBackend]:
+def pubsub_backend(_data_dir: Path, pull_mode: str = "streaming") -> Iterator[BrokerBackend]:
     """Private resources on the session's emulator, created as ``latam pubsub bootstrap`` does."""
     from latam.broker.base import DeliveryPolicy
     from latam.broker.pubsub_admin import bootstrap, teardown
@@ -35,7 +35,8 @@ def pubsub_backend(_data_dir: Path) -> Iterator[BrokerBackend]:
         bootstrap(config, DeliveryPolicy(backoff_min_seconds=0.2, backoff_max_seconds=2))
         url = f"pubsub://{config.project}/{config.topic}?subscription={config.subscription}"
         try:
-            yield BrokerBackend(publish_raw=harness.publish_raw, settings={"broker_url": url})
+            settings = {"broker_url": url, "pubsub_pull_mode": pull_mode}
+            yield BrokerBackend(publish_raw=harness.publish_raw, settings=settings)
         finally:
             teardown(config)
 
@@ -58,8 +59,13 @@ def nats_backend(_data_dir: Path) -> Iterator[BrokerBackend]:
         delete_streams(url)
 
 
+def pubsub_unary_backend(data_dir: Path) -> AbstractContextManager[BrokerBackend]:
+    return pubsub_backend(data_dir, pull_mode="unary")
+
+
 BROKERS: dict[str, Callable[[Path], AbstractContextManager[BrokerBackend]]] = {
     "sqlite": sqlite_backend,
     "pubsub": pubsub_backend,
+    "pubsub-unary": pubsub_unary_backend,
     "nats": nats_backend,
 }

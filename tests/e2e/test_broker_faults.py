@@ -185,14 +185,14 @@ def test_broker_restart_while_messages_flow_stores_each_accepted_once(
 def poison_policy(harness_name: str) -> DeliveryPolicy:
     return DeliveryPolicy(
         max_delivery_attempts=3,
-        ack_deadline_seconds=10 if harness_name == "pubsub" else 1,
+        ack_deadline_seconds=10 if harness_name.startswith("pubsub") else 1,
         backoff_min_seconds=0.1,
         backoff_max_seconds=0.2,
         max_in_flight=10,
     )
 
 
-@pytest.mark.parametrize("kind", ["nats", "pubsub"])
+@pytest.mark.parametrize("kind", ["nats", "pubsub", "pubsub-unary"])
 def test_poison_reaches_dead_letters_after_the_configured_attempts(
     kind: str, tmp_path: Path
 ) -> None:

@@ -41,12 +41,12 @@ class Deployment:
         return LatamProcess(["worker"], self.env, self.data_dir / "worker.log").start()
 
 
-# Google's Pub/Sub emulator loses the messages that were outstanding on the streaming pull
-# of a client killed with SIGKILL: with 20,000 accepted and the worker killed twice, 10,000
-# were never redelivered (not after 2 minutes, not to a new subscriber) and none reached the
-# dead letters, while the same run without kills stores all 20,000. The real service
-# redelivers once the ack deadline passes; docs/brokers.md has the details and the
-# in-cloud test that covers it.
+# Pub/Sub with streaming pull is left out: Google's emulator (0.8.20) never ends the
+# server side of a streaming pull whose client died, so a killed worker's stream keeps
+# taking messages as their deadlines lapse and sends them nowhere (thread dumps show those
+# loops running with no client connected). The same deployment on unary pull
+# (LATAM_PUBSUB_PULL_MODE=unary, "pubsub-unary") is killed here; docs/brokers.md has the
+# details and the in-cloud check of streaming pull.
 CRASH_BROKERS = sorted(set(BROKERS) - {"pubsub"})
 
 

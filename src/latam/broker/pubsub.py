@@ -1,17 +1,16 @@
-"""Broker adapter on Google Cloud Pub/Sub: streaming pull in, publish RPCs out.
+"""Broker adapter on Google Cloud Pub/Sub: streaming (or unary) pull in, publish RPCs out.
 
-Consuming uses the client library's streaming pull. Its callback only appends the
-message to an internal queue that ``pull()`` drains, so the worker keeps its batch
-shape; ``FlowControl(max_messages, max_bytes)`` bounds what is leased and not yet
-settled. Leases are extended by the library for at most the ack deadline, after which
-an unsettled message expires and Pub/Sub redelivers it, as the port requires.
+Consuming uses the client library's streaming pull by default (``pubsub_unary`` has the
+synchronous alternative). Its callback only appends the message to an internal queue
+that ``pull()`` drains, so the worker keeps its batch shape;
+``FlowControl(max_messages, max_bytes)`` bounds what is leased and not yet settled.
+Leases are extended by the library for at most the ack deadline, after which an
+unsettled message expires and Pub/Sub redelivers it, as the port requires.
 
 Publishing sends the port's batch as ``Publish`` RPCs of at most
 ``publish_batch_messages`` messages / ``publish_batch_bytes`` bytes each, one after the
-other: a call returns once every RPC answered (so an accepted message is durable) and
-the messages reach Pub/Sub in the order given. The high-level ``publish()`` cannot be
-used because it takes attributes as keyword arguments and latam's ``topic`` attribute
-collides with its ``topic`` parameter.
+other (``pubsub_publish``): a call returns once every RPC answered (so an accepted
+message is durable) and the messages reach Pub/Sub in the order given.
 
 Delivery attempts come from Pub/Sub when the subscription has a dead-letter policy; when
 it reports none (no policy, or the emulator) this client counts the deliveries it saw.
@@ -27,12 +26,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from google.api_core import exceptions as google_errors
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
-from google.pubsub_v1 import PublisherClient as GapicPublisher
 
 from latam.broker.base import REASON_MAX_ATTEMPTS, Backlog, DeadLetter, Delivery, DeliveryPolicy
 from latam.broker.pubsub_config import PubsubConfig
@@ -43,10 +41,11 @@ from latam.broker.pubsub_dlq import (
     ATTR_SOURCE_TIME,
     DeadLetterStore,
 )
+from latam.broker.pubsub_publish import publish_rpc
+from latam.broker.pubsub_unary import UnaryPuller
 from latam.domain import OutboundMessage, isoformat
 from latam.errors import BrokerUnavailable
 
-RPC_TIMEOUT_SECONDS = 30.0  # bound on one publish or admin call
 MAX_COUNTED_MESSAGES = 100_000  # local delivery counters kept when Pub/Sub reports none
 MIN_ACK_DEADLINE_SECONDS = 10  # Pub/Sub's floor for ack deadlines and lease extensions
 MAX_LEASE_SECONDS = 3600  # how long a message may wait in this process before it lapses
@@ -65,8 +64,10 @@ class PubsubBroker:
         max_bytes: int = 100 * 1024 * 1024,
         publish_batch_messages: int = 1000,
         publish_batch_bytes: int = 9 * 1024 * 1024,
+        pull_mode: str = "streaming",
     ) -> None:
         self.config = config
+        self.pull_mode = pull_mode
         self.policy = policy
         self._max_bytes = max_bytes
         self._batch_messages = publish_batch_messages
@@ -80,6 +81,7 @@ class PubsubBroker:
         self._publisher: Any = None
         self._subscriber: Any = None
         self._store: DeadLetterStore | None = None
+        self._puller: UnaryPuller | None = None
 
     # -- clients ------------------------------------------------------------------------
     def _clients(self) -> tuple[Any, Any]:
@@ -144,6 +146,8 @@ class PubsubBroker:
         raise BrokerUnavailable(f"Pub/Sub streaming pull stopped: {type(error).__name__}")
 
     def pull(self, *, max_messages: int, timeout: float) -> list[Delivery]:
+        if self.pull_mode == "unary":
+            return self._pull_unary(max_messages, timeout)
         self._ensure_stream()
         self._expire()
         deliveries: list[Delivery] = []
@@ -158,6 +162,13 @@ class PubsubBroker:
         except queue.Empty:
             pass
         return deliveries
+
+    def _pull_unary(self, max_messages: int, timeout: float) -> list[Delivery]:
+        if self._puller is None:
+            self._puller = UnaryPuller(self._clients()[1], self.config.subscription_path)
+        self._expire()
+        accepted = (self._accept(m) for m in self._puller.pull(max_messages, timeout))
+        return [delivery for delivery in accepted if delivery is not None]
 
     def _accept(self, message: Any) -> Delivery | None:
         attempt = self._count(message)
@@ -190,10 +201,12 @@ class PubsubBroker:
     def _expire(self) -> None:
         """Nack what the worker held past the ack deadline, so Pub/Sub redelivers it."""
         cutoff = time.monotonic() - max(self.policy.ack_deadline_seconds, MIN_ACK_DEADLINE_SECONDS)
+        expired = []
         for handle in [h for h, since in list(self._handed.items()) if since < cutoff]:
             self._handed.pop(handle, None)
             if (message := self._held.pop(handle, None)) is not None:
-                message.nack()
+                expired.append(message)
+        self._release(expired)
 
     def _take(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, Any]]:
         for delivery in deliveries:
@@ -205,8 +218,20 @@ class PubsubBroker:
         return [(d, m) for d, m in taken if m is not None]
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        for _delivery, message in self._take(deliveries):
+        messages = [message for _delivery, message in self._take(deliveries)]
+        if self._puller is not None:
+            self._puller.ack(messages)
+            return
+        for message in messages:
             message.ack()
+
+    def _release(self, messages: Sequence[Any]) -> None:
+        """Hand messages back for redelivery (nack), without settling anything else."""
+        if self._puller is not None:
+            self._puller.release(messages)
+            return
+        for message in messages:
+            message.nack()
 
     def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
         exhausted = [
@@ -215,10 +240,15 @@ class PubsubBroker:
         if exhausted:
             self.dead_letter(exhausted, reason=f"{REASON_MAX_ATTEMPTS}: {reason}")
         # The subscription's retry policy spaces the redelivery (min/max backoff).
+        returned = []
         for delivery in deliveries:
             self._handed.pop(delivery.handle, None)
             if delivery not in exhausted and (message := self._held.pop(delivery.handle, None)):
-                message.nack()
+                returned.append(message)
+        if self._puller is not None:
+            self._puller.nack(returned)
+        else:
+            self._release(returned)
 
     def dead_letter(
         self, deliveries: Sequence[Delivery], *, reason: str, attempts: int | None = None
@@ -283,42 +313,10 @@ class PubsubBroker:
                 self._queue.get_nowait().nack()
             except queue.Empty:
                 break
+        if self._puller is not None:  # and, on unary pull, what it pulled and never settled
+            self._release(list(self._held.values()))
+            self._held.clear()
         if self._subscriber is not None:
             self._subscriber.close()
         if self._publisher is not None:
             self._publisher.stop()
-
-
-def publish_rpc(
-    publisher: Any, topic_path: str, wire: Sequence[dict[str, Any]], limits: tuple[int, int]
-) -> list[str]:
-    """Publish in order, in RPCs within the size limits; returns the Pub/Sub message ids."""
-    max_messages, max_bytes = limits
-    ids: list[str] = []
-    chunk: list[dict[str, Any]] = []
-    size = 0
-    for item in [*wire, None]:
-        item_size = (
-            0
-            if item is None
-            else len(item["data"])
-            + 64
-            + sum(len(k) + len(v) for k, v in item["attributes"].items())
-        )
-        if chunk and (item is None or len(chunk) >= max_messages or size + item_size > max_bytes):
-            try:
-                # The GAPIC method: one Publish RPC with attributes given as a map.
-                response = GapicPublisher.publish(
-                    publisher,
-                    topic=topic_path,
-                    messages=cast(Any, chunk),
-                    timeout=RPC_TIMEOUT_SECONDS,
-                )
-            except google_errors.GoogleAPIError as exc:
-                raise BrokerUnavailable(f"Pub/Sub publish failed: {type(exc).__name__}") from exc
-            ids.extend(response.message_ids)
-            chunk, size = [], 0
-        if item is not None:
-            chunk.append(item)
-            size += item_size
-    return ids

@@ -60,7 +60,7 @@ class DeadLetterStore:
         return len(self._with_snapshot(_selector(ids), action=None, only_chosen=True))
 
     def replay(self, ids: Sequence[str] | None, topic_path: str) -> int:
-        from latam.broker.pubsub import publish_rpc
+        from latam.broker.pubsub_publish import publish_rpc
 
         def republish(chosen: list[tuple[str, Any]]) -> None:
             wire = [
