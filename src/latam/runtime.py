@@ -201,46 +201,56 @@ def prepare_multiprocess_metrics(settings: Settings) -> None:
 
 
 class WorkerSupervisor:
-    """Runs ``latam worker`` as a child process and restarts it if it dies."""
+    """Runs ``latam worker`` child processes and restarts any that dies."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, count: int = 1) -> None:
         self.settings = settings
-        self.process: subprocess.Popen[bytes] | None = None
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * count
         self.stopping = threading.Event()
         self.restarts = 0
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The first worker process (the only one with the default of one)."""
+        return self.processes[0]
+
     def start(self) -> None:
-        self._spawn()
+        for slot in range(len(self.processes)):
+            self._spawn(slot)
         threading.Thread(target=self._watch, daemon=True).start()
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: int) -> None:
         env = {
             **os.environ,
             "LATAM_WORKER_METRICS_PORT": "0",
             PARENT_PID_ENV: str(os.getpid()),
         }
-        self.process = subprocess.Popen([sys.executable, "-m", "latam", "worker"], env=env)  # nosec B603
-        log.info("worker started (pid %d)", self.process.pid)
+        process = subprocess.Popen([sys.executable, "-m", "latam", "worker"], env=env)  # nosec B603
+        self.processes[slot] = process
+        log.info("worker started (pid %d)", process.pid)
 
     def _watch(self) -> None:
         while not self.stopping.wait(0.5):
-            if self.process is not None and self.process.poll() is not None:
-                log.error("worker exited with %s; restarting", self.process.returncode)
-                self.restarts += 1
-                time.sleep(RESTART_DELAY_SECONDS)
-                if not self.stopping.is_set():
-                    self._spawn()
+            for slot, process in enumerate(self.processes):
+                if process is not None and process.poll() is not None:
+                    log.error("worker exited with %s; restarting", process.returncode)
+                    self.restarts += 1
+                    time.sleep(RESTART_DELAY_SECONDS)
+                    if not self.stopping.is_set():
+                        self._spawn(slot)
 
     def stop(self) -> None:
         self.stopping.set()
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(self.settings.shutdown_timeout_seconds + 5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        running = [p for p in self.processes if p is not None and p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_timeout_seconds + 5
+        for process in running:
+            try:
+                process.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def run_serve(settings: Settings) -> None:
@@ -251,7 +261,7 @@ def run_serve(settings: Settings) -> None:
     store = build_store(settings)
     migrate.upgrade(store.engine)
     store.close()
-    supervisor = WorkerSupervisor(settings)
+    supervisor = WorkerSupervisor(settings, settings.worker_process_count)
     supervisor.start()
     try:
         run_api(settings)

@@ -68,7 +68,10 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(2000, gt=0, description="Messages leased and not yet acked.")
 
     # Worker loop.
-    worker_batch_size: int = Field(500, gt=0, le=10_000, description="Messages per store write.")
+    worker_batch_size: int = Field(1000, gt=0, le=10_000, description="Messages per store write.")
+    worker_processes: int = Field(
+        0, ge=0, le=64, description="Workers `serve` runs; 0 = one per usable CPU, up to 4."
+    )
     worker_max_wait_seconds: float = Field(0.05, ge=0, description="Wait to fill a batch (s).")
     shutdown_timeout_seconds: float = Field(20.0, gt=0, description="Bound on graceful exit (s).")
     worker_metrics_port: int = Field(9464, ge=0, le=65535, description="0 disables it.")
@@ -128,6 +131,11 @@ class Settings(BaseSettings):
     def api_processes(self) -> int:
         """How many API processes to run: the setting, or one per usable CPU (at most 4)."""
         return self.api_workers or min(usable_cpus(), 4)
+
+    @property
+    def worker_process_count(self) -> int:
+        """How many worker processes ``serve`` runs: the setting, or one per usable CPU."""
+        return self.worker_processes or min(usable_cpus(), 4)
 
     @property
     def effective_database_url(self) -> str:

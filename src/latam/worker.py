@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -30,6 +31,16 @@ GAUGE_REFRESH_SECONDS = 5.0
 
 
 @dataclass
+class Prepared:
+    """A decoded batch on its way through the store stage."""
+
+    batch: Sequence[Delivery]
+    good: list[tuple[Delivery, NewMessage]] = field(default_factory=list)
+    poison: defaultdict[str, list[Delivery]] = field(default_factory=lambda: defaultdict(list))
+    writable: list[tuple[Delivery, NewMessage]] = field(default_factory=list)
+
+
+@dataclass
 class Worker:
     """Moves messages from the broker into the store."""
 
@@ -43,12 +54,28 @@ class Worker:
     _failures: int = 0
 
     def run(self) -> None:
-        """Consume until ``stop`` is set; the batch in hand is always finished first."""
+        """Consume until ``stop`` is set; the batches in hand are always finished first.
+
+        Two stages overlap: while one thread writes batch N to the store, this one pulls
+        and decodes batch N+1 (the broker and the store are separate connections, and
+        their drivers release the GIL while they wait or work). Batch N is settled (ack,
+        nack, dead letters) only after its write returned, so a crash at any point still
+        means redelivery, never loss.
+        """
         log.info("worker started", extra={"broker": self.broker.name})
-        while not self.stop.is_set():
-            batch = self.next_batch()
-            if batch:
-                self.process(batch)
+        with ThreadPoolExecutor(1, thread_name_prefix="latam-store") as writer:
+            pending: tuple[Prepared, Future[None]] | None = None
+            while not self.stop.is_set():
+                batch = self.next_batch()
+                prepared = self._prepare(batch) if batch else None
+                if pending is not None and not self._finish(*pending):
+                    if prepared is not None:  # pulled while the store failed: hand it back
+                        self._nack(prepared.batch, reason="store_unavailable", detail="")
+                    pending, prepared = None, None
+                    self._wait_for_store()
+                pending = (prepared, writer.submit(self._write, prepared)) if prepared else None
+            if pending is not None:
+                self._finish(*pending)
         log.info("worker stopped")
 
     def next_batch(self) -> list[Delivery]:
@@ -70,21 +97,37 @@ class Worker:
 
     def process(self, batch: Sequence[Delivery]) -> None:
         """Store what can be stored, dead-letter poison, nack on a transient failure."""
+        prepared = self._prepare(batch)
+        done: Future[None] = Future()
+        try:
+            self._write(prepared)
+            done.set_result(None)
+        except BaseException as exc:
+            done.set_exception(exc)
+        if not self._finish(prepared, done):
+            self._wait_for_store()
+
+    def _prepare(self, batch: Sequence[Delivery]) -> Prepared:
+        """Decode a batch and sort it into messages to store and poison by reason."""
         metrics.MESSAGES_RECEIVED.inc(len(batch))
-        good: list[tuple[Delivery, NewMessage]] = []
-        poison: dict[str, list[Delivery]] = defaultdict(list)
+        prepared = Prepared(batch)
         for delivery in batch:
             try:
-                good.append((delivery, self._decode(delivery)))
+                prepared.good.append((delivery, self._decode(delivery)))
             except InvalidMessage as exc:
-                poison[exc.reason].append(delivery)
+                prepared.poison[exc.reason].append(delivery)
+        return prepared
+
+    def _finish(self, prepared: Prepared, written: Future[None]) -> bool:
+        """Settle a batch once its write returned; False when the store failed (nacked)."""
         try:
-            self._store(good, poison)
+            written.result()
         except TransientError as exc:
-            self._nack(batch, reason="store_unavailable", detail=exc.detail)
-            return
+            self._nack(prepared.batch, reason="store_unavailable", detail=exc.detail)
+            return False
         self._failures = 0
-        for reason, deliveries in poison.items():
+        self._settle(self.broker.ack, [d for d, _ in prepared.writable])
+        for reason, deliveries in prepared.poison.items():
             self._settle(self.broker.dead_letter, deliveries, reason=reason)
             metrics.MESSAGES_DEAD_LETTERED.labels(reason=reason).inc(len(deliveries))
             for delivery in deliveries:
@@ -98,6 +141,7 @@ class Worker:
                         "topic": delivery.attributes.get("topic", ""),
                     },
                 )
+        return True
 
     def _decode(self, delivery: Delivery) -> NewMessage:
         return decode_envelope(
@@ -108,32 +152,32 @@ class Worker:
             max_bytes=self.max_message_bytes,
         )
 
-    def _store(
-        self, good: list[tuple[Delivery, NewMessage]], poison: dict[str, list[Delivery]]
-    ) -> None:
+    def _write(self, prepared: Prepared) -> None:
+        """The store stage: one transaction for the batch's messages of known topics."""
+        good, poison = prepared.good, prepared.poison
         if not good:
             return
         ids = self.store.topic_ids(sorted({message.topic for _, message in good}))
-        writable = [(d, m) for d, m in good if m.topic in ids]
-        poison["unknown_topic"].extend(d for d, m in good if m.topic not in ids)
-        if not poison["unknown_topic"]:
-            del poison["unknown_topic"]
-        if not writable:
+        prepared.writable = [(d, m) for d, m in good if m.topic in ids]
+        unknown = [d for d, m in good if m.topic not in ids]
+        if unknown:
+            poison["unknown_topic"].extend(unknown)
+        if not prepared.writable:
             return
         started = time.perf_counter()
-        with self._span(writable):
-            result = self.store.write_messages([(ids[m.topic], m) for _, m in writable])
+        with self._span(prepared.writable):
+            result = self.store.write_messages([(ids[m.topic], m) for _, m in prepared.writable])
         metrics.STORE_WRITE_DURATION.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(writable))
+        metrics.BATCH_SIZE.observe(len(prepared.writable))
         now = utcnow()
-        for published_at in result.stored_published_at:
-            metrics.FRESHNESS.observe(max((now - published_at).total_seconds(), 0.0))
+        for published_at, count in Counter(result.stored_published_at).items():
+            delay = max((now - published_at).total_seconds(), 0.0)
+            metrics.observe_many(metrics.FRESHNESS, delay, count)
         for topic, count in result.stored.items():
             metrics.MESSAGES_STORED.labels(topic=topic).inc(count)
         for topic, count in result.duplicates.items():
             if count:
                 metrics.MESSAGES_DUPLICATES.labels(topic=topic).inc(count)
-        self._settle(self.broker.ack, [d for d, _ in writable])
 
     @staticmethod
     def _span(writable: list[tuple[Delivery, NewMessage]]) -> AbstractContextManager[Span]:
@@ -149,14 +193,13 @@ class Worker:
         )
 
     def _nack(self, batch: Sequence[Delivery], *, reason: str, detail: str) -> None:
-        log.warning("store unavailable, batch returned for retry: %s", detail)
+        log.warning("store unavailable, batch returned for retry: %s", detail or reason)
         metrics.MESSAGES_NACKED.labels(reason=reason).inc(len(batch))
         # The broker dead-letters the ones on their last attempt; count them here too.
         last = sum(1 for d in batch if d.delivery_attempt >= self.max_delivery_attempts)
         if last:
             metrics.MESSAGES_DEAD_LETTERED.labels(reason="max_delivery_attempts").inc(last)
         self._settle(self.broker.nack, batch, reason=reason)
-        self._wait_for_store()
 
     def _wait_for_store(self) -> None:
         """Stop consuming until the store answers again, with backoff: pulling during an

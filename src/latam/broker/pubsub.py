@@ -167,7 +167,11 @@ class PubsubBroker:
         if self._puller is None:
             self._puller = UnaryPuller(self._clients()[1], self.config.subscription_path)
         self._expire()
-        accepted = (self._accept(m) for m in self._puller.pull(max_messages, timeout))
+        room = min(max_messages, self.policy.max_in_flight - len(self._held))
+        if room <= 0:  # flow control: nothing more is leased until the worker settles
+            time.sleep(max(timeout, 0.0))
+            return []
+        accepted = (self._accept(m) for m in self._puller.pull(room, timeout))
         return [delivery for delivery in accepted if delivery is not None]
 
     def _accept(self, message: Any) -> Delivery | None:

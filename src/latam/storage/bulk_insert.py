@@ -63,21 +63,23 @@ class BulkInsert:
                 times[value] = self._convert(value)
             return times[value]
 
+        ingested = when(now)
         rows = [
-            {
-                "topic_id": topic_id,
-                "message_id": m.message_id,
-                "data": m.data,
-                "attributes": orjson.dumps(m.attributes).decode()
-                if m.attributes
-                else EMPTY_ATTRIBUTES,
-                "size_bytes": len(m.data.encode()),
-                "published_at": when(m.published_at),
-                "ingested_at": when(now),
-            }
+            (
+                topic_id,
+                m.message_id,
+                m.data,
+                orjson.dumps(m.attributes).decode() if m.attributes else EMPTY_ATTRIBUTES,
+                len(m.data.encode()),
+                when(m.published_at),
+                ingested,
+            )
             for m in batch
         ]
-        if self._positional:
-            conn.exec_driver_sql(sql, [tuple(row[key] for key in self._order) for row in rows])
-        else:
+        if not self._positional:
+            conn.exec_driver_sql(sql, [dict(zip(COLUMNS, row, strict=True)) for row in rows])
+        elif self._order == COLUMNS:
             conn.exec_driver_sql(sql, rows)
+        else:
+            index = [COLUMNS.index(key) for key in self._order]
+            conn.exec_driver_sql(sql, [tuple(row[i] for i in index) for row in rows])
