@@ -61,6 +61,8 @@ class Figure:
 
 
 def fmt(value: float) -> str:
+    if value == int(value) and abs(value) < 100:
+        return str(int(value))
     if value >= 100:
         return f"{value:,.0f}"
     if value >= 10:

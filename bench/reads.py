@@ -29,8 +29,9 @@ def _ms(text: str) -> float:
 
 def run_wrk(
     base: str, topic_id: int, max_seq: int, *, seconds: int = 15, connections: int = 16
-) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) over random cursors within the topic's sequence range."""
+) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, responses that were not 2xx) over random cursors
+    within the topic's sequence range."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
     rng = random.Random(42)
@@ -49,6 +50,7 @@ def run_wrk(
     p50 = _ms(re.search(r"\s50%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise RuntimeError(f"wrk saw {non2xx.group(1)} error responses")
-    return rps, p50, p99
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if errors:
+        print(f"  wrk saw {errors} responses that were not 2xx")
+    return rps, p50, p99, errors

@@ -63,6 +63,7 @@ def ingest_and_reads(
             figures.append(Figure(f"Reads, {label}", "requests/s", [s[0] for s in samples]))
             figures.append(Figure(f"Reads p50, {label}", "ms", [s[1] for s in samples]))
             figures.append(Figure(f"Reads p99, {label}", "ms", [s[2] for s in samples]))
+            figures.append(Figure(f"Reads not 2xx, {label}", "responses", [s[3] for s in samples]))
     return figures
 
 
@@ -128,7 +129,7 @@ def _other_brokers(brokers: Any, runs: int, total: int) -> list[Figure]:
     return figures
 
 
-def write_report(figures: list[Figure], command: str, started: float) -> str:
+def write_report(figures: list[Figure], command: str, started: float, failures: list[str]) -> str:
     lines = [
         f"### Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -141,6 +142,8 @@ def write_report(figures: list[Figure], command: str, started: float) -> str:
         *(figure.row() for figure in figures),
         "",
     ]
+    if failures:
+        lines.extend([*(f"- {failure}" for failure in failures), ""])
     floor = next((f for f in figures if f.name.startswith("Floor")), None)
     e2e = next((f for f in figures if f.name == "E2E ingest, embedded"), None)
     if floor and e2e:
@@ -160,26 +163,51 @@ def main() -> None:
     total = 20_000 if args.quick else 200_000
     started = time.monotonic()
     figures: list[Figure] = []
+    failures: list[str] = []
+
+    def part(name: str, measure: Any) -> None:
+        """One part of the bench; a failure is reported and the other parts still run."""
+        try:
+            figures.extend(measure())
+        except Exception as exc:
+            failures.append(f"{name}: not measured ({type(exc).__name__}: {exc})")
+            print(f"  {failures[-1]}", flush=True)
+
     if "floor" in only:
-        figures.append(
-            Figure("Floor: raw sqlite3 inserts", "rows/s", [floor_rate(total) for _ in range(runs)])
+        part(
+            "floor",
+            lambda: [
+                Figure(
+                    "Floor: raw sqlite3 inserts",
+                    "rows/s",
+                    [floor_rate(total) for _ in range(runs)],
+                )
+            ],
         )
     if only & {"ingest", "reads"}:
-        figures += ingest_and_reads(
-            "embedded", runs, total, 5 if args.quick else 15, "reads" in only
+        wrk_seconds = 5 if args.quick else 15
+        part(
+            "ingest",
+            lambda: ingest_and_reads("embedded", runs, total, wrk_seconds, "reads" in only),
         )
     if "freshness" in only:
-        figures += fresh(runs, 5 if args.quick else 12)
+        part("freshness", lambda: fresh(runs, 5 if args.quick else 12))
     if "memory" in only:
-        figures += mem(1 if args.quick else 2, 100_000 if args.quick else 1_000_000)
+        part("memory", lambda: mem(1 if args.quick else 2, 100_000 if args.quick else 1_000_000))
     if "stores" in only:
-        figures += other_stores(
-            1 if args.quick else 2, total // 2 if not args.quick else total, 5 if args.quick else 10
+        part(
+            "stores",
+            lambda: other_stores(
+                1 if args.quick else 2, total if args.quick else total // 2, 5 if args.quick else 10
+            ),
         )
     if "brokers" in only:
-        figures += other_brokers(1 if args.quick else 2, total // 2 if not args.quick else total)
+        part(
+            "brokers",
+            lambda: other_brokers(1 if args.quick else 2, total if args.quick else total // 2),
+        )
     command = "make bench" + (f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
-    report = write_report(figures, command, started)
+    report = write_report(figures, command, started, failures)
     print(report)
     if not args.no_write:
         doc = ROOT / "docs" / "benchmarks.md"

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     ack_deadline_seconds: float = Field(30.0, gt=0, description="Lease before redelivery (s).")
     backoff_min_seconds: float = Field(1.0, ge=0, description="First nack delay (s).")
     backoff_max_seconds: float = Field(60.0, ge=0, description="Longest nack delay (s).")
-    max_in_flight: int = Field(2000, gt=0, description="Messages leased and not yet acked.")
+    max_in_flight: int = Field(5000, gt=0, description="Messages leased and not yet acked.")
 
     # Worker loop.
     worker_batch_size: int = Field(1000, gt=0, le=10_000, description="Messages per store write.")

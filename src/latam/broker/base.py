@@ -62,7 +62,7 @@ class DeliveryPolicy:
     ack_deadline_seconds: float = 30.0
     backoff_min_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
-    max_in_flight: int = 2000
+    max_in_flight: int = 5000
 
     def backoff(self, attempt: int) -> float:
         """Delay before redelivery after the given (1-based) failed attempt."""
