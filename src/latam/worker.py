@@ -30,6 +30,15 @@ IDLE_PULL_SECONDS = 0.5  # how long one pull waits on an empty broker
 GAUGE_REFRESH_SECONDS = 5.0
 
 
+def _failure(written: Future[None]) -> TransientError | None:
+    """The transient store error a write ended with; any other error propagates."""
+    try:
+        written.result()
+    except TransientError as exc:
+        return exc
+    return None
+
+
 @dataclass
 class Prepared:
     """A decoded batch on its way through the store stage."""
@@ -68,14 +77,14 @@ class Worker:
             while not self.stop.is_set():
                 batch = self.next_batch()
                 prepared = self._prepare(batch) if batch else None
-                if pending is not None and not self._finish(*pending):
+                if pending is not None and not self._finish(pending[0], _failure(pending[1])):
                     if prepared is not None:  # pulled while the store failed: hand it back
                         self._nack(prepared.batch, reason="store_unavailable", detail="")
                     pending, prepared = None, None
                     self._wait_for_store()
                 pending = (prepared, writer.submit(self._write, prepared)) if prepared else None
             if pending is not None:
-                self._finish(*pending)
+                self._finish(pending[0], _failure(pending[1]))
         log.info("worker stopped")
 
     def next_batch(self) -> list[Delivery]:
@@ -98,13 +107,12 @@ class Worker:
     def process(self, batch: Sequence[Delivery]) -> None:
         """Store what can be stored, dead-letter poison, nack on a transient failure."""
         prepared = self._prepare(batch)
-        done: Future[None] = Future()
         try:
             self._write(prepared)
-            done.set_result(None)
-        except BaseException as exc:
-            done.set_exception(exc)
-        if not self._finish(prepared, done):
+            failure = None
+        except TransientError as exc:
+            failure = exc
+        if not self._finish(prepared, failure):
             self._wait_for_store()
 
     def _prepare(self, batch: Sequence[Delivery]) -> Prepared:
@@ -118,12 +126,10 @@ class Worker:
                 prepared.poison[exc.reason].append(delivery)
         return prepared
 
-    def _finish(self, prepared: Prepared, written: Future[None]) -> bool:
+    def _finish(self, prepared: Prepared, failure: TransientError | None) -> bool:
         """Settle a batch once its write returned; False when the store failed (nacked)."""
-        try:
-            written.result()
-        except TransientError as exc:
-            self._nack(prepared.batch, reason="store_unavailable", detail=exc.detail)
+        if failure is not None:
+            self._nack(prepared.batch, reason="store_unavailable", detail=failure.detail)
             return False
         self._failures = 0
         self._settle(self.broker.ack, [d for d, _ in prepared.writable])
