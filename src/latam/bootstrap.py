@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from latam.broker.base import Broker, DeliveryPolicy
+from latam.errors import ConfigError
 from latam.service import Service
 from latam.settings import Settings
 from latam.storage.dialects import build_engine
@@ -18,11 +19,9 @@ from latam.storage.pages import SqlitePages
 from latam.storage.repository import SqlStore
 
 if TYPE_CHECKING:
-    from latam.broker.pubsub_config import PubsubConfig
+    from latam.broker.pubsub.config import PubsubConfig
 
-
-class ConfigError(ValueError):
-    """A setting has a value latam cannot use; the message names the variable."""
+__all__ = ["ConfigError", "build_broker", "build_service", "build_store", "delivery_policy"]
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
@@ -55,12 +54,13 @@ def build_broker(settings: Settings) -> Broker:
     scheme = urlsplit(url).scheme
     policy = delivery_policy(settings)
     if scheme == "sqlite":
-        path = url.removeprefix("sqlite:///")
-        if not path or path == url:
-            raise ConfigError("LATAM_BROKER_URL must look like sqlite:///path/to/broker.db")
-        from latam.broker.sqlite import SqliteBroker
+        from latam.broker.sqlite import SqliteBroker, parse_sqlite_url
 
-        return SqliteBroker(Path(path), policy, synchronous=settings.sqlite_synchronous)
+        try:
+            path = parse_sqlite_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"LATAM_BROKER_URL: {exc}") from exc
+        return SqliteBroker(path, policy, synchronous=settings.sqlite_synchronous)
     if scheme == "pubsub":
         return _pubsub_broker(settings, policy)
     if scheme == "nats":
@@ -91,7 +91,7 @@ def _pubsub_broker(settings: Settings, policy: DeliveryPolicy) -> Broker:
 
 def pubsub_config(settings: Settings) -> PubsubConfig:
     """The Pub/Sub resource names from LATAM_BROKER_URL and the dead-letter settings."""
-    from latam.broker.pubsub_config import parse_pubsub_url
+    from latam.broker.pubsub.config import parse_pubsub_url
 
     try:
         return parse_pubsub_url(

@@ -28,6 +28,8 @@ ATTR_MESSAGE_ID = "message_id"
 ATTR_PUBLISHED_AT = "published_at"
 ATTR_TRACEPARENT = "traceparent"
 RESERVED_ATTRIBUTES = frozenset({ATTR_TOPIC, ATTR_MESSAGE_ID, ATTR_PUBLISHED_AT, ATTR_TRACEPARENT})
+# Width of each stats bucket in seconds; UTC has no DST, so every day is 86,400 s.
+BUCKET_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
 
 
 def utcnow() -> datetime:

@@ -5,13 +5,14 @@
     LatamError
     ├── TransientError        retry later: store or broker unreachable, timeouts
     │   ├── StoreUnavailable
+    │   │   └── SchemaNotCurrent   the store's schema is missing or outdated: run latam migrate
     │   └── BrokerUnavailable
     ├── PermanentError        retrying cannot help: the message goes to dead letters
-    │   ├── InvalidMessage    not a JSON object, too large, bad attributes
-    │   └── UnknownTopic
+    │   └── InvalidMessage    not a JSON object, too large, bad attributes
     ├── NotFound              a topic, dead letter … does not exist
     ├── Conflict              a unique name is taken
     └── InvalidRequest        a request that fails validation outside pydantic
+    ConfigError (ValueError)  a setting latam cannot use; raised at start-up, names it
 
 Adapters re-raise vendor exceptions as one of these ``from exc`` so that the API and
 the worker decide on types, never on driver details.
@@ -38,6 +39,11 @@ class StoreUnavailable(TransientError):
     """The SQL store cannot be reached or refused the operation for now."""
 
 
+class SchemaNotCurrent(StoreUnavailable):
+    """The store answers but its schema is not the one this latam expects; the detail
+    says which revision it is at and what to run. Safe to show to a client."""
+
+
 class BrokerUnavailable(TransientError):
     """The broker cannot be reached or did not confirm a publish."""
 
@@ -56,12 +62,6 @@ class InvalidMessage(PermanentError):
         self.reason = reason
 
 
-class UnknownTopic(PermanentError):
-    """A message names a topic that does not exist."""
-
-    reason = "unknown_topic"
-
-
 class NotFound(LatamError):
     """The requested resource does not exist."""
 
@@ -76,3 +76,7 @@ class InvalidRequest(LatamError):
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.field = field
+
+
+class ConfigError(ValueError):
+    """A setting has a value latam cannot use; the message names the variable."""

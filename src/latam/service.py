@@ -13,6 +13,7 @@ from typing import Any
 from latam import metrics
 from latam.broker.base import Broker, DeadLetter
 from latam.domain import (
+    BUCKET_SECONDS,
     OutboundMessage,
     Topic,
     decode_cursor,
@@ -24,11 +25,9 @@ from latam.domain import (
     validate_message_id,
     validate_topic_name,
 )
-from latam.errors import InvalidRequest, LatamError, StoreUnavailable
-from latam.storage.dialects import BUCKET_SECONDS
-from latam.storage.pages import SqlitePages
-from latam.storage.repository import Store, StoredMessage
-from latam.storage.stats import Bucket, TopicTotals
+from latam.errors import InvalidRequest, StoreUnavailable
+from latam.health import check_dependencies
+from latam.storage.port import Bucket, PageReader, Store, StoredMessage, TopicTotals
 
 # Bounds the size of one stats response; a wider range must use a larger bucket.
 MAX_BUCKETS = 10_000
@@ -74,8 +73,8 @@ class Service:
     store: Store
     broker: Broker
     max_message_bytes: int
-    # The embedded store's direct page reader (None for server databases).
-    pages: SqlitePages | None = None
+    # The store's own JSON page reader where it has one (None: pages go through ``store``).
+    pages: PageReader | None = None
     # Topic names last read, so publishing goes on (into the broker) while the store is down.
     known_topics: dict[int, str] = field(default_factory=dict, repr=False)
 
@@ -218,18 +217,9 @@ class Service:
         return self.broker.purge_dead_letters(ids)
 
     # -- health -----------------------------------------------------------------------
-    def readiness(self) -> dict[str, bool]:
-        """Whether the store and the broker answer, also recorded as metrics."""
-        checks = {"store": self.store.ping, "broker": self.broker.ping}
-        status: dict[str, bool] = {}
-        for name, check in checks.items():
-            try:
-                check()
-                status[name] = True
-            except LatamError:
-                status[name] = False
-            metrics.DEPENDENCY_UP.labels(dependency=name).set(1 if status[name] else 0)
-        return status
+    def readiness(self) -> dict[str, str | None]:
+        """Per dependency, None when it answers, else what is wrong."""
+        return check_dependencies(self.store, self.broker)
 
 
 def _page_start(

@@ -23,7 +23,8 @@ from latam import metrics, tracing
 from latam.broker.base import Broker, Delivery
 from latam.domain import NewMessage, decode_envelope, utcnow
 from latam.errors import InvalidMessage, LatamError, TransientError
-from latam.storage.repository import Store
+from latam.health import check_dependencies
+from latam.storage.port import Store
 
 log = logging.getLogger(__name__)
 IDLE_PULL_SECONDS = 0.5  # how long one pull waits on an empty broker
@@ -103,17 +104,6 @@ class Worker:
             self._pause()
             return []
         return batch
-
-    def process(self, batch: Sequence[Delivery]) -> None:
-        """Store what can be stored, dead-letter poison, nack on a transient failure."""
-        prepared = self._prepare(batch)
-        try:
-            self._write(prepared)
-            failure = None
-        except TransientError as exc:
-            failure = exc
-        if not self._finish(prepared, failure):
-            self._wait_for_store()
 
     def _prepare(self, batch: Sequence[Delivery]) -> Prepared:
         """Decode a batch and sort it into messages to store and poison by reason."""
@@ -210,11 +200,14 @@ class Worker:
     def _wait_for_store(self) -> None:
         """Stop consuming until the store answers again, with backoff: pulling during an
         outage would only spend the messages' delivery attempts and dead-letter good data."""
-        delay = 0.2
+        delay, last = 0.2, ""
         while not self.stop.wait(delay):
             try:
                 self.store.ping()
-            except LatamError:
+            except LatamError as exc:
+                if exc.detail != last:  # say why once, not on every retry
+                    log.warning("waiting for the store: %s", exc.detail)
+                    last = exc.detail
                 delay = min(delay * 2, 5.0)
                 continue
             log.info("store available again; consuming")
@@ -237,12 +230,7 @@ class Worker:
 
     def refresh_gauges(self) -> None:
         """Record backlog, dead letters and dependency health (called periodically)."""
-        for name, check in (("store", self.store.ping), ("broker", self.broker.ping)):
-            try:
-                check()
-                metrics.DEPENDENCY_UP.labels(dependency=name).set(1)
-            except LatamError:
-                metrics.DEPENDENCY_UP.labels(dependency=name).set(0)
+        check_dependencies(self.store, self.broker)
         try:
             backlog = self.broker.backlog()
             dead = self.broker.dead_letter_count()

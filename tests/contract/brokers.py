@@ -14,7 +14,7 @@ from typing import Protocol
 import orjson
 
 from latam.broker.base import Broker, DeliveryPolicy
-from latam.broker.pubsub_config import PubsubConfig, parse_pubsub_url
+from latam.broker.pubsub.config import PubsubConfig, parse_pubsub_url
 from latam.broker.sqlite import SqliteBroker
 from tests.support import unique
 
@@ -66,19 +66,19 @@ class PubsubHarness:
 
     def make(self, policy: DeliveryPolicy) -> Broker:
         from latam.broker.pubsub import PubsubBroker
-        from latam.broker.pubsub_admin import bootstrap
+        from latam.broker.pubsub.admin import ensure_resources
 
-        bootstrap(self.config, policy)
+        ensure_resources(self.config, policy)
         return PubsubBroker(self.config, policy, pull_mode=self.pull_mode)
 
     def publish_raw(self, body: bytes, attributes: Mapping[str, str]) -> None:
         """What a plain google-cloud-pubsub producer does (attributes as a map)."""
         from google.cloud import pubsub_v1
 
-        from latam.broker.pubsub_admin import bootstrap
-        from latam.broker.pubsub_publish import publish_rpc
+        from latam.broker.pubsub.admin import ensure_resources
+        from latam.broker.pubsub.publish import publish_rpc
 
-        bootstrap(self.config, DeliveryPolicy())
+        ensure_resources(self.config, DeliveryPolicy())
         publisher = pubsub_v1.PublisherClient()
         message = {"data": body, "attributes": dict(attributes)}
         publish_rpc(publisher, self.config.topic_path, [message], (1000, 9_000_000))
@@ -87,7 +87,7 @@ class PubsubHarness:
 
 @contextmanager
 def pubsub_harness(_tmp_path: Path, pull_mode: str = "streaming") -> Iterator[Harness]:
-    from latam.broker.pubsub_admin import teardown
+    from latam.broker.pubsub.admin import teardown
     from tests.pubsub_emulator import EMULATOR, PROJECT
 
     EMULATOR.ensure()
@@ -118,14 +118,14 @@ class NatsHarness:
 
     def publish_raw(self, body: bytes, attributes: Mapping[str, str]) -> None:
         """What a plain ``nats pub`` does: a JetStream publish with headers."""
-        from latam.broker.nats import publish_plain
+        from latam.broker.nats.admin import publish_plain
 
         publish_plain(self.url, body, dict(attributes))
 
 
 @contextmanager
 def nats_harness(_tmp_path: Path) -> Iterator[Harness]:
-    from latam.broker.nats import delete_streams
+    from latam.broker.nats.admin import delete_streams
     from tests.support import NATS_URL, require
 
     require(NATS_URL, 4222, "NATS")

@@ -14,8 +14,8 @@ from latam.domain import NewMessage
 from latam.settings import Settings
 from latam.storage import migrate
 from latam.storage.dialects import build_engine
+from latam.storage.port import Bucket, TopicTotals
 from latam.storage.repository import SqlStore
-from latam.storage.stats import Bucket, TopicTotals
 from tests.databases import STORES, temporary_database
 
 # Session time zones far from UTC: the buckets must not move with them.

@@ -25,14 +25,14 @@ def sqlite_backend(data_dir: Path) -> Iterator[BrokerBackend]:
 
 @contextmanager
 def pubsub_backend(_data_dir: Path, pull_mode: str = "streaming") -> Iterator[BrokerBackend]:
-    """Private resources on the session's emulator, created as ``latam pubsub bootstrap`` does."""
+    """Private resources on the session's emulator, created as ``latam pubsub setup`` does."""
     from latam.broker.base import DeliveryPolicy
-    from latam.broker.pubsub_admin import bootstrap, teardown
+    from latam.broker.pubsub.admin import ensure_resources, teardown
     from tests.contract.brokers import pubsub_harness
 
     with pubsub_harness(_data_dir) as harness:
         config = harness.config  # type: ignore[attr-defined]
-        bootstrap(config, DeliveryPolicy(backoff_min_seconds=0.2, backoff_max_seconds=2))
+        ensure_resources(config, DeliveryPolicy(backoff_min_seconds=0.2, backoff_max_seconds=2))
         url = f"pubsub://{config.project}/{config.topic}?subscription={config.subscription}"
         try:
             settings = {"broker_url": url, "pubsub_pull_mode": pull_mode}
@@ -44,7 +44,7 @@ def pubsub_backend(_data_dir: Path, pull_mode: str = "streaming") -> Iterator[Br
 @contextmanager
 def nats_backend(_data_dir: Path) -> Iterator[BrokerBackend]:
     """A private stream on the shared NATS server; latam creates it on first use."""
-    from latam.broker.nats import delete_streams, publish_plain
+    from latam.broker.nats.admin import delete_streams, publish_plain
     from tests.support import NATS_URL, require, unique
 
     require(NATS_URL, 4222, "NATS")

@@ -80,8 +80,8 @@ def nats_broker(store: Path) -> Iterator[tuple[str, Callable[[], None]]]:
 @contextmanager
 def emulator_broker() -> Iterator[tuple[str, Callable[[], None]]]:
     """Private Pub/Sub resources; restart = emulator restart + bootstrap again."""
-    from latam.broker.pubsub_admin import bootstrap, teardown
-    from latam.broker.pubsub_config import parse_pubsub_url
+    from latam.broker.pubsub.admin import ensure_resources, teardown
+    from latam.broker.pubsub.config import parse_pubsub_url
     from tests.pubsub_emulator import EMULATOR, PROJECT
 
     EMULATOR.ensure()
@@ -89,13 +89,13 @@ def emulator_broker() -> Iterator[tuple[str, Callable[[], None]]]:
     url = f"pubsub://{PROJECT}/{topic}?subscription={topic}-sub"
     config = parse_pubsub_url(url)
     policy = DeliveryPolicy(backoff_min_seconds=0.2, backoff_max_seconds=2)
-    bootstrap(config, policy)
+    ensure_resources(config, policy)
 
     def restart() -> None:
         # The emulator keeps nothing across a restart: the resources are created again,
-        # as `latam pubsub bootstrap` would on a fresh project.
+        # as `latam pubsub setup` would on a fresh project.
         EMULATOR.restart()
-        bootstrap(config, policy)
+        ensure_resources(config, policy)
 
     try:
         yield url, restart

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -15,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from latam.api.app import create_app
 from latam.bootstrap import build_service
-from latam.observability import JsonFormatter
+from latam.logs import JsonFormatter
 from latam.settings import Settings
 from latam.storage import migrate
 from latam.tracing import incoming_traceparent
@@ -49,10 +51,13 @@ def test_publish_and_store_share_the_trace(
             )
         assert response.status_code == 202
     worker = Worker(store=service.store, broker=service.broker)
-    batch = worker.next_batch()
-    assert batch
-    assert batch[0].attributes["traceparent"].split("-")[1] == TRACE_ID
-    worker.process(batch)
+    consumer = threading.Thread(target=worker.run)
+    consumer.start()
+    deadline = time.monotonic() + 10
+    while not service.store.list_messages(topic, limit=1) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    worker.stop.set()
+    consumer.join(10)
     spans = {span.name: span for span in EXPORTER.get_finished_spans()}
     for name in ("latam.http", "latam.publish", "latam.store_write"):
         assert f"{spans[name].context.trace_id:032x}" == TRACE_ID, name

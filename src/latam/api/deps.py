@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -30,6 +31,13 @@ def require_json(request: Request) -> None:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if has_body and not (media == "application/json" or media.endswith("+json")):
         raise HTTPException(415, "request body must be application/json")
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A query timestamp without an offset means UTC, on every endpoint."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]

@@ -21,13 +21,19 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness, responses=documented(503))
 def readyz(service: ServiceDep) -> Response | Readiness:
-    """Ready when both the store and the broker answer; 503 otherwise."""
-    checks = service.readiness()
+    """Ready when both the store and the broker answer; 503 otherwise, with what is
+    wrong with each dependency that does not (``problems``)."""
+    found = service.readiness()
+    checks = {name: problem is None for name, problem in found.items()}
     if all(checks.values()):
         return Readiness(status="ready", checks=checks)
-    down = ", ".join(name for name, ok in checks.items() if not ok)
+    problems = {name: problem for name, problem in found.items() if problem is not None}
+    down = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
     return problem(
-        503, f"unavailable: {down}", headers={"Retry-After": "5"}, extra={"checks": checks}
+        503,
+        f"unavailable: {down}",
+        headers={"Retry-After": "5"},
+        extra={"checks": checks, "problems": problems},
     )
 
 

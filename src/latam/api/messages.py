@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from latam import tracing
-from latam.api.deps import ServiceDep, TopicId, authorize
+from latam.api.deps import ServiceDep, TopicId, as_utc, authorize
 from latam.api.problems import documented
 from latam.api.render import OrjsonResponse, message_json
 from latam.api.schemas import BatchIn, MessageIn, MessageList, PublishOut
@@ -81,12 +81,6 @@ async def publish(topic_id: TopicId, request: Request, service: ServiceDep) -> R
     return OrjsonResponse({"message_ids": ids}, status_code=status.HTTP_202_ACCEPTED)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 @router.get("/{topic_id}/messages", response_model=MessageList, responses=documented(404))
 async def read_messages(
     topic_id: TopicId,
@@ -97,7 +91,7 @@ async def read_messages(
     until: Annotated[datetime | None, Query(description="published_at < until")] = None,
 ) -> Response:
     """Stored messages in ingest order, paged by an opaque cursor."""
-    since, until = _utc(since), _utc(until)
+    since, until = as_utc(since), as_utc(until)
     if service.pages is not None and since is None and until is None:
         # One indexed range read of a local file: cheaper on the event loop than a thread hop.
         body = page_body(service, topic_id, limit, cursor, None, None)

@@ -16,6 +16,7 @@ from latam.errors import (
     LatamError,
     NotFound,
     PermanentError,
+    SchemaNotCurrent,
     TransientError,
 )
 
@@ -129,9 +130,13 @@ async def _on_latam(_: Request, exc: Exception) -> Response:
         return problem(422, exc.detail, slug="invalid-message", errors=errors)
     if isinstance(exc, TransientError):
         log.warning("dependency unavailable: %s", exc.detail)
+        # A schema problem is the operator's to fix and its detail is safe to show;
+        # other dependency errors may carry driver details and stay generic.
+        schema = isinstance(exc, SchemaNotCurrent)
         return problem(
             503,
-            "a dependency is unavailable; retry later",
+            exc.detail if schema else "a dependency is unavailable; retry later",
+            slug="schema-not-current" if schema else None,
             headers={"Retry-After": str(exc.retry_after_seconds)},
         )
     return await _on_unexpected(_, exc)

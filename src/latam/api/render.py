@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from latam.broker.base import DeadLetter
 from latam.domain import isoformat
-from latam.storage.repository import StoredMessage
+from latam.storage.port import StoredMessage
 
 
 class OrjsonResponse(Response):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from latam.api.deps import ServiceDep, TopicId, authorize
+from latam.api.deps import ServiceDep, TopicId, as_utc, authorize
 from latam.api.problems import documented
 from latam.api.render import OrjsonResponse
 from latam.domain import isoformat
@@ -44,13 +44,6 @@ class StatsList(BaseModel):
     data: list[TopicTotalsOut]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # A timestamp without an offset means UTC, as on the messages endpoint.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else isoformat(value)
 
@@ -68,7 +61,7 @@ def topic_stats(
     Buckets without messages are left out; a range wider than 10,000 buckets is 422.
     """
     buckets = service.topic_stats(
-        topic_id=topic_id, bucket=bucket, since=_utc(since), until=_utc(until)
+        topic_id=topic_id, bucket=bucket, since=as_utc(since), until=as_utc(until)
     )
     return OrjsonResponse(
         {

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from latam.bootstrap import ConfigError
+from latam.errors import ConfigError
 from latam.settings import Settings
 from latam.storage.dialects import MYSQL_NAMES, pool_options
 

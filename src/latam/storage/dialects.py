@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,16 +23,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from latam.errors import Conflict, StoreUnavailable
+from latam.domain import BUCKET_SECONDS
+from latam.errors import Conflict, SchemaNotCurrent, StoreUnavailable
 from latam.settings import Settings
 from latam.storage.schema import messages
 
 MYSQL_NAMES = frozenset({"mysql", "mariadb"})
 SQLITE_POOL_SIZE = 40  # the API's thread pool size (anyio's default)
-# Width of each stats bucket in seconds; UTC has no DST, so every day is 86,400 s.
-BUCKET_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
 
 
 def normalise_url(url: str) -> str:
@@ -148,16 +147,41 @@ def bucket_start(column: Any, bucket: str, dialect_name: str) -> ColumnElement[i
     return type_coerce(epoch - epoch % width, BigInteger)
 
 
+# How each database says a table or a column is missing: the schema is not migrated.
+MISSING_SQLSTATES = frozenset({"42P01", "42703"})  # PostgreSQL: undefined table, column
+MISSING_MYSQL_CODES = frozenset({1146, 1054})  # MySQL/MariaDB: no such table, unknown column
+MISSING_SQLITE_TEXT = ("no such table", "no such column")
+
+
+def is_missing_schema(exc: DBAPIError) -> bool:
+    """Whether the database refused because a table or column latam uses is missing."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in MISSING_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in MISSING_MYSQL_CODES:
+        return True
+    return str(orig).startswith(MISSING_SQLITE_TEXT)
+
+
 @contextmanager
-def translate_errors(*, conflict: str | None = None) -> Iterator[None]:
-    """Re-raise driver errors as latam's own: Conflict or StoreUnavailable."""
+def translate_errors(
+    *, conflict: str | None = None, schema: Callable[[], str] | None = None
+) -> Iterator[None]:
+    """Re-raise driver errors as latam's own: Conflict, SchemaNotCurrent or StoreUnavailable.
+
+    ``schema`` says what is wrong with the schema when a table or column is missing
+    (``migrate.schema_problem``); without it such an error is plain StoreUnavailable.
+    """
     try:
         yield
     except IntegrityError as exc:
         if conflict is None:
             raise StoreUnavailable("the store rejected the write") from exc
         raise Conflict(conflict) from exc
-    except (OperationalError, DBAPIError) as exc:
+    except DBAPIError as exc:
+        if schema is not None and is_missing_schema(exc):
+            raise SchemaNotCurrent(schema()) from exc
         raise StoreUnavailable("the store is unavailable") from exc
     except SQLAlchemyError as exc:
         raise StoreUnavailable("the store failed the operation") from exc

@@ -1,77 +1,25 @@
-"""The store port and its SQL adapter (SQLite, PostgreSQL, MySQL/MariaDB)."""
+"""The store's SQL adapter (SQLite, PostgreSQL, MySQL/MariaDB); the port is ``storage.port``."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy import Engine, delete, func, select, update
 
 from latam.domain import NewMessage, Topic, utcnow
-from latam.errors import NotFound
+from latam.errors import NotFound, SchemaNotCurrent
 from latam.storage.bulk_insert import BulkInsert
 from latam.storage.dialects import translate_errors
+from latam.storage.migrate import current_revision, describe, schema_problem
+from latam.storage.port import Bucket, StoredMessage, TopicTotals, WriteResult
 from latam.storage.schema import messages, topics
-from latam.storage.stats import Bucket, TopicTotals, all_totals, topic_buckets
+from latam.storage.stats import all_totals, topic_buckets
 
 TOPIC_COLUMNS = (topics.c.id, topics.c.name, topics.c.created_at, topics.c.updated_at)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message as read back: ``data`` and ``attributes`` are JSON text."""
-
-    seq: int
-    message_id: str
-    data: str
-    attributes: str
-    published_at: datetime
-    ingested_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What one batch write did, per topic name."""
-
-    stored: dict[str, int]
-    duplicates: dict[str, int]
-    stored_published_at: list[datetime]
-
-
-class Store(Protocol):
-    """What the service needs from a store. Every adapter passes tests/contract/store."""
-
-    def ping(self) -> None: ...
-    def create_topic(self, name: str) -> Topic: ...
-    def get_topic(self, topic_id: int) -> Topic: ...
-    def topic_ids(self, names: Sequence[str]) -> dict[str, int]: ...
-    def list_topics(self, *, limit: int, after_id: int = 0) -> list[Topic]: ...
-    def rename_topic(self, topic_id: int, name: str) -> Topic: ...
-    def delete_topic(self, topic_id: int) -> None: ...
-    def write_messages(self, batch: Sequence[tuple[int, NewMessage]]) -> WriteResult: ...
-    def list_messages(
-        self,
-        topic_id: int,
-        *,
-        limit: int,
-        after_seq: int = 0,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[StoredMessage]: ...
-    def topic_stats(
-        self,
-        topic_id: int,
-        *,
-        bucket: str,
-        since: datetime | None,
-        until: datetime | None,
-        limit: int,
-    ) -> list[Bucket]: ...
-    def all_stats(self) -> list[TopicTotals]: ...
-    def close(self) -> None: ...
 
 
 def _topic(row: Any) -> Topic:
@@ -85,20 +33,27 @@ class SqlStore:
         self.engine = engine
         self._insert = BulkInsert()
 
+    def _errors(self, *, conflict: str | None = None) -> AbstractContextManager[None]:
+        """Driver errors as latam's; a missing table says which revision the schema is at."""
+        return translate_errors(conflict=conflict, schema=lambda: schema_problem(self.engine))
+
     def ping(self) -> None:
-        with translate_errors(), self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        """The store answers and its schema is the one this code expects."""
+        with self._errors(), self.engine.connect() as conn:
+            revision = current_revision(conn)
+        if (problem := describe(revision)) is not None:
+            raise SchemaNotCurrent(problem)
 
     def create_topic(self, name: str) -> Topic:
         now = utcnow()
-        conflict = translate_errors(conflict=f"topic {name!r} already exists")
+        conflict = self._errors(conflict=f"topic {name!r} already exists")
         with conflict, self.engine.begin() as conn:
             result = conn.execute(topics.insert().values(name=name, created_at=now, updated_at=now))
             topic_id = result.inserted_primary_key[0] if result.inserted_primary_key else 0
         return Topic(id=int(topic_id), name=name, created_at=now, updated_at=now)
 
     def get_topic(self, topic_id: int) -> Topic:
-        with translate_errors(), self.engine.connect() as conn:
+        with self._errors(), self.engine.connect() as conn:
             row = conn.execute(select(*TOPIC_COLUMNS).where(topics.c.id == topic_id)).first()
         if row is None:
             raise NotFound(f"topic {topic_id} does not exist")
@@ -108,27 +63,27 @@ class SqlStore:
         if not names:
             return {}
         query = select(topics.c.name, topics.c.id).where(topics.c.name.in_(set(names)))
-        with translate_errors(), self.engine.connect() as conn:
+        with self._errors(), self.engine.connect() as conn:
             return {row.name: row.id for row in conn.execute(query)}
 
     def list_topics(self, *, limit: int, after_id: int = 0) -> list[Topic]:
         query = (
             select(*TOPIC_COLUMNS).where(topics.c.id > after_id).order_by(topics.c.id).limit(limit)
         )
-        with translate_errors(), self.engine.connect() as conn:
+        with self._errors(), self.engine.connect() as conn:
             return [_topic(row) for row in conn.execute(query)]
 
     def rename_topic(self, topic_id: int, name: str) -> Topic:
         now = utcnow()
         stmt = update(topics).where(topics.c.id == topic_id).values(name=name, updated_at=now)
-        conflict = translate_errors(conflict=f"topic {name!r} already exists")
+        conflict = self._errors(conflict=f"topic {name!r} already exists")
         with conflict, self.engine.begin() as conn:
             if conn.execute(stmt).rowcount == 0:
                 raise NotFound(f"topic {topic_id} does not exist")
         return self.get_topic(topic_id)
 
     def delete_topic(self, topic_id: int) -> None:
-        with translate_errors(), self.engine.begin() as conn:
+        with self._errors(), self.engine.begin() as conn:
             conn.execute(delete(messages).where(messages.c.topic_id == topic_id))
             if conn.execute(delete(topics).where(topics.c.id == topic_id)).rowcount == 0:
                 raise NotFound(f"topic {topic_id} does not exist")
@@ -143,7 +98,7 @@ class SqlStore:
         stored: dict[str, int] = {}
         published: list[datetime] = []
         now = utcnow()
-        with translate_errors(), self.engine.begin() as conn:
+        with self._errors(), self.engine.begin() as conn:
             for topic_id, fresh in by_topic.items():
                 already = select(messages.c.message_id).where(
                     messages.c.topic_id == topic_id, messages.c.message_id.in_(list(fresh))
@@ -180,12 +135,12 @@ class SqlStore:
         if until is not None:
             query = query.where(messages.c.published_at < until)
         query = query.order_by(messages.c.seq).limit(limit)
-        with translate_errors(), self.engine.connect() as conn:
+        with self._errors(), self.engine.connect() as conn:
             return [StoredMessage(*row) for row in conn.execute(query)]
 
     def count_messages(self, topic_id: int) -> int:
         query = select(func.count()).select_from(messages).where(messages.c.topic_id == topic_id)
-        with translate_errors(), self.engine.connect() as conn:
+        with self._errors(), self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     def topic_stats(

@@ -5,35 +5,14 @@ Every figure comes out of one ``GROUP BY``; no message row is read into Python.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 
 from latam.storage.dialects import bucket_start, translate_errors
+from latam.storage.port import Bucket, TopicTotals
 from latam.storage.schema import messages, topics
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """Messages published in ``[start, start + bucket width)``."""
-
-    start: datetime
-    count: int
-    bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class TopicTotals:
-    """Totals of one topic; the timestamps are None while it has no messages."""
-
-    topic_id: int
-    topic: str
-    count: int
-    bytes: int
-    first_published_at: datetime | None
-    last_published_at: datetime | None
 
 
 def topic_buckets(

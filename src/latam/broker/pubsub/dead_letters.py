@@ -8,30 +8,26 @@ to a concurrent snapshot, so two simultaneous listings may each see part of the 
 Dead-letter ids are the Pub/Sub message ids of the dead-letter messages; listings are
 ordered by that id (numeric where it is numeric) so ``after`` pages through them.
 
-Messages latam dead-letters carry ``reason``, ``delivery_attempts`` and
-``source_publish_time`` attributes; messages Pub/Sub forwarded under the subscription's
-dead-letter policy carry ``CloudPubSubDeadLetterSource*`` attributes instead.
+Messages latam dead-letters carry the attributes of ``broker.letters``; messages Pub/Sub
+forwarded under the subscription's dead-letter policy carry ``CloudPubSubDeadLetterSource*``
+attributes instead, read here as the same facts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from google.api_core import exceptions as google_errors
 
+from latam.broker import letters
 from latam.broker.base import REASON_MAX_ATTEMPTS, DeadLetter
-from latam.broker.pubsub_config import PubsubConfig
-from latam.domain import ATTR_MESSAGE_ID, ATTR_TOPIC, parse_timestamp
+from latam.broker.pubsub.config import PubsubConfig
+from latam.broker.pubsub.publish import publish_rpc
 from latam.errors import BrokerUnavailable, NotFound
 
-ATTR_REASON = "reason"
-ATTR_ATTEMPTS = "delivery_attempts"
-ATTR_SOURCE_TIME = "source_publish_time"
-ATTR_DEAD_AT = "dead_lettered_at"
 POLICY_PREFIX = "CloudPubSubDeadLetterSource"
-META = frozenset({ATTR_REASON, ATTR_ATTEMPTS, ATTR_SOURCE_TIME, ATTR_DEAD_AT})
 SCAN_LIMIT = 10_000  # most dead letters one operation looks at
 PULL_TIMEOUT_SECONDS = 1.0  # an empty pull waits this long before the scan ends
 
@@ -60,11 +56,9 @@ class DeadLetterStore:
         return len(self._with_snapshot(_selector(ids), action=None, only_chosen=True))
 
     def replay(self, ids: Sequence[str] | None, topic_path: str) -> int:
-        from latam.broker.pubsub_publish import publish_rpc
-
         def republish(chosen: list[tuple[str, Any]]) -> None:
             wire = [
-                {"data": m.message.data, "attributes": _original(dict(m.message.attributes))}
+                {"data": m.message.data, "attributes": _original(m.message.attributes)}
                 for _, m in chosen
             ]
             publish_rpc(self._publisher, topic_path, wire, (1000, 9 * 1024 * 1024))
@@ -141,36 +135,21 @@ def _sort_key(dead_letter_id: str) -> tuple[int, str]:
     return (int(dead_letter_id), "") if dead_letter_id.isdigit() else (2**63, dead_letter_id)
 
 
-def _original(attributes: dict[str, str]) -> dict[str, str]:
-    return {
-        k: v for k, v in attributes.items() if k not in META and not k.startswith(POLICY_PREFIX)
-    }
+def _original(attributes: Any) -> dict[str, str]:
+    return letters.original(dict(attributes), foreign=[POLICY_PREFIX])
 
 
 def _dead_letter(message: Any) -> DeadLetter:
     attributes = dict(message.attributes)
-    dead_at = message.publish_time.astimezone(UTC)
-    source_time = attributes.get(ATTR_SOURCE_TIME) or attributes.get(
-        f"{POLICY_PREFIX}TopicPublishTime", ""
+    return letters.parse(
+        str(message.message_id),
+        bytes(message.data),
+        attributes,
+        dead_lettered_at=message.publish_time.astimezone(UTC),
+        foreign=[POLICY_PREFIX],
+        defaults={
+            letters.REASON: f"{REASON_MAX_ATTEMPTS}: forwarded by Pub/Sub",
+            letters.ATTEMPTS: attributes.get(f"{POLICY_PREFIX}DeliveryCount", "0"),
+            letters.SOURCE_TIME: attributes.get(f"{POLICY_PREFIX}TopicPublishTime", ""),
+        },
     )
-    attempts = attributes.get(ATTR_ATTEMPTS) or attributes.get(f"{POLICY_PREFIX}DeliveryCount", "0")
-    reason = attributes.get(ATTR_REASON) or f"{REASON_MAX_ATTEMPTS}: forwarded by Pub/Sub"
-    original = _original(attributes)
-    return DeadLetter(
-        id=str(message.message_id),
-        topic=original.get(ATTR_TOPIC, ""),
-        message_id=original.get(ATTR_MESSAGE_ID, ""),
-        body=bytes(message.data),
-        attributes=original,
-        reason=reason,
-        delivery_attempts=int(attempts) if attempts.isdigit() else 0,
-        published_at=_parse(source_time, dead_at),
-        dead_lettered_at=dead_at,
-    )
-
-
-def _parse(value: str, fallback: datetime) -> datetime:
-    try:
-        return parse_timestamp(value) if value else fallback
-    except ValueError:
-        return fallback

@@ -14,7 +14,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
 from latam.broker.base import DeliveryPolicy
-from latam.broker.pubsub_config import PubsubConfig
+from latam.broker.pubsub.config import PubsubConfig
 from latam.errors import BrokerUnavailable
 
 ACK_DEADLINE_RANGE = (10, 600)  # seconds Pub/Sub accepts
@@ -48,7 +48,7 @@ def subscription_spec(config: PubsubConfig, policy: DeliveryPolicy) -> dict[str,
     }
 
 
-def bootstrap(config: PubsubConfig, policy: DeliveryPolicy) -> list[str]:
+def ensure_resources(config: PubsubConfig, policy: DeliveryPolicy) -> list[str]:
     """Create what is missing; one line per resource saying created or verified."""
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()

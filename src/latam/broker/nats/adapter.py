@@ -16,21 +16,21 @@ the ``<STREAM>_DLQ`` stream with its reason before it is terminated, never dropp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
-from nats.js.errors import NotFoundError
+from nats.js.api import AckPolicy, ConsumerConfig
 
+from latam.broker import letters
 from latam.broker.base import REASON_MAX_ATTEMPTS, Backlog, DeadLetter, Delivery, DeliveryPolicy
-from latam.broker.nats_dlq import DeadLetterStream, dead_letter_headers
-from latam.broker.nats_link import NatsConfig, NatsLink, parse_nats_url
+from latam.broker.nats.admin import ensure_streams
+from latam.broker.nats.config import NatsConfig
+from latam.broker.nats.dead_letters import DeadLetterStream
+from latam.broker.nats.link import NatsLink
 from latam.domain import ATTR_TOPIC, OutboundMessage
 
-__all__ = ["NatsBroker", "delete_streams", "parse_nats_url", "publish_plain"]
 MSG_ID = "Nats-Msg-Id"
 
 
@@ -163,7 +163,7 @@ class NatsBroker:
                 js.publish(
                     self.config.dead_letter_stream,
                     d.body,
-                    headers=dead_letter_headers(d, reason, attempts or d.delivery_attempt),
+                    headers=letters.stamp(d, reason, attempts or d.delivery_attempt),
                 )
                 for d in deliveries
             ]
@@ -218,54 +218,3 @@ class NatsBroker:
 
     def close(self) -> None:
         self._link.close()
-
-
-async def ensure_streams(js: Any, config: NatsConfig, replicas: int = 1) -> None:
-    """Create the work stream and the dead-letter stream if they do not exist."""
-    wanted: dict[str, dict[str, Any]] = {
-        config.stream: {
-            "subjects": [config.subject, f"{config.subject}.>"],
-            "retention": RetentionPolicy.WORK_QUEUE,
-        },
-        config.dead_letter_stream: {"subjects": [config.dead_letter_stream]},
-    }
-    for name, params in wanted.items():
-        try:
-            await js.stream_info(name)
-        except NotFoundError:
-            await js.add_stream(
-                name=name, storage=StorageType.FILE, num_replicas=replicas, **params
-            )
-
-
-def publish_plain(url: str, body: bytes, headers: dict[str, str]) -> None:
-    """Publish as a plain NATS client would (no ``Nats-Msg-Id``); tests and tools."""
-    config = parse_nats_url(url)
-    link = NatsLink(config.server)
-
-    async def go() -> None:
-        js = await link.connect()
-        await ensure_streams(js, config)
-        await js.publish(config.subject, body, headers=headers)
-
-    try:
-        link.run(go())
-    finally:
-        link.close()
-
-
-def delete_streams(url: str) -> None:
-    """Delete the stream and its dead-letter stream (throw-away environments only)."""
-    config = parse_nats_url(url)
-    link = NatsLink(config.server)
-
-    async def go() -> None:
-        js = await link.connect()
-        for name in (config.stream, config.dead_letter_stream):
-            with contextlib.suppress(NotFoundError):  # already gone
-                await js.delete_stream(name)
-
-    try:
-        link.run(go())
-    finally:
-        link.close()

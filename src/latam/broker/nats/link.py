@@ -1,20 +1,15 @@
 """A synchronous handle on an asyncio NATS connection run in a private loop thread.
 
 ``nats-py`` is asyncio-only while the broker port is synchronous; every call is sent to
-the loop with ``asyncio.run_coroutine_threadsafe`` and waited for with a timeout. The
-URL ``nats://HOST:PORT/STREAM`` names the server and the JetStream stream; the
-dead-letter stream is ``<STREAM>_DLQ``.
+the loop with ``asyncio.run_coroutine_threadsafe`` and waited for with a timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import nats
 from nats.errors import Error as NatsError
@@ -24,37 +19,6 @@ from latam.errors import BrokerUnavailable
 
 T = TypeVar("T")
 CALL_TIMEOUT_SECONDS = 30.0  # bound on one round trip through the loop
-_STREAM_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
-
-
-@dataclass(frozen=True, slots=True)
-class NatsConfig:
-    """Server URL, stream names, subject and durable consumer of one deployment."""
-
-    server: str
-    stream: str
-
-    @property
-    def subject(self) -> str:
-        """Where latam publishes; plain producers may also use ``<STREAM>.<anything>``."""
-        return self.stream
-
-    @property
-    def dead_letter_stream(self) -> str:
-        return f"{self.stream}_DLQ"
-
-    @property
-    def consumer(self) -> str:
-        return f"{self.stream}_worker"
-
-
-def parse_nats_url(url: str) -> NatsConfig:
-    """``nats://HOST:PORT/STREAM``; raises ``ValueError`` saying what is wrong."""
-    parts = urlsplit(url)
-    stream = parts.path.strip("/")
-    if parts.scheme not in {"nats", "tls"} or not parts.hostname or not _STREAM_NAME.match(stream):
-        raise ValueError("expected nats://HOST:PORT/STREAM (stream: letters, digits, _ and -)")
-    return NatsConfig(server=f"{parts.scheme}://{parts.netloc}", stream=stream)
 
 
 class NatsLink:

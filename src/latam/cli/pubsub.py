@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from latam.cli import fail, load_settings, run_guarded
+from latam.cli.common import fail, load_settings, run_guarded
 
 
 @click.group()
@@ -13,7 +13,7 @@ def pubsub() -> None:
 
 
 @pubsub.command()
-def bootstrap() -> None:
+def setup() -> None:
     """Create or verify the topic, subscription and dead-letter pair of LATAM_BROKER_URL.
 
     Safe to run again: existing resources are reported as verified, not changed.
@@ -22,8 +22,15 @@ def bootstrap() -> None:
     if not settings.effective_broker_url.startswith("pubsub://"):
         fail("LATAM_BROKER_URL must be pubsub://PROJECT/TOPIC?subscription=SUB")
     from latam.bootstrap import delivery_policy, pubsub_config
-    from latam.broker.pubsub_admin import bootstrap as create_resources
+    from latam.broker.pubsub.admin import ensure_resources
 
     config = run_guarded(pubsub_config, settings)
-    for line in run_guarded(create_resources, config, delivery_policy(settings)):
+    for line in run_guarded(ensure_resources, config, delivery_policy(settings)):
         click.echo(line)
+
+
+# The command's name in earlier releases; scripts that call it keep working.
+pubsub.add_command(setup, name="bootstrap")
+pubsub.commands["bootstrap"] = click.Command(
+    "bootstrap", callback=setup.callback, help=setup.help, hidden=True
+)

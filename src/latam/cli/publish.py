@@ -1,17 +1,21 @@
-"""``latam publish``: wiring of the bulk loader to HTTP or the broker, progress and summary."""
+"""``latam publish``: the bulk loader wired to HTTP or the broker, with progress and a summary."""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
-import httpx
 
+from latam.cli.common import load_settings, run_guarded
 from latam.errors import NotFound
-from latam.publisher import BrokerSink, HttpSink, RejectedLine, Sink, Tally, read_records, run
 from latam.settings import Settings
+
+if TYPE_CHECKING:  # the loader brings httpx: loaded when the command runs, not for --help
+    import httpx
+
+    from latam.loader import Sink, Tally
 
 PLAIN_PROGRESS_SECONDS = 5.0
 
@@ -36,6 +40,10 @@ def _http_topic_id(client: httpx.Client, name: str, *, create: bool) -> int:
 
 
 def _sink(settings: Settings, topic: str, opts: dict[str, Any]) -> tuple[Sink, Any]:
+    import httpx
+
+    from latam.loader import BrokerSink, HttpSink
+
     if opts["direct"]:
         from latam.bootstrap import build_broker, build_store
 
@@ -113,6 +121,8 @@ def _size(stream: IO[bytes]) -> int | None:
 
 def publish_file(settings: Settings, stream: IO[bytes], *, topic: str, **opts: Any) -> int:
     """Publish every record of ``stream``; returns the process exit status."""
+    from latam.loader import RejectedLine, Tally, read_records, run
+
     sink, close = _sink(settings, topic, opts)
     tally = Tally()
     progress = Progress(_size(stream))
@@ -148,3 +158,69 @@ def publish_file(settings: Settings, stream: IO[bytes], *, topic: str, **opts: A
         f" in {elapsed:.1f}s{stopped}"
     )
     return status or (1 if tally.rejected else 0)
+
+
+@click.command()
+@click.option("--topic", required=True, help="Name of the topic to publish to.")
+@click.argument("file", type=click.File("rb"))
+@click.option(
+    "--url",
+    help="Base URL of the latam API (default http://LATAM_HOST:LATAM_PORT).",
+)
+@click.option("--direct", is_flag=True, help="Publish straight to LATAM_BROKER_URL, not over HTTP.")
+@click.option("--create", is_flag=True, help="Create the topic when it does not exist.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    default=500,
+    show_default=True,
+    help="Messages per request.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Batches in flight at once.",
+)
+@click.option(
+    "--id-field",
+    help="Take each message's idempotency key from this field of the record, so that "
+    "loading the same file again stores nothing twice.",
+)
+@click.option("--strict", is_flag=True, help="Stop at the first malformed record.")
+@click.option("--api-key", envvar="LATAM_API_KEY", help="Bearer key for the API (LATAM_API_KEY).")
+def publish(
+    topic: str,
+    file: Any,
+    url: str | None,
+    direct: bool,
+    create: bool,
+    batch_size: int,
+    concurrency: int,
+    id_field: str | None,
+    strict: bool,
+    api_key: str | None,
+) -> None:
+    """Publish FILE (JSON Lines, or a JSON array of objects; - for stdin) to a topic.
+
+    Each record is one message's data. Malformed records are reported with their line
+    number and skipped (--strict stops instead); the exit status is 1 when any record was
+    rejected, 130 on Ctrl-C.
+    """
+    settings = load_settings()
+    code = run_guarded(
+        publish_file,
+        settings,
+        file,
+        topic=topic,
+        url=url,
+        direct=direct,
+        create=create,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        id_field=id_field,
+        strict=strict,
+        api_key=api_key,
+    )
+    sys.exit(code)

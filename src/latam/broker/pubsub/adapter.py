@@ -1,16 +1,14 @@
-"""Broker adapter on Google Cloud Pub/Sub: streaming (or unary) pull in, publish RPCs out.
+"""Broker adapter on Google Cloud Pub/Sub: a ``Puller`` in, publish RPCs out.
 
-Consuming uses the client library's streaming pull by default (``pubsub_unary`` has the
-synchronous alternative). Its callback only appends the message to an internal queue
-that ``pull()`` drains, so the worker keeps its batch shape;
-``FlowControl(max_messages, max_bytes)`` bounds what is leased and not yet settled.
-Leases are extended by the library for at most the ack deadline, after which an
-unsettled message expires and Pub/Sub redelivers it, as the port requires.
+Receiving is a strategy (``pullers``): streaming pull by default, unary pull with
+``LATAM_PUBSUB_PULL_MODE=unary``. Whatever the puller, this adapter tracks the messages
+handed to the worker, counts deliveries where Pub/Sub reports none, and nacks what the
+worker held past the ack deadline so that Pub/Sub redelivers it, as the port requires.
 
 Publishing sends the port's batch as ``Publish`` RPCs of at most
 ``publish_batch_messages`` messages / ``publish_batch_bytes`` bytes each, one after the
-other (``pubsub_publish``): a call returns once every RPC answered (so an accepted
-message is durable) and the messages reach Pub/Sub in the order given.
+other (``publish``): a call returns once every RPC answered (so an accepted message is
+durable) and the messages reach Pub/Sub in the order given.
 
 Delivery attempts come from Pub/Sub when the subscription has a dead-letter policy; when
 it reports none (no policy, or the emulator) this client counts the deliveries it saw.
@@ -18,37 +16,31 @@ it reports none (no policy, or the emulator) this client counts the deliveries i
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from google.api_core import exceptions as google_errors
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
+from latam.broker import letters
 from latam.broker.base import REASON_MAX_ATTEMPTS, Backlog, DeadLetter, Delivery, DeliveryPolicy
-from latam.broker.pubsub_config import PubsubConfig
-from latam.broker.pubsub_dlq import (
-    ATTR_ATTEMPTS,
-    ATTR_DEAD_AT,
-    ATTR_REASON,
-    ATTR_SOURCE_TIME,
-    DeadLetterStore,
+from latam.broker.pubsub.config import PubsubConfig
+from latam.broker.pubsub.dead_letters import DeadLetterStore
+from latam.broker.pubsub.publish import publish_rpc
+from latam.broker.pubsub.pullers import (
+    MIN_ACK_DEADLINE_SECONDS,
+    Puller,
+    StreamingPuller,
+    UnaryPuller,
 )
-from latam.broker.pubsub_publish import publish_rpc
-from latam.broker.pubsub_unary import UnaryPuller
-from latam.domain import OutboundMessage, isoformat
+from latam.domain import OutboundMessage
 from latam.errors import BrokerUnavailable
 
 MAX_COUNTED_MESSAGES = 100_000  # local delivery counters kept when Pub/Sub reports none
-MIN_ACK_DEADLINE_SECONDS = 10  # Pub/Sub's floor for ack deadlines and lease extensions
-MAX_LEASE_SECONDS = 3600  # how long a message may wait in this process before it lapses
 
 
 class PubsubBroker:
@@ -73,15 +65,13 @@ class PubsubBroker:
         self._batch_messages = publish_batch_messages
         self._batch_bytes = publish_batch_bytes
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Any] = queue.Queue()
         self._held: dict[str, Any] = {}  # handle -> library message, until settled
         self._handed: dict[str, float] = {}  # handle -> when pull() handed it out
         self._seen: OrderedDict[str, int] = OrderedDict()  # message id -> deliveries
-        self._stream: Any = None
         self._publisher: Any = None
         self._subscriber: Any = None
         self._store: DeadLetterStore | None = None
-        self._puller: UnaryPuller | None = None
+        self._puller: Puller | None = None
 
     # -- clients ------------------------------------------------------------------------
     def _clients(self) -> tuple[Any, Any]:
@@ -108,70 +98,29 @@ class PubsubBroker:
         return self._batch_messages, self._batch_bytes
 
     # -- consumer -----------------------------------------------------------------------
-    def _ensure_stream(self) -> None:
+    def _receiver(self) -> Puller:
         with self._lock:
-            if self._stream is not None and not self._stream.done():
-                return
-            failed = self._stream
-            self._stream = None
-        if failed is not None:
-            self._raise_stream_error(failed)
-        _, subscriber = self._clients()
-        deadline = max(int(self.policy.ack_deadline_seconds), MIN_ACK_DEADLINE_SECONDS)
-        flow = pubsub_v1.types.FlowControl(
-            max_messages=self.policy.max_in_flight,
-            max_bytes=self._max_bytes,
-            # The library keeps extending leases while messages wait in this process;
-            # a message handed to the worker and left unsettled past the ack deadline is
-            # nacked by ``_expire`` instead. Letting leases lapse would rely on the server
-            # redelivering expired messages on a live stream, which the emulator does not.
-            max_lease_duration=MAX_LEASE_SECONDS,
-            min_duration_per_lease_extension=deadline,
-            max_duration_per_lease_extension=deadline,
-        )
-        # One callback thread keeps the queue in the order Pub/Sub delivered.
-        scheduler = ThreadScheduler(executor=ThreadPoolExecutor(max_workers=1))
-        stream = subscriber.subscribe(
-            self.config.subscription_path, self._queue.put, flow_control=flow, scheduler=scheduler
+            if self._puller is not None:
+                return self._puller
+        subscriber = self._clients()[1]
+        path = self.config.subscription_path
+        puller: Puller = (
+            UnaryPuller(subscriber, path)
+            if self.pull_mode == "unary"
+            else StreamingPuller(subscriber, path, self.policy, self._max_bytes)
         )
         with self._lock:
-            self._stream = stream
-
-    @staticmethod
-    def _raise_stream_error(stream: Any) -> None:
-        try:
-            error = stream.exception(timeout=0)
-        except Exception as exc:  # cancelled or still pending: nothing to report
-            error = exc
-        raise BrokerUnavailable(f"Pub/Sub streaming pull stopped: {type(error).__name__}")
+            self._puller = self._puller or puller
+            return self._puller
 
     def pull(self, *, max_messages: int, timeout: float) -> list[Delivery]:
-        if self.pull_mode == "unary":
-            return self._pull_unary(max_messages, timeout)
-        self._ensure_stream()
-        self._expire()
-        deliveries: list[Delivery] = []
-        try:
-            message = self._queue.get(timeout=max(timeout, 0.0))
-            while True:
-                if (delivery := self._accept(message)) is not None:
-                    deliveries.append(delivery)
-                if len(deliveries) >= max_messages:
-                    break
-                message = self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        return deliveries
-
-    def _pull_unary(self, max_messages: int, timeout: float) -> list[Delivery]:
-        if self._puller is None:
-            self._puller = UnaryPuller(self._clients()[1], self.config.subscription_path)
+        puller = self._receiver()
         self._expire()
         room = min(max_messages, self.policy.max_in_flight - len(self._held))
         if room <= 0:  # flow control: nothing more is leased until the worker settles
             time.sleep(max(timeout, 0.0))
             return []
-        accepted = (self._accept(m) for m in self._puller.pull(room, timeout))
+        accepted = (self._accept(m) for m in puller.pull(room, timeout))
         return [delivery for delivery in accepted if delivery is not None]
 
     def _accept(self, message: Any) -> Delivery | None:
@@ -223,19 +172,13 @@ class PubsubBroker:
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         messages = [message for _delivery, message in self._take(deliveries)]
-        if self._puller is not None:
+        if messages and self._puller is not None:
             self._puller.ack(messages)
-            return
-        for message in messages:
-            message.ack()
 
     def _release(self, messages: Sequence[Any]) -> None:
         """Hand messages back for redelivery (nack), without settling anything else."""
-        if self._puller is not None:
+        if messages and self._puller is not None:
             self._puller.release(messages)
-            return
-        for message in messages:
-            message.nack()
 
     def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
         exhausted = [
@@ -249,25 +192,18 @@ class PubsubBroker:
             self._handed.pop(delivery.handle, None)
             if delivery not in exhausted and (message := self._held.pop(delivery.handle, None)):
                 returned.append(message)
-        if self._puller is not None:
+        if returned and self._puller is not None:
             self._puller.nack(returned)
-        else:
-            self._release(returned)
 
     def dead_letter(
         self, deliveries: Sequence[Delivery], *, reason: str, attempts: int | None = None
     ) -> None:
-        now = isoformat(datetime.now(UTC))
         wire: list[dict[str, Any]] = [
             {
                 "data": delivery.body,
-                "attributes": dict(delivery.attributes)
-                | {
-                    ATTR_REASON: reason[:1000],
-                    ATTR_ATTEMPTS: str(attempts or delivery.delivery_attempt),
-                    ATTR_SOURCE_TIME: isoformat(delivery.published_at),
-                    ATTR_DEAD_AT: now,
-                },
+                "attributes": letters.stamp(
+                    delivery, reason, attempts or delivery.delivery_attempt
+                ),
             }
             for delivery in deliveries
         ]
@@ -306,19 +242,9 @@ class PubsubBroker:
 
     def close(self) -> None:
         with self._lock:
-            stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.cancel()  # the library nacks what it still holds
-            # A cancelled stream reports its cancellation as an exception.
-            with contextlib.suppress(Exception):
-                stream.result(timeout=10)
-        while True:  # hand back what the worker never pulled, for a prompt redelivery
-            try:
-                self._queue.get_nowait().nack()
-            except queue.Empty:
-                break
-        if self._puller is not None:  # and, on unary pull, what it pulled and never settled
-            self._release(list(self._held.values()))
+            puller, self._puller = self._puller, None
+        if puller is not None:
+            puller.close(list(self._held.values()))
             self._held.clear()
         if self._subscriber is not None:
             self._subscriber.close()

@@ -20,7 +20,7 @@ from latam.domain import (
     utcnow,
     validate_message_id,
 )
-from latam.errors import BrokerUnavailable, InvalidMessage, InvalidRequest, LatamError
+from latam.errors import BrokerUnavailable, InvalidMessage, InvalidRequest
 
 RETRIES = 8  # attempts per batch on 429/503/connection errors, with backoff
 
@@ -215,6 +215,3 @@ def run(
             with contextlib.suppress(RejectedLine):
                 settle(list(pending))
             raise
-
-
-__all__ = ["BrokerSink", "HttpSink", "LatamError", "Line", "Tally", "read_records", "run"]

@@ -1,7 +1,7 @@
 """The NATS dead-letter store: the ``<STREAM>_DLQ`` stream, ids = its sequence numbers.
 
-Each dead letter is the original body with the original headers plus ``reason``,
-``delivery_attempts``, ``source_published_at`` and ``dead_lettered_at``. Listing walks
+Each dead letter is the original body with the original headers plus the attributes of
+``broker.letters``. Listing walks
 the stream by sequence (``after`` is a sequence number); replay publishes the original
 back to the work stream without ``Nats-Msg-Id`` (so JetStream's duplicate window cannot
 swallow it) and deletes the dead letter; purge deletes.
@@ -10,32 +10,17 @@ swallow it) and deletes the dead letter; purge deletes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from nats.js.errors import NotFoundError
 
-from latam.broker.base import DeadLetter, Delivery
-from latam.broker.nats_link import NatsConfig, NatsLink
-from latam.domain import ATTR_MESSAGE_ID, ATTR_TOPIC, isoformat, parse_timestamp
+from latam.broker import letters
+from latam.broker.base import DeadLetter
+from latam.broker.nats.config import NatsConfig
+from latam.broker.nats.link import NatsLink
 from latam.errors import NotFound
 
-REASON = "reason"
-ATTEMPTS = "delivery_attempts"
-SOURCE_TIME = "source_published_at"
-DEAD_AT = "dead_lettered_at"
-META = frozenset({REASON, ATTEMPTS, SOURCE_TIME, DEAD_AT})
-
-
-def dead_letter_headers(delivery: Delivery, reason: str, attempts: int) -> dict[str, str]:
-    """The headers of a dead-letter copy of ``delivery``."""
-    return {
-        **delivery.attributes,
-        REASON: reason[:1000],
-        ATTEMPTS: str(attempts),
-        SOURCE_TIME: isoformat(delivery.published_at),
-        DEAD_AT: isoformat(datetime.now(UTC)),
-    }
+NATS_PREFIX = "Nats-"  # JetStream's own headers
 
 
 class DeadLetterStream:
@@ -87,7 +72,7 @@ class DeadLetterStream:
             js = await self._ready()
             replayed = 0
             for raw in await self._chosen(ids):
-                headers = {k: v for k, v in (raw.headers or {}).items() if k not in META}
+                headers = letters.original(raw.headers or {})
                 await js.publish(self.config.subject, raw.data or b"", headers=headers)
                 replayed += await self._delete(js, raw.seq)
             return replayed
@@ -134,25 +119,5 @@ class DeadLetterStream:
 
 
 def _dead_letter(raw: Any) -> DeadLetter:
-    headers: dict[str, str] = dict(raw.headers or {})
-    original = {k: v for k, v in headers.items() if k not in META and not k.startswith("Nats-")}
-    dead_at = _time(headers.get(DEAD_AT, ""), datetime.now(UTC))
-    attempts = headers.get(ATTEMPTS, "0")
-    return DeadLetter(
-        id=str(raw.seq),
-        topic=original.get(ATTR_TOPIC, ""),
-        message_id=original.get(ATTR_MESSAGE_ID, ""),
-        body=bytes(raw.data or b""),
-        attributes=original,
-        reason=headers.get(REASON, "unknown"),
-        delivery_attempts=int(attempts) if attempts.isdigit() else 0,
-        published_at=_time(headers.get(SOURCE_TIME, ""), dead_at),
-        dead_lettered_at=dead_at,
-    )
-
-
-def _time(value: str, fallback: datetime) -> datetime:
-    try:
-        return parse_timestamp(value) if value else fallback
-    except ValueError:
-        return fallback
+    headers = raw.headers or {}
+    return letters.parse(str(raw.seq), raw.data or b"", headers, foreign=[NATS_PREFIX])

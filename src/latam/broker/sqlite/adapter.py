@@ -1,0 +1,222 @@
+"""The embedded broker: a durable queue in a SQLite file, safe for several processes.
+
+Leases make delivery at-least-once: a pulled message is invisible until its ack
+deadline; unacked, it comes back. Each lease carries a random token so that a late ack
+from a consumer whose lease expired cannot delete a message another consumer holds.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from latam.broker.base import (
+    REASON_MAX_ATTEMPTS,
+    Backlog,
+    DeadLetter,
+    Delivery,
+    DeliveryPolicy,
+)
+from latam.broker.sqlite.admin import QueueFile
+from latam.broker.sqlite.dead_letters import DeadLetterTable, move_to_dead_letters, timestamp
+from latam.domain import OutboundMessage
+from latam.errors import BrokerUnavailable
+
+POLL_MIN, POLL_MAX = 0.01, 0.1  # seconds between looks at an empty queue, growing while idle
+
+
+class SqliteBroker:
+    """Broker adapter on a local SQLite file (``sqlite:///path/to/broker.db``)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path, policy: DeliveryPolicy, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.policy = policy
+        self.file = QueueFile(path, synchronous=synchronous)
+        self.dead_letters = DeadLetterTable(self.file)
+        self._in_flight: set[str] = set()
+        self._idle = POLL_MIN
+        self._pending: list[_Pending] = []
+        self._pending_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+
+    # -- producer -------------------------------------------------------------------
+    def publish(self, messages: Sequence[OutboundMessage]) -> None:
+        """Durable on return. Concurrent publishers share one commit (group commit):
+        whoever holds the write lock commits every batch queued meanwhile."""
+        now = time.time()
+        mine = _Pending(
+            [
+                (
+                    m.body,
+                    orjson.dumps(m.wire_attributes()).decode(),
+                    m.published_at.timestamp(),
+                    now,
+                )
+                for m in messages
+            ]
+        )
+        with self._pending_lock:
+            self._pending.append(mine)
+        with self._publish_lock:
+            if not mine.done:
+                with self._pending_lock:
+                    group, self._pending = self._pending, []
+                try:
+                    with self.file.tx() as conn:
+                        conn.executemany(
+                            "INSERT INTO queue (body, attributes, published_at, available_at)"
+                            " VALUES (?, ?, ?, ?)",
+                            [row for pending in group for row in pending.rows],
+                        )
+                except BrokerUnavailable as exc:
+                    for pending in group:
+                        pending.error = exc
+                for pending in group:
+                    pending.done = True
+        if mine.error is not None:
+            raise mine.error
+
+    # -- consumer -------------------------------------------------------------------
+    def pull(self, *, max_messages: int, timeout: float) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        while True:
+            room = min(max_messages, self.policy.max_in_flight - len(self._in_flight))
+            deliveries = self._lease(room) if room > 0 and self._available() else []
+            if deliveries:
+                self._idle = POLL_MIN
+                return deliveries
+            if time.monotonic() >= deadline:
+                return []
+            time.sleep(self._idle)
+            self._idle = min(self._idle * 2, POLL_MAX)
+
+    def _available(self) -> bool:
+        """A read-only look, so an idle consumer never takes the write lock."""
+        row = self.file.read_one(
+            "SELECT 1 FROM queue WHERE available_at <= ? LIMIT 1", (time.time(),)
+        )
+        return row is not None
+
+    def _lease(self, limit: int) -> list[Delivery]:
+        now = time.time()
+        token = secrets.token_hex(8)
+        with self.file.tx(durable=False) as conn:
+            rows = conn.execute(
+                "UPDATE queue SET available_at = ?, attempts = attempts + 1, lease = ?"
+                " WHERE seq IN (SELECT seq FROM queue WHERE available_at <= ?"
+                " ORDER BY available_at, seq LIMIT ?)"
+                " RETURNING seq, body, attributes, published_at, attempts, last_error",
+                (now + self.policy.ack_deadline_seconds, token, now, limit),
+            ).fetchall()
+            # Delivered max times without an ack (the consumer kept dying): set it aside.
+            cap = self.policy.max_delivery_attempts
+            for seq, _body, _attrs, _pub, attempts, last_error in rows:
+                if attempts > cap:
+                    reason = f"{REASON_MAX_ATTEMPTS}: {last_error or 'ack deadline expired'}"
+                    move_to_dead_letters(conn, seq, reason, attempts - 1, now)
+        deliveries = [
+            Delivery(
+                handle=f"{seq}:{token}",
+                broker_message_id=f"sqlite-{seq}",
+                body=body,
+                attributes=orjson.loads(attrs),
+                published_at=timestamp(published),
+                delivery_attempt=attempts,
+            )
+            for seq, body, attrs, published, attempts, _err in sorted(rows)
+            if attempts <= cap
+        ]
+        self._in_flight.update(d.handle for d in deliveries)
+        return deliveries
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        by_lease: dict[str, list[int]] = {}
+        for delivery in deliveries:
+            seq, lease = _key(delivery)
+            by_lease.setdefault(lease, []).append(seq)
+        with self.file.tx(durable=False) as conn:
+            for lease, seqs in by_lease.items():
+                marks = ", ".join("?" * len(seqs))
+                conn.execute(
+                    f"DELETE FROM queue WHERE lease = ? AND seq IN ({marks})",  # noqa: S608 - only placeholders  # nosec B608
+                    (lease, *seqs),
+                )
+        self._in_flight.difference_update(d.handle for d in deliveries)
+
+    def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
+        now = time.time()
+        with self.file.tx() as conn:
+            for delivery in deliveries:
+                seq, lease = _key(delivery)
+                if delivery.delivery_attempt >= self.policy.max_delivery_attempts:
+                    reason_text = f"{REASON_MAX_ATTEMPTS}: {reason}"
+                    move_to_dead_letters(
+                        conn, seq, reason_text, delivery.delivery_attempt, now, lease=lease
+                    )
+                    continue
+                conn.execute(
+                    "UPDATE queue SET available_at = ?, lease = NULL, last_error = ?"
+                    " WHERE seq = ? AND lease = ?",
+                    (now + self.policy.backoff(delivery.delivery_attempt), reason, seq, lease),
+                )
+        self._in_flight.difference_update(d.handle for d in deliveries)
+
+    def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
+        now = time.time()
+        with self.file.tx() as conn:
+            for delivery in deliveries:
+                seq, lease = _key(delivery)
+                move_to_dead_letters(conn, seq, reason, delivery.delivery_attempt, now, lease=lease)
+        self._in_flight.difference_update(d.handle for d in deliveries)
+
+    # -- dead letters -----------------------------------------------------------------
+    def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]:
+        return self.dead_letters.list_letters(limit=limit, after=after)
+
+    def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        return self.dead_letters.get(dead_letter_id)
+
+    def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
+        return self.dead_letters.replay(ids)
+
+    def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
+        return self.dead_letters.purge(ids)
+
+    def dead_letter_count(self) -> int:
+        return self.dead_letters.count()
+
+    # -- health ---------------------------------------------------------------------
+    def backlog(self) -> Backlog:
+        with self.file.tx() as conn:
+            count, oldest = conn.execute("SELECT count(*), min(published_at) FROM queue").fetchone()
+        age = max(time.time() - oldest, 0.0) if oldest is not None else None
+        return Backlog(messages=count, oldest_age_seconds=age)
+
+    def ping(self) -> None:
+        with self.file.tx() as conn:
+            conn.execute("SELECT 1 FROM queue LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass
+class _Pending:
+    """A publisher's rows waiting for a group commit, and how it ended."""
+
+    rows: list[tuple[bytes, str, float, float]]
+    done: bool = False
+    error: BrokerUnavailable | None = None
+
+
+def _key(delivery: Delivery) -> tuple[int, str]:
+    seq, lease = delivery.handle.split(":", 1)
+    return int(seq), lease

@@ -1,0 +1,135 @@
+"""The embedded queue's dead letters: the ``dead_letters`` table of the queue file.
+
+Ids are the table's row ids; listing pages by id. Replay moves rows back into ``queue``
+in one transaction (the originals keep their attributes, so their identity), purge
+deletes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import orjson
+
+from latam.broker.base import DeadLetter
+from latam.broker.sqlite.admin import QueueFile
+from latam.domain import ATTR_MESSAGE_ID, ATTR_TOPIC
+from latam.errors import NotFound
+
+MAX_ROW_ID = 2**63 - 1
+MAX_REASON = 1000  # characters of a reason kept
+COLUMNS = "id, body, attributes, published_at, reason, attempts, dead_at"
+
+
+@functools.lru_cache(maxsize=4096)
+def timestamp(epoch: float) -> datetime:
+    # A batch shares a handful of publish times: convert each once.
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def move_to_dead_letters(
+    conn: sqlite3.Connection,
+    seq: int,
+    reason: str,
+    attempts: int,
+    now: float,
+    *,
+    lease: str | None = None,
+) -> None:
+    """Move queue row ``seq`` (only while ``lease`` holds it, when given) aside."""
+    guard, params = ("AND lease = ?", (seq, lease)) if lease else ("", (seq,))
+    moved = conn.execute(
+        "INSERT INTO dead_letters (body, attributes, published_at, reason, attempts, dead_at)"  # noqa: S608 - guard is a constant  # nosec B608
+        f" SELECT body, attributes, published_at, ?, ?, ? FROM queue WHERE seq = ? {guard}",
+        (reason[:MAX_REASON], attempts, now, *params),
+    ).rowcount
+    if moved:
+        conn.execute("DELETE FROM queue WHERE seq = ?", (seq,))
+
+
+class DeadLetterTable:
+    """List, inspect, replay and purge the ``dead_letters`` table."""
+
+    def __init__(self, file: QueueFile) -> None:
+        self.file = file
+
+    def list_letters(self, *, limit: int, after: str | None) -> list[DeadLetter]:
+        after_id = _row_id(after) or 0
+        with self.file.tx() as conn:
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608 - constant columns  # nosec B608
+                (after_id, limit),
+            ).fetchall()
+        return [_dead_letter(row) for row in rows]
+
+    def get(self, dead_letter_id: str) -> DeadLetter:
+        row_id = _row_id(dead_letter_id)
+        row = None
+        if row_id is not None:
+            with self.file.tx() as conn:
+                row = conn.execute(
+                    f"SELECT {COLUMNS} FROM dead_letters WHERE id = ?",  # noqa: S608 - constant columns  # nosec B608
+                    (row_id,),
+                ).fetchone()
+        if row is None:
+            raise NotFound(f"dead letter {dead_letter_id!r} does not exist")
+        return _dead_letter(row)
+
+    def replay(self, ids: Sequence[str] | None) -> int:
+        now = time.time()
+        where, params = _id_filter(ids)
+        with self.file.tx() as conn:
+            conn.execute(
+                "INSERT INTO queue (body, attributes, published_at, available_at)"  # noqa: S608 - only placeholders  # nosec B608
+                f" SELECT body, attributes, published_at, ? FROM dead_letters {where}"
+                " ORDER BY id",
+                (now, *params),
+            )
+            return conn.execute(f"DELETE FROM dead_letters {where}", params).rowcount  # noqa: S608 - only placeholders  # nosec B608
+
+    def purge(self, ids: Sequence[str] | None) -> int:
+        where, params = _id_filter(ids)
+        with self.file.tx() as conn:
+            return conn.execute(f"DELETE FROM dead_letters {where}", params).rowcount  # noqa: S608 - only placeholders  # nosec B608
+
+    def count(self) -> int:
+        with self.file.tx() as conn:
+            return int(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+
+def _row_id(text: str | None) -> int | None:
+    """The row id ``text`` names, or None when it cannot be one: not ASCII digits, or
+    past SQLite's 64-bit integers (the driver would raise OverflowError)."""
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 19:
+        return None
+    number = int(text)
+    return number if number <= MAX_ROW_ID else None
+
+
+def _id_filter(ids: Sequence[str] | None) -> tuple[str, tuple[int, ...]]:
+    if ids is None:
+        return "", ()
+    numbers = tuple(n for n in map(_row_id, ids) if n is not None)
+    if not numbers:
+        return "WHERE 0", ()
+    return f"WHERE id IN ({', '.join('?' * len(numbers))})", numbers
+
+
+def _dead_letter(row: tuple[int, bytes, str, float, str, int, float]) -> DeadLetter:
+    dl_id, body, attrs, published, reason, attempts, dead_at = row
+    attributes: dict[str, str] = orjson.loads(attrs)
+    return DeadLetter(
+        id=str(dl_id),
+        topic=attributes.get(ATTR_TOPIC, ""),
+        message_id=attributes.get(ATTR_MESSAGE_ID, ""),
+        body=bytes(body),
+        attributes=attributes,
+        reason=reason,
+        delivery_attempts=attempts,
+        published_at=timestamp(published),
+        dead_lettered_at=timestamp(published if dead_at is None else dead_at),
+    )

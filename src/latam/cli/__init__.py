@@ -1,0 +1,35 @@
+"""The ``latam`` command. Heavy modules are imported inside commands so ``--help`` is fast
+and ``serve`` can set up multiprocess metrics before prometheus_client loads.
+
+One module per command group; ``common`` holds what they share.
+"""
+
+from __future__ import annotations
+
+import click
+
+from latam.cli import dead_letters, keys, processes, publish, pubsub, topics
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="latam")
+def main() -> None:
+    """latam: publish JSON messages to topics, store them, serve them over HTTP.
+
+    Configuration comes from LATAM_* environment variables (and a .env file); see the
+    README for the full table.
+    """
+
+
+for command in (
+    processes.serve,
+    processes.api,
+    processes.worker,
+    processes.migrate,
+    topics.topics,
+    dead_letters.dead_letters,
+    publish.publish,
+    keys.keys,
+    pubsub.pubsub,
+):
+    main.add_command(command)

@@ -1,0 +1,70 @@
+"""``latam serve|api|worker|migrate``: the long-running processes and the schema."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from latam.cli.common import host_option, load_settings, port_option, run_guarded, setup
+
+
+@click.command()
+@host_option
+@port_option
+def serve(host: str | None, port: int | None) -> None:
+    """Run the API and the worker together (the embedded default); migrates on start."""
+    settings = load_settings(host=host, port=port)
+    from latam.process.lifecycle import prepare_multiprocess_metrics
+
+    prepare_multiprocess_metrics(settings)
+    setup(settings)
+    from latam.process.supervisor import run_serve
+
+    run_guarded(run_serve, settings)
+
+
+@click.command()
+@host_option
+@port_option
+def api(host: str | None, port: int | None) -> None:
+    """Run only the HTTP API (publishes to the broker, reads from the store)."""
+    settings = load_settings(host=host, port=port)
+    if settings.api_processes > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        from latam.process.lifecycle import prepare_multiprocess_metrics
+
+        prepare_multiprocess_metrics(settings)  # one /metrics for all the API processes
+    setup(settings)
+    from latam.process.api import run_api
+
+    run_guarded(run_api, settings)
+
+
+@click.command()
+def worker() -> None:
+    """Run only the worker: broker → store, until SIGTERM (finishes the batch in hand)."""
+    from latam.process.lifecycle import defer_signals
+
+    defer_signals()  # a SIGTERM during start-up still means a clean stop, not a kill
+    settings = load_settings()
+    setup(settings)
+    from latam.process.worker import run_worker
+
+    run_guarded(run_worker, settings)
+
+
+@click.command()
+def migrate() -> None:
+    """Create or upgrade the store's schema (safe to run again)."""
+    settings = load_settings()
+    from latam.bootstrap import build_store
+    from latam.storage import migrate as migrations
+
+    def go() -> str:
+        store = build_store(settings)
+        try:
+            return migrations.upgrade(store.engine)
+        finally:
+            store.close()
+
+    click.echo(f"schema at revision {run_guarded(go)}")

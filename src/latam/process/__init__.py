@@ -1,0 +1,3 @@
+"""The processes latam runs: the API (``api``), the worker (``worker``) and ``serve``,
+which supervises worker processes beside the API (``supervisor``). ``lifecycle`` holds
+what they share: signals, the parent watch and the metrics set-up across processes."""

@@ -1,0 +1,97 @@
+"""The API process: uvicorn serving ``api_process_app`` in one or more processes."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from latam.errors import SchemaNotCurrent, TransientError
+from latam.process.lifecycle import exit_with_parent
+from latam.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger("latam")
+
+
+def run_api(settings: Settings) -> None:
+    """Serve the HTTP API until SIGINT/SIGTERM, in ``settings.api_processes`` processes.
+
+    Each process builds its own app from the environment (``api_process_app``), so the
+    host and port chosen on the command line are exported first: the processes must
+    agree with this one, above all on whether keys are required.
+    """
+    import uvicorn
+
+    os.environ["LATAM_HOST"], os.environ["LATAM_PORT"] = settings.host, str(settings.port)
+    processes = settings.api_processes
+    log.info(
+        "API listening on http://%s:%d (docs at /docs), %d process(es)",
+        settings.host,
+        settings.port,
+        processes,
+    )
+    if settings.auth_enabled:
+        log.info("authentication is on: send 'Authorization: Bearer <key>' (latam keys create)")
+    else:
+        log.warning(
+            "authentication is OFF (bound to loopback %s); set LATAM_AUTH=on to require keys",
+            settings.host,
+        )
+    uvicorn.run(
+        "latam.process.api:api_process_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=processes,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+    )
+
+
+def api_process_app() -> FastAPI:
+    """The app of one API process, from ``LATAM_*`` (uvicorn calls this in each process)."""
+    from latam import tracing
+    from latam.api.app import create_app
+    from latam.bootstrap import build_service
+    from latam.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    tracing.configure(service_name="latam-api", otlp_endpoint=settings.otlp_endpoint)
+    if settings.api_processes > 1:
+        # A process of a group: when the process that started the group is gone
+        # (even killed with SIGKILL), stop instead of holding the port as an orphan.
+        threading.Thread(
+            target=exit_with_parent,
+            args=(os.getppid(), lambda *_: os.kill(os.getpid(), signal.SIGTERM)),
+            daemon=True,
+        ).start()
+    service = build_service(settings)
+    try:
+        service.store.ping()
+    except SchemaNotCurrent as exc:
+        log.error("the store cannot be used: %s; requests answer 503 until then", exc.detail)
+    except TransientError as exc:
+        log.warning("the store does not answer yet: %s", exc.detail)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            service.store.close()
+            service.broker.close()
+
+    app = create_app(service, settings, lifespan=lifespan)
+    gc.freeze()  # what start-up built lives as long as the process: keep it out of GC passes
+    return app

@@ -1,0 +1,86 @@
+"""The worker process: the consume loop, its gauges and its own metrics port."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+
+from latam.process.lifecycle import EARLY_SIGNALS, PARENT_PID_ENV, exit_with_parent, hard_exit
+from latam.settings import Settings
+
+log = logging.getLogger("latam")
+
+
+def run_worker(settings: Settings) -> None:
+    """Consume until SIGTERM/SIGINT; exit within ``shutdown_timeout_seconds``."""
+    from latam import tracing
+    from latam.bootstrap import build_broker, build_store
+    from latam.worker import Worker
+
+    tracing.configure(service_name="latam-worker", otlp_endpoint=settings.otlp_endpoint)
+    worker = Worker(
+        store=build_store(settings),
+        broker=build_broker(settings),
+        batch_size=settings.worker_batch_size,
+        max_wait_seconds=settings.worker_max_wait_seconds,
+        max_message_bytes=settings.max_message_bytes,
+        max_delivery_attempts=settings.max_delivery_attempts,
+    )
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the batch in hand", signum)
+        worker.stop.set()
+        # Bounded exit: whatever is unacked is redelivered, so a hard exit loses nothing.
+        timer = threading.Timer(settings.shutdown_timeout_seconds, hard_exit)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if EARLY_SIGNALS:
+        on_signal(EARLY_SIGNALS[0], None)
+    if settings.worker_metrics_port:
+        serve_worker_metrics(settings.host, settings.worker_metrics_port)
+    if parent := os.environ.get(PARENT_PID_ENV):
+        threading.Thread(
+            target=exit_with_parent, args=(int(parent), on_signal), daemon=True
+        ).start()
+    threading.Thread(target=worker.refresh_gauges_forever, daemon=True).start()
+    worker.refresh_gauges()
+    try:
+        worker.run()
+    finally:
+        worker.store.close()
+        worker.broker.close()
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        from latam import metrics
+
+        if self.path == "/metrics":
+            body, content_type = metrics.exposition()
+        elif self.path == "/healthz":
+            body, content_type = b'{"status":"ok"}', "application/json"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def serve_worker_metrics(host: str, port: int) -> None:
+    """/metrics and /healthz of the worker on their own port, in a daemon thread."""
+    server = ThreadingHTTPServer((host, port), _MetricsHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log.info("worker metrics on http://%s:%d/metrics", host, port)

@@ -1,0 +1,103 @@
+"""The store port: what the service, the worker and the API need from any store, and
+the values it returns. ``SqlStore`` (``storage.repository``) is the adapter on every
+SQL database; every adapter passes tests/contract/test_store.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from latam.domain import NewMessage, Topic
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as read back: ``data`` and ``attributes`` are JSON text."""
+
+    seq: int
+    message_id: str
+    data: str
+    attributes: str
+    published_at: datetime
+    ingested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one batch write did, per topic name."""
+
+    stored: dict[str, int]
+    duplicates: dict[str, int]
+    stored_published_at: list[datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Messages published in ``[start, start + bucket width)``."""
+
+    start: datetime
+    count: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicTotals:
+    """Totals of one topic; the timestamps are None while it has no messages."""
+
+    topic_id: int
+    topic: str
+    count: int
+    bytes: int
+    first_published_at: datetime | None
+    last_published_at: datetime | None
+
+
+class Store(Protocol):
+    """What the service needs from a store."""
+
+    def ping(self) -> None: ...
+    def create_topic(self, name: str) -> Topic: ...
+    def get_topic(self, topic_id: int) -> Topic: ...
+    def topic_ids(self, names: Sequence[str]) -> dict[str, int]: ...
+    def list_topics(self, *, limit: int, after_id: int = 0) -> list[Topic]: ...
+    def rename_topic(self, topic_id: int, name: str) -> Topic: ...
+    def delete_topic(self, topic_id: int) -> None: ...
+    def write_messages(self, batch: Sequence[tuple[int, NewMessage]]) -> WriteResult: ...
+    def list_messages(
+        self,
+        topic_id: int,
+        *,
+        limit: int,
+        after_seq: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredMessage]: ...
+    def topic_stats(
+        self,
+        topic_id: int,
+        *,
+        bucket: str,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+    ) -> list[Bucket]: ...
+    def all_stats(self) -> list[TopicTotals]: ...
+    def close(self) -> None: ...
+
+
+class PageReader(Protocol):
+    """A faster path for pages of messages, rendered by the store as a JSON array."""
+
+    def page(
+        self,
+        topic_id: int,
+        *,
+        limit: int,
+        after_seq: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> tuple[bytes, int | None]:
+        """The page as JSON, and the last seq shown when another page follows."""
+        ...
