@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint fmt typecheck venv clean bench soak monitor promtool security diagram smoke
+.PHONY: help run test unit lint fmt typecheck venv clean bench soak monitor promtool security diagram smoke
 
 # Dependencies come from the hash-checked lock (requirements/lock.txt, regenerated from
 # pyproject.toml with the command in its header); the project itself installs on top.
@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-venv: $(STAMP)
+help: ## list the targets and what they do
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort \
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create or refresh the virtualenv from the hash-checked lock
 
 run: venv ## API + worker on http://127.0.0.1:8000 with the embedded defaults
 	LATAM_LOG_FORMAT=$${LATAM_LOG_FORMAT:-console} $(BIN)/latam serve
@@ -25,15 +29,18 @@ run: venv ## API + worker on http://127.0.0.1:8000 with the embedded defaults
 test: venv ## the whole test suite
 	$(BIN)/pytest
 
+unit: venv ## the fast unit tests: in process, on in-memory fakes, no server (seconds)
+	$(BIN)/pytest tests/unit -q -m "not slow"
+
 lint: venv ## ruff, formatting and strict mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-typecheck: venv
+typecheck: venv ## strict mypy only
 	$(BIN)/mypy
 
-fmt: venv
+fmt: venv ## fix what ruff can and reformat
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
@@ -61,5 +68,5 @@ diagram: ## re-render docs/architecture.png from scripts/diagram.py
 	$(PYTHON) -m venv .venv-docs && .venv-docs/bin/pip install -q -r requirements/docs.txt
 	.venv-docs/bin/python scripts/diagram.py
 
-clean:
+clean: ## remove local data and tool caches
 	rm -rf .latam .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Composition root: builds the store, the broker and the service from ``Settings``.
+"""Composition root: builds the store, the broker, the service and the key store from
+``Settings``.
 
 The only module that knows which adapter backs which port. Nothing connects until an
 adapter is first used.
@@ -10,18 +11,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from sqlalchemy import Engine
+
 from latam.broker.base import Broker, DeliveryPolicy
 from latam.errors import ConfigError
+from latam.keys import KeyStore, KeyVerifier
 from latam.service import Service
 from latam.settings import Settings
 from latam.storage.dialects import build_engine
+from latam.storage.keys import SqlKeyStore
 from latam.storage.pages import SqlitePages
+from latam.storage.port import Store
 from latam.storage.repository import SqlStore
 
 if TYPE_CHECKING:
     from latam.broker.pubsub.config import PubsubConfig
 
-__all__ = ["ConfigError", "build_broker", "build_service", "build_store", "delivery_policy"]
+__all__ = [
+    "ConfigError",
+    "build_broker",
+    "build_key_store",
+    "build_keys",
+    "build_service",
+    "build_store",
+    "delivery_policy",
+]
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
@@ -119,3 +133,23 @@ def sqlite_pages(store: SqlStore) -> SqlitePages | None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     return SqlitePages(Path(url.database))
+
+
+def build_key_store(settings: Settings, store: Store | Engine | None = None) -> KeyStore:
+    """The API keys, in the database of ``store`` (the configured store when None)."""
+    source = build_store(settings) if store is None else store
+    if isinstance(source, SqlStore):
+        return SqlKeyStore(source.engine)
+    if isinstance(source, Engine):
+        return SqlKeyStore(source)
+    raise ConfigError(f"API keys need a SQL store, not {type(source).__name__}")
+
+
+def build_keys(settings: Settings, store: Store | Engine) -> KeyVerifier:
+    """What verifies the API's bearer tokens: the keys beside ``store``, and the
+    LATAM_BOOTSTRAP_API_KEY when set."""
+    bootstrap = settings.bootstrap_api_key
+    return KeyVerifier(
+        build_key_store(settings, store),
+        bootstrap_key=bootstrap.get_secret_value() if bootstrap else None,
+    )

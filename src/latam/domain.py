@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
+import simplejson
 
 from latam.errors import InvalidMessage, InvalidRequest
 
@@ -24,10 +26,15 @@ MAX_ATTRIBUTE_KEY = 256
 MAX_ATTRIBUTE_VALUE = 1024
 # Attribute names the envelope uses itself; producers cannot set them as user attributes.
 ATTR_TOPIC = "topic"
+# The same, under a name the Pub/Sub client's ``publish(topic, data, **attributes)`` can
+# send: its own first parameter is called ``topic``. ``topic`` wins when both are set.
+ATTR_TOPIC_ALIAS = "latam_topic"
 ATTR_MESSAGE_ID = "message_id"
 ATTR_PUBLISHED_AT = "published_at"
 ATTR_TRACEPARENT = "traceparent"
-RESERVED_ATTRIBUTES = frozenset({ATTR_TOPIC, ATTR_MESSAGE_ID, ATTR_PUBLISHED_AT, ATTR_TRACEPARENT})
+RESERVED_ATTRIBUTES = frozenset(
+    {ATTR_TOPIC, ATTR_TOPIC_ALIAS, ATTR_MESSAGE_ID, ATTR_PUBLISHED_AT, ATTR_TRACEPARENT}
+)
 # Width of each stats bucket in seconds; UTC has no DST, so every day is 86,400 s.
 BUCKET_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
 
@@ -134,11 +141,39 @@ def validate_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
     return dict(attributes)
 
 
+# A number a double cannot carry exactly has 16 or more digits in a row (2**53 has 16).
+_LONG_NUMBER = re.compile(rb"\d{16,}")
+
+
+def loads_exact(raw: bytes) -> object:
+    """Parse JSON keeping every number as written. orjson reads integers beyond 64 bits
+    and long decimals as doubles (``123456789012345678901234567890`` would come back as
+    ``1.2345678901234568e29``); text that may hold such a number is read by simplejson
+    into ``int`` and ``Decimal`` instead, which ``encode_data`` writes back exactly.
+    Raises ``ValueError`` (``orjson.JSONDecodeError`` is one) for invalid JSON."""
+    value = orjson.loads(raw)
+    if _LONG_NUMBER.search(raw) is None:
+        return value
+    return simplejson.loads(raw, use_decimal=True)
+
+
+def dumps_exact(value: object) -> bytes:
+    """Compact JSON, writing the ``int`` and ``Decimal`` numbers of ``loads_exact``
+    exactly. Raises ``TypeError`` or ``ValueError`` for what JSON cannot hold."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        text: str = simplejson.dumps(
+            value, use_decimal=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        return text.encode()
+
+
 def encode_data(data: Mapping[str, object], *, max_bytes: int) -> bytes:
     """Serialise a message's ``data`` compactly, enforcing the size limit."""
     try:
-        body = orjson.dumps(data)
-    except TypeError as exc:
+        body = dumps_exact(data)
+    except (TypeError, ValueError) as exc:
         raise InvalidMessage("data is not serialisable as JSON", reason="invalid_json") from exc
     if len(body) > max_bytes:
         raise InvalidMessage(f"data is larger than {max_bytes} bytes", reason="too_large")
@@ -155,12 +190,17 @@ def decode_envelope(
 ) -> NewMessage:
     """Turn a broker delivery into a ``NewMessage`` or raise ``InvalidMessage``.
 
-    Producers that never heard of latam only set the ``topic`` attribute; the broker's
-    own message id and publish time stand in for the missing envelope fields.
+    Producers that never heard of latam only set the ``topic`` (or ``latam_topic``)
+    attribute; the broker's own message id and publish time stand in for the missing
+    envelope fields.
     """
-    topic = attributes.get(ATTR_TOPIC, "").strip()
+    topic = (attributes.get(ATTR_TOPIC) or attributes.get(ATTR_TOPIC_ALIAS) or "").strip()
     if not topic:
         raise InvalidMessage("message has no 'topic' attribute", reason="missing_topic")
+    if len(topic) > MAX_TOPIC_NAME or any(ord(ch) < 32 for ch in topic):
+        # No topic can have this name (validate_topic_name), and some databases refuse
+        # to even look it up (PostgreSQL and a NUL).
+        raise InvalidMessage("the 'topic' attribute is not a topic name", reason="invalid_topic")
     if len(body) > max_bytes:
         raise InvalidMessage(f"body is larger than {max_bytes} bytes", reason="too_large")
     try:
@@ -173,8 +213,13 @@ def decode_envelope(
     if raw_time := attributes.get(ATTR_PUBLISHED_AT):
         try:
             published_at = parse_timestamp(raw_time)
-        except ValueError as exc:
-            raise InvalidMessage("published_at is not ISO 8601", reason="invalid_time") from exc
+        except (ValueError, OverflowError) as exc:
+            # OverflowError: a valid ISO 8601 text outside what UTC can hold
+            # (9999-12-31T23:59:59-01:00).
+            raise InvalidMessage(
+                "published_at is not an ISO 8601 time within years 1-9999 UTC",
+                reason="invalid_timestamp",
+            ) from exc
     user_attributes = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
     return NewMessage(
         topic=topic,

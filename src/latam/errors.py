@@ -8,7 +8,8 @@
     │   │   └── SchemaNotCurrent   the store's schema is missing or outdated: run latam migrate
     │   └── BrokerUnavailable
     ├── PermanentError        retrying cannot help: the message goes to dead letters
-    │   └── InvalidMessage    not a JSON object, too large, bad attributes
+    │   ├── InvalidMessage    not a JSON object, too large, bad attributes
+    │   └── StoreRejected     the database refuses the data itself (a NUL on PostgreSQL…)
     ├── NotFound              a topic, dead letter … does not exist
     ├── Conflict              a unique name is taken
     └── InvalidRequest        a request that fails validation outside pydantic
@@ -60,6 +61,13 @@ class InvalidMessage(PermanentError):
     def __init__(self, detail: str, *, reason: str = "invalid_message") -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+class StoreRejected(PermanentError):
+    """The database refused the data itself: retrying the same write cannot succeed.
+    The detail carries the database's message (for logs and dead letters, not clients)."""
+
+    reason = "store_rejected"
 
 
 class NotFound(LatamError):

@@ -15,7 +15,9 @@ import orjson
 
 from latam.domain import (
     OutboundMessage,
+    dumps_exact,
     encode_data,
+    loads_exact,
     new_message_id,
     utcnow,
     validate_message_id,
@@ -59,8 +61,9 @@ def read_records(stream: IO[bytes]) -> Iterator[Line]:
     """JSON Lines, or one JSON array of objects when the input starts with ``[``."""
     first = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
     if first.lstrip().startswith(b"["):
-        for index, item in enumerate(orjson.loads(stream.read()), start=1):
-            yield Line(index, orjson.dumps(item))
+        records = loads_exact(stream.read())
+        for index, item in enumerate(records if isinstance(records, list) else [records], 1):
+            yield Line(index, dumps_exact(item))
         return
     for number, raw in enumerate(stream, start=1):
         if raw.strip():
@@ -70,14 +73,17 @@ def read_records(stream: IO[bytes]) -> Iterator[Line]:
 def to_item(line: Line, *, id_field: str | None, max_bytes: int) -> dict[str, Any]:
     """Parse and validate one record into a publish item, or raise RejectedLine."""
     try:
-        data = orjson.loads(line.raw)
-    except orjson.JSONDecodeError as exc:
+        data = loads_exact(line.raw)
+    except ValueError as exc:
         raise RejectedLine(Rejection(line.number, f"invalid JSON: {exc}")) from exc
     if not isinstance(data, dict):
         raise RejectedLine(Rejection(line.number, "not a JSON object"))
     try:
         encode_data(data, max_bytes=max_bytes)
-        item: dict[str, Any] = {"data": data}
+        # Every record gets its id here, before its first try: a batch retried after a
+        # timeout carries the same ids, so whatever the first try stored is not stored
+        # twice (were the server to mint ids, each try would get new ones).
+        item: dict[str, Any] = {"data": data, "id": new_message_id()}
         if id_field is not None:
             if id_field not in data:
                 raise InvalidMessage(f"field {id_field!r} is missing", reason="invalid_id")
@@ -101,7 +107,7 @@ class HttpSink:
         self.path = f"/v1/topics/{topic_id}/messages"
 
     def send(self, items: list[dict[str, Any]]) -> None:
-        body = orjson.dumps({"messages": items})
+        body = b'{"messages":[%s]}' % b",".join(_message_json(item) for item in items)
         headers = {"content-type": "application/json"}
         for attempt in range(RETRIES):
             try:
@@ -113,11 +119,18 @@ class HttpSink:
                 continue
             if response.status_code == 202:
                 return
-            if response.status_code in (429, 503) and attempt < RETRIES - 1:
+            if response.status_code in (429, 503):
+                if attempt == RETRIES - 1:  # unavailable, not a rejection of the data
+                    raise BrokerUnavailable(f"the API kept answering {response.status_code}")
                 time.sleep(float(response.headers.get("retry-after", 1)))
                 continue
             raise InvalidRequest(_problem_detail(response))
-        raise BrokerUnavailable("the API kept answering 429/503")
+        raise BrokerUnavailable("the API could not be reached")  # not reached: RETRIES > 0
+
+
+def _message_json(item: dict[str, Any]) -> bytes:
+    """One message of a publish request, its numbers exactly as read."""
+    return b'{"id":%s,"data":%s}' % (orjson.dumps(item["id"]), dumps_exact(item["data"]))
 
 
 def _problem_detail(response: httpx.Response) -> str:
@@ -141,7 +154,7 @@ class BrokerSink:
                 OutboundMessage(
                     topic=self.topic,
                     message_id=item.get("id") or new_message_id(),
-                    body=orjson.dumps(item["data"]),
+                    body=dumps_exact(item["data"]),
                     attributes={},
                     published_at=now,
                 )

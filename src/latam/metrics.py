@@ -112,10 +112,14 @@ DEAD_LETTER_REASONS = (
     "not_object",
     "too_large",
     "missing_topic",
+    "invalid_topic",
     "unknown_topic",
     "invalid_id",
     "invalid_attributes",
-    "invalid_time",
+    "invalid_timestamp",
+    "invalid_body",
+    "invalid_message",
+    "store_rejected",
     "max_delivery_attempts",
 )
 NACK_REASONS = ("store_unavailable",)

@@ -22,7 +22,7 @@ from opentelemetry.trace import Link, Span
 from latam import metrics, tracing
 from latam.broker.base import Broker, Delivery
 from latam.domain import NewMessage, decode_envelope, utcnow
-from latam.errors import InvalidMessage, LatamError, TransientError
+from latam.errors import InvalidMessage, LatamError, StoreRejected, TransientError
 from latam.health import check_dependencies
 from latam.storage.port import Store
 
@@ -48,6 +48,8 @@ class Prepared:
     good: list[tuple[Delivery, NewMessage]] = field(default_factory=list)
     poison: defaultdict[str, list[Delivery]] = field(default_factory=lambda: defaultdict(list))
     writable: list[tuple[Delivery, NewMessage]] = field(default_factory=list)
+    # Refused by the database itself, with its message: dead-lettered one by one.
+    rejected: list[tuple[Delivery, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -114,6 +116,11 @@ class Worker:
                 prepared.good.append((delivery, self._decode(delivery)))
             except InvalidMessage as exc:
                 prepared.poison[exc.reason].append(delivery)
+            except Exception as exc:
+                # Isolation: whatever one message holds, it never stops the batch or the
+                # worker; it is set aside with its bytes, and the cause is logged.
+                log.warning("message could not be decoded: %s", type(exc).__name__)
+                prepared.poison["invalid_message"].append(delivery)
         return prepared
 
     def _finish(self, prepared: Prepared, failure: TransientError | None) -> bool:
@@ -124,22 +131,30 @@ class Worker:
         self._failures = 0
         self._settle(self.broker.ack, [d for d, _ in prepared.writable])
         for reason, deliveries in prepared.poison.items():
-            self._settle(self.broker.dead_letter, deliveries, reason=reason)
-            metrics.MESSAGES_DEAD_LETTERED.labels(reason=reason).inc(len(deliveries))
-            for delivery in deliveries:
-                log.warning(
-                    "message dead-lettered: %s",
-                    reason,
-                    extra={
-                        "reason": reason,
-                        "message_id": delivery.attributes.get("message_id")
-                        or delivery.broker_message_id,
-                        "topic": delivery.attributes.get("topic", ""),
-                    },
-                )
+            self._set_aside(deliveries, reason, label=reason)
+        for delivery, detail in prepared.rejected:
+            self._set_aside([delivery], f"store_rejected: {detail}", label="store_rejected")
         return True
 
+    def _set_aside(self, deliveries: Sequence[Delivery], reason: str, *, label: str) -> None:
+        """Dead-letter, count under the bounded ``label`` and log each with its reason."""
+        self._settle(self.broker.dead_letter, deliveries, reason=reason)
+        metrics.MESSAGES_DEAD_LETTERED.labels(reason=label).inc(len(deliveries))
+        for delivery in deliveries:
+            log.warning(
+                "message dead-lettered: %s",
+                reason,
+                extra={
+                    "reason": label,
+                    "message_id": delivery.attributes.get("message_id")
+                    or delivery.broker_message_id,
+                    "topic": delivery.attributes.get("topic", ""),
+                },
+            )
+
     def _decode(self, delivery: Delivery) -> NewMessage:
+        if delivery.defect is not None:
+            raise InvalidMessage("the broker could not read the message", reason=delivery.defect)
         return decode_envelope(
             delivery.body,
             delivery.attributes,
@@ -149,22 +164,50 @@ class Worker:
         )
 
     def _write(self, prepared: Prepared) -> None:
-        """The store stage: one transaction for the batch's messages of known topics."""
+        """The store stage: one transaction for the batch's messages of known topics
+        (more only when the database refuses some of the data, see ``_store``)."""
         good, poison = prepared.good, prepared.poison
         if not good:
             return
-        ids = self.store.topic_ids(sorted({message.topic for _, message in good}))
-        prepared.writable = [(d, m) for d, m in good if m.topic in ids]
+        ids = self._topic_ids(sorted({message.topic for _, message in good}))
+        writable = [(d, m) for d, m in good if m.topic in ids]
         unknown = [d for d, m in good if m.topic not in ids]
         if unknown:
             poison["unknown_topic"].extend(unknown)
-        if not prepared.writable:
+        if not writable:
             return
         started = time.perf_counter()
-        with self._span(prepared.writable):
-            result = self.store.write_messages([(ids[m.topic], m) for _, m in prepared.writable])
+        with self._span(writable):
+            self._store([(d, ids[m.topic], m) for d, m in writable], prepared)
+        refused = {d.handle for d, _ in prepared.rejected}
+        prepared.writable = [(d, m) for d, m in writable if d.handle not in refused]
         metrics.STORE_WRITE_DURATION.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(prepared.writable))
+        metrics.BATCH_SIZE.observe(len(writable))
+
+    def _topic_ids(self, names: list[str]) -> dict[str, int]:
+        """Ids of the named topics; a name the database refuses to look up names none."""
+        try:
+            return self.store.topic_ids(names)
+        except StoreRejected:
+            if len(names) == 1:
+                return {}
+            half = len(names) // 2
+            return self._topic_ids(names[:half]) | self._topic_ids(names[half:])
+
+    def _store(self, items: list[tuple[Delivery, int, NewMessage]], prepared: Prepared) -> None:
+        """Write ``items`` in one transaction. When the database refuses the data itself,
+        split in halves until each refused message is alone: only those are set aside,
+        with the database's message; a transient error fails the whole batch (nack)."""
+        try:
+            result = self.store.write_messages([(tid, m) for _, tid, m in items])
+        except StoreRejected as exc:
+            if len(items) == 1:
+                prepared.rejected.append((items[0][0], exc.detail))
+                return
+            half = len(items) // 2
+            self._store(items[:half], prepared)
+            self._store(items[half:], prepared)
+            return
         now = utcnow()
         for published_at, count in Counter(result.stored_published_at).items():
             delay = max((now - published_at).total_seconds(), 0.0)

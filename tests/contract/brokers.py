@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +16,7 @@ import orjson
 from latam.broker.base import Broker, DeliveryPolicy
 from latam.broker.pubsub.config import PubsubConfig, parse_pubsub_url
 from latam.broker.sqlite import SqliteBroker
+from tests.fakes import MemoryBroker, MemoryQueue
 from tests.support import unique
 
 
@@ -136,7 +137,29 @@ def nats_harness(_tmp_path: Path) -> Iterator[Harness]:
         delete_streams(url)
 
 
+@dataclass
+class MemoryHarness:
+    """The in-memory fake of tests/fakes.py, held to the same contract so it cannot drift."""
+
+    queue: MemoryQueue = field(default_factory=MemoryQueue)
+    name: str = "memory"
+    min_ack_deadline: float = 0.5
+
+    def make(self, policy: DeliveryPolicy) -> Broker:
+        return MemoryBroker(policy, self.queue)
+
+    def publish_raw(self, body: bytes, attributes: Mapping[str, str]) -> None:
+        """What a foreign producer does: a body and attributes straight onto the queue."""
+        self.queue.put(body, attributes)
+
+
+@contextmanager
+def memory_harness(_tmp_path: Path) -> Iterator[Harness]:
+    yield MemoryHarness()
+
+
 HARNESSES = {
+    "memory": memory_harness,
     "sqlite": sqlite_harness,
     "pubsub": pubsub_harness,
     "pubsub-unary": pubsub_unary_harness,

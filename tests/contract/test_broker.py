@@ -160,6 +160,15 @@ def test_messages_survive_a_new_client(harness: Harness) -> None:
     consumer.close()
 
 
+def test_the_same_id_in_two_topics_is_two_messages(broker: Broker) -> None:
+    """Identity is (topic, message id) on every broker, as in the store's unique key."""
+    broker.publish([outbound(1, topic="arrivals"), outbound(1, topic="departures")])
+    got = pull_all(broker, 2)
+    assert sorted(d.attributes["topic"] for d in got) == ["arrivals", "departures"]
+    assert {d.attributes["message_id"] for d in got} == {"m-1"}
+    broker.ack(got)
+
+
 def test_a_plain_producer_can_feed_the_broker(harness: Harness, broker: Broker) -> None:
     harness.publish_raw(b'{"plain": true}', {"topic": "orders"})
     got = pull_all(broker, 1)

@@ -17,6 +17,10 @@ from latam.storage.dialects import build_engine
 from latam.storage.port import Bucket, TopicTotals
 from latam.storage.repository import SqlStore
 from tests.databases import STORES, temporary_database
+from tests.fakes import MemoryStore
+
+# The SQL adapters and the in-memory fake of tests/fakes.py, so the fake cannot drift.
+AnyStore = SqlStore | MemoryStore
 
 # Session time zones far from UTC: the buckets must not move with them.
 SESSION_ZONE = {"postgresql": "SET TIME ZONE 'Asia/Kathmandu'", "mysql": "SET time_zone = '+05:45'"}
@@ -74,8 +78,11 @@ def open_store(kind: str, url: str, tmp_path: Path) -> SqlStore:
     return SqlStore(engine)
 
 
-@pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+@pytest.fixture(params=[*STORES, "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
     with temporary_database(request.param, tmp_path) as url:
         sql_store = open_store(request.param, url, tmp_path)
         yield sql_store
@@ -83,7 +90,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
 
 
 @pytest.fixture
-def topics(store: SqlStore) -> dict[str, int]:
+def topics(store: AnyStore) -> dict[str, int]:
     ids = {name: store.create_topic(name).id for name in ("a", "b", "empty")}
     for name, rows in (("a", TOPIC_A), ("b", TOPIC_B)):
         store.write_messages(
@@ -95,7 +102,7 @@ def topics(store: SqlStore) -> dict[str, int]:
     return ids
 
 
-def buckets(store: SqlStore, topic_id: int, bucket: str, **window: Any) -> list[tuple[Any, ...]]:
+def buckets(store: AnyStore, topic_id: int, bucket: str, **window: Any) -> list[tuple[Any, ...]]:
     found = store.topic_stats(
         topic_id,
         bucket=bucket,
@@ -109,13 +116,13 @@ def buckets(store: SqlStore, topic_id: int, bucket: str, **window: Any) -> list[
 
 @pytest.mark.parametrize("bucket", ["minute", "hour", "day"])
 def test_buckets_match_the_golden_list(
-    store: SqlStore, topics: dict[str, int], bucket: str
+    store: AnyStore, topics: dict[str, int], bucket: str
 ) -> None:
     assert buckets(store, topics["a"], bucket) == GOLDEN[bucket]
     assert buckets(store, topics["b"], bucket)[0][1:] == (1, 7)
 
 
-def test_since_is_inclusive_and_until_exclusive(store: SqlStore, topics: dict[str, int]) -> None:
+def test_since_is_inclusive_and_until_exclusive(store: AnyStore, topics: dict[str, int]) -> None:
     window = {"since": at("2026-03-02T00:00:00"), "until": at("2026-03-02T01:30:00.5")}
     assert buckets(store, topics["a"], "hour", **window) == [("2026-03-02T00:00:00", 3, 34)]
     before_midnight = buckets(store, topics["a"], "day", until=at("2026-03-02T00:00:00"))
@@ -126,16 +133,16 @@ def test_since_is_inclusive_and_until_exclusive(store: SqlStore, topics: dict[st
     assert buckets(store, topics["a"], "day", since=nothing, until=nothing) == []
 
 
-def test_limit_keeps_the_earliest_buckets(store: SqlStore, topics: dict[str, int]) -> None:
+def test_limit_keeps_the_earliest_buckets(store: AnyStore, topics: dict[str, int]) -> None:
     assert buckets(store, topics["a"], "minute", limit=2) == GOLDEN["minute"][:2]
 
 
-def test_topic_without_messages_has_no_buckets(store: SqlStore, topics: dict[str, int]) -> None:
+def test_topic_without_messages_has_no_buckets(store: AnyStore, topics: dict[str, int]) -> None:
     for bucket in GOLDEN:
         assert buckets(store, topics["empty"], bucket) == []
 
 
-def test_totals_per_topic(store: SqlStore, topics: dict[str, int]) -> None:
+def test_totals_per_topic(store: AnyStore, topics: dict[str, int]) -> None:
     assert store.all_stats() == [
         TopicTotals(
             topics["a"], "a", 6, 56, at("2026-03-01T23:59:59.999999"), at("2026-03-03T12:00:00")
@@ -145,5 +152,5 @@ def test_totals_per_topic(store: SqlStore, topics: dict[str, int]) -> None:
     ]
 
 
-def test_totals_of_an_empty_store(store: SqlStore) -> None:
+def test_totals_of_an_empty_store(store: AnyStore) -> None:
     assert store.all_stats() == []

@@ -15,10 +15,17 @@ from latam.storage import migrate
 from latam.storage.dialects import build_engine
 from latam.storage.repository import SqlStore
 from tests.databases import STORES, temporary_database
+from tests.fakes import MemoryStore
+
+# The SQL adapters and the in-memory fake of tests/fakes.py, so the fake cannot drift.
+AnyStore = SqlStore | MemoryStore
 
 
-@pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+@pytest.fixture(params=[*STORES, "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
     with temporary_database(request.param, tmp_path) as url:
         engine = build_engine(url, Settings(data_dir=tmp_path))
         migrate.upgrade(engine)
@@ -31,12 +38,13 @@ def msg(topic: str, message_id: str, data: str = '{"k":1}', **kw: object) -> New
     return NewMessage(topic=topic, message_id=message_id, data=data, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("store", STORES, indirect=True)  # only SQL stores have a schema
 def test_migrate_is_idempotent(store: SqlStore) -> None:
     assert migrate.upgrade(store.engine) == migrate.head()
     assert migrate.current(store.engine) == migrate.head()
 
 
-def test_topic_lifecycle(store: SqlStore) -> None:
+def test_topic_lifecycle(store: AnyStore) -> None:
     topic = store.create_topic("flights")
     assert store.get_topic(topic.id).name == "flights"
     renamed = store.rename_topic(topic.id, "vuelos")
@@ -52,7 +60,7 @@ def test_topic_lifecycle(store: SqlStore) -> None:
         store.rename_topic(topic.id, "x")
 
 
-def test_duplicate_names_conflict_and_names_are_case_sensitive(store: SqlStore) -> None:
+def test_duplicate_names_conflict_and_names_are_case_sensitive(store: AnyStore) -> None:
     first = store.create_topic("Flights")
     store.create_topic("flights")
     with pytest.raises(Conflict):
@@ -63,14 +71,14 @@ def test_duplicate_names_conflict_and_names_are_case_sensitive(store: SqlStore) 
     assert store.get_topic(first.id).name == "Flights"
 
 
-def test_list_topics_pages_by_id(store: SqlStore) -> None:
+def test_list_topics_pages_by_id(store: AnyStore) -> None:
     ids = [store.create_topic(f"t{i}").id for i in range(5)]
     first = store.list_topics(limit=3)
     rest = store.list_topics(limit=3, after_id=first[-1].id)
     assert [t.id for t in first + rest] == ids
 
 
-def test_write_is_idempotent_and_counts_duplicates(store: SqlStore) -> None:
+def test_write_is_idempotent_and_counts_duplicates(store: AnyStore) -> None:
     topic = store.create_topic("a")
     batch = [(topic.id, msg("a", str(i))) for i in range(10)]
     result = store.write_messages([*batch, (topic.id, msg("a", "3"))])
@@ -83,19 +91,19 @@ def test_write_is_idempotent_and_counts_duplicates(store: SqlStore) -> None:
     assert store.count_messages(topic.id) == 11
 
 
-def test_same_id_in_two_topics_is_two_messages(store: SqlStore) -> None:
+def test_same_id_in_two_topics_is_two_messages(store: AnyStore) -> None:
     a, b = store.create_topic("a"), store.create_topic("b")
     result = store.write_messages([(a.id, msg("a", "x")), (b.id, msg("b", "x"))])
     assert result.stored == {"a": 1, "b": 1}
 
 
-def test_ids_are_case_sensitive(store: SqlStore) -> None:
+def test_ids_are_case_sensitive(store: AnyStore) -> None:
     topic = store.create_topic("a")
     result = store.write_messages([(topic.id, msg("a", "ID")), (topic.id, msg("a", "id"))])
     assert result.stored == {"a": 2}
 
 
-def test_content_round_trips_exactly(store: SqlStore) -> None:
+def test_content_round_trips_exactly(store: AnyStore) -> None:
     topic = store.create_topic("a")
     big = '{"blob":"' + "x" * 200_000 + '"}'
     unicode = '{"ciudad":"São Paulo","emoji":"✈️","nested":{"a":[1,2.5,null,true]}}'
@@ -113,7 +121,7 @@ def test_content_round_trips_exactly(store: SqlStore) -> None:
     assert stored[0].ingested_at.tzinfo is not None
 
 
-def test_paging_in_ingest_order_and_time_filters(store: SqlStore) -> None:
+def test_paging_in_ingest_order_and_time_filters(store: AnyStore) -> None:
     topic = store.create_topic("a")
     base = datetime(2026, 5, 1, tzinfo=UTC)
     for chunk in range(3):
@@ -135,7 +143,7 @@ def test_paging_in_ingest_order_and_time_filters(store: SqlStore) -> None:
     assert {m.message_id for m in window} == {f"1-{i}" for i in range(4)}
 
 
-def test_delete_topic_removes_its_messages(store: SqlStore) -> None:
+def test_delete_topic_removes_its_messages(store: AnyStore) -> None:
     topic = store.create_topic("a")
     store.write_messages([(topic.id, msg("a", "1"))])
     store.delete_topic(topic.id)
@@ -150,3 +158,16 @@ def test_unreachable_store_raises_store_unavailable(tmp_path: Path) -> None:
         unreachable.ping()
     with pytest.raises(StoreUnavailable):
         unreachable.list_topics(limit=1)
+
+
+def test_ids_compare_exactly(store: AnyStore) -> None:
+    """Ids differing only by trailing spaces or case are different messages everywhere
+    (MySQL's PAD SPACE collations would take one for a duplicate of the other)."""
+    topic = store.create_topic("exact-ids")
+    ids = ["LA800", "LA800 ", "LA800  ", "la800"]
+    result = store.write_messages([(topic.id, msg(topic.name, i)) for i in ids])
+    assert sum(result.stored.values()) == 4
+    again = store.write_messages([(topic.id, msg(topic.name, i)) for i in ids])
+    assert sum(again.stored.values()) == 0
+    stored = store.list_messages(topic.id, limit=10)
+    assert sorted(m.message_id for m in stored) == sorted(ids)

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from latam.api.app import create_app
-from latam.bootstrap import build_service
+from latam.bootstrap import build_keys, build_service
 from latam.domain import encode_cursor
 from latam.settings import Settings
 from latam.storage import migrate
@@ -22,7 +22,8 @@ def make_client(tmp_path: Path, **overrides: object) -> TestClient:
     service = build_service(settings)
     if settings.effective_database_url.startswith("sqlite"):
         migrate.upgrade(service.store.engine)  # type: ignore[attr-defined]
-    return TestClient(create_app(service, settings), raise_server_exceptions=False)
+    app = create_app(service, settings, build_keys(settings, service.store))
+    return TestClient(app, raise_server_exceptions=False)
 
 
 @pytest.fixture

@@ -1,30 +1,45 @@
-"""API keys, scopes, per-topic keys, revocation, rate limits and response headers."""
+"""API keys, scopes, per-topic keys, revocation, rate limits, response headers and
+``latam keys``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import orjson
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from latam.api.app import create_app
-from latam.auth import KeyStore
-from latam.bootstrap import build_service
+from latam.bootstrap import build_keys, build_service, build_store
+from latam.cli import main
+from latam.errors import NotFound, SchemaNotCurrent
+from latam.keys import ApiKey, KeyVerifier, create_key
 from latam.settings import Settings
 from latam.storage import migrate
+from latam.storage.dialects import build_engine
+from latam.storage.keys import SqlKeyStore
+from tests.databases import STORES, temporary_database
 
 
-def build(tmp_path: Path, **overrides: object) -> tuple[TestClient, KeyStore]:
+def build(tmp_path: Path, **overrides: object) -> tuple[TestClient, KeyVerifier]:
     settings = Settings(data_dir=tmp_path, **overrides)  # type: ignore[arg-type]
     service = build_service(settings)
     migrate.upgrade(service.store.engine)  # type: ignore[attr-defined]
-    keys = KeyStore(service.store.engine)  # type: ignore[attr-defined]
+    keys = build_keys(settings, service.store)
     return TestClient(create_app(service, settings, keys)), keys
 
 
+def new_key(
+    keys: KeyVerifier, name: str, scopes: Sequence[str], topics: Sequence[int] | None = None
+) -> tuple[ApiKey, str]:
+    return create_key(keys.store, name=name, scopes=scopes, topics=topics)
+
+
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[TestClient, KeyStore]]:
+def api(tmp_path: Path) -> Iterator[tuple[TestClient, KeyVerifier]]:
     client, keys = build(tmp_path, auth="on")
     with client:
         yield client, keys
@@ -40,9 +55,9 @@ def test_auth_is_on_by_default_off_loopback() -> None:
     assert Settings(host="127.0.0.1", auth="on").auth_enabled
 
 
-def test_missing_wrong_and_unknown_keys_are_401_alike(api: tuple[TestClient, KeyStore]) -> None:
+def test_missing_wrong_and_unknown_keys_are_401_alike(api: tuple[TestClient, KeyVerifier]) -> None:
     client, keys = api
-    _, token = keys.create(name="reader", scopes=["read"])
+    _, token = new_key(keys, "reader", ["read"])
     key_id = token.split("_", 2)[1]
     attempts = [
         {},
@@ -62,11 +77,11 @@ def test_missing_wrong_and_unknown_keys_are_401_alike(api: tuple[TestClient, Key
     assert client.get("/v1/topics", headers=bearer(token)).status_code == 200
 
 
-def test_scopes(api: tuple[TestClient, KeyStore]) -> None:
+def test_scopes(api: tuple[TestClient, KeyVerifier]) -> None:
     client, keys = api
-    _, admin = keys.create(name="admin", scopes=["admin"])
-    _, reader = keys.create(name="reader", scopes=["read"])
-    _, writer = keys.create(name="writer", scopes=["publish"])
+    _, admin = new_key(keys, "admin", ["admin"])
+    _, reader = new_key(keys, "reader", ["read"])
+    _, writer = new_key(keys, "writer", ["publish"])
     assert client.post("/v1/topics", json={"name": "a"}, headers=bearer(reader)).status_code == 403
     created = client.post("/v1/topics", json={"name": "a"}, headers=bearer(admin))
     assert created.status_code == 201
@@ -84,12 +99,12 @@ def test_scopes(api: tuple[TestClient, KeyStore]) -> None:
     assert client.get("/healthz").status_code == 200
 
 
-def test_topic_bound_keys(api: tuple[TestClient, KeyStore]) -> None:
+def test_topic_bound_keys(api: tuple[TestClient, KeyVerifier]) -> None:
     client, keys = api
-    _, admin = keys.create(name="admin", scopes=["admin"])
+    _, admin = new_key(keys, "admin", ["admin"])
     one = client.post("/v1/topics", json={"name": "one"}, headers=bearer(admin)).json()["id"]
     two = client.post("/v1/topics", json={"name": "two"}, headers=bearer(admin)).json()["id"]
-    _, bound = keys.create(name="one-only", scopes=["publish", "read"], topics=[one])
+    _, bound = new_key(keys, "one-only", ["publish", "read"], [one])
     ok = client.post(f"/v1/topics/{one}/messages", json={"data": {}}, headers=bearer(bound))
     assert ok.status_code == 202
     denied = client.post(f"/v1/topics/{two}/messages", json={"data": {}}, headers=bearer(bound))
@@ -100,23 +115,24 @@ def test_topic_bound_keys(api: tuple[TestClient, KeyStore]) -> None:
     assert client.get(f"/v1/topics/{one}/stats", headers=bearer(bound)).status_code == 200
 
 
-def test_revocation_and_last_used(api: tuple[TestClient, KeyStore]) -> None:
+def test_revocation_and_last_used(api: tuple[TestClient, KeyVerifier]) -> None:
     client, keys = api
-    key, token = keys.create(name="temp", scopes=["read"])
+    key, token = new_key(keys, "temp", ["read"])
     assert key.last_used_at is None
     assert client.get("/v1/topics", headers=bearer(token)).status_code == 200
-    assert keys.get(key.key_id).last_used_at is not None
-    keys.revoke(key.key_id)
-    keys._cache.clear()  # the cache lets a revocation take up to CACHE_SECONDS elsewhere
+    assert keys.store.get(key.key_id).last_used_at is not None
+    keys.store.revoke(key.key_id)
+    keys.forget(key.key_id)  # the cache lets a revocation take up to CACHE_SECONDS elsewhere
     assert client.get("/v1/topics", headers=bearer(token)).status_code == 401
 
 
-def test_keys_are_stored_only_as_hashes(api: tuple[TestClient, KeyStore]) -> None:
+def test_keys_are_stored_only_as_hashes(api: tuple[TestClient, KeyVerifier]) -> None:
     _, keys = api
-    _, token = keys.create(name="x", scopes=["read"])
+    _, token = new_key(keys, "x", ["read"])
     secret = token.split("_", 2)[2]
     assert len(secret) >= 22  # >= 128 bits of randomness, URL-safe base64
-    with keys.engine.connect() as conn:
+    assert isinstance(keys.store, SqlKeyStore)
+    with keys.store.engine.connect() as conn:
         dump = "".join(str(row) for row in conn.exec_driver_sql("SELECT * FROM api_keys"))
     assert secret not in dump
 
@@ -130,8 +146,8 @@ def test_anonymous_reads_when_allowed(tmp_path: Path) -> None:
 
 def test_rate_limit_per_key_is_429_with_retry_after(tmp_path: Path) -> None:
     client, keys = build(tmp_path, auth="on", rate_limit_per_second=1, rate_limit_burst=3)
-    _, token = keys.create(name="busy", scopes=["read"])
-    _, other = keys.create(name="calm", scopes=["read"])
+    _, token = new_key(keys, "busy", ["read"])
+    _, other = new_key(keys, "calm", ["read"])
     with client:
         codes = [client.get("/v1/topics", headers=bearer(token)).status_code for _ in range(5)]
         assert codes[:3] == [200, 200, 200]
@@ -167,10 +183,79 @@ def test_bootstrap_key_from_the_environment(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, auth="on", bootstrap_api_key=token)  # type: ignore[arg-type]
     service = build_service(settings)
     migrate.upgrade(service.store.engine)  # type: ignore[attr-defined]
-    with TestClient(create_app(service, settings)) as client:
+    with TestClient(create_app(service, settings, build_keys(settings, service.store))) as client:
         assert (
             client.post("/v1/topics", json={"name": "a"}, headers=bearer(token)).status_code == 201
         )
         assert client.get("/v1/topics", headers=bearer("b" * 39)).status_code == 401
     with pytest.raises(ValueError, match="32"):
         Settings(bootstrap_api_key="short")  # type: ignore[arg-type]
+
+
+def latam_keys(data_dir: Path, *args: str) -> tuple[int, str, str]:
+    """``latam keys ARGS`` on a SQLite store in ``data_dir``, whatever LATAM_* is set here."""
+    env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("LATAM_")}
+    env["LATAM_DATA_DIR"] = str(data_dir)
+    result = CliRunner(env=env).invoke(main, ["keys", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_keys_command_on_a_fresh_data_dir_says_run_migrate(tmp_path: Path) -> None:
+    code, out, err = latam_keys(tmp_path, "create", "--name", "x", "--scope", "read")
+    assert code == 1
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    assert "run latam migrate" in err
+    assert "revision none" in err
+    code, out, err = latam_keys(tmp_path, "list")
+    assert (code, out, err.count("\n")) == (1, "", 1)
+    assert "run latam migrate" in err
+
+
+def test_keys_command_creates_lists_and_revokes(tmp_path: Path) -> None:
+    store = build_store(Settings(data_dir=tmp_path))
+    migrate.upgrade(store.engine)
+    store.close()
+    code, out, _ = latam_keys(tmp_path, "create", "--name", "ci", "--scope", "read", "--topic", "7")
+    assert code == 0
+    created = orjson.loads(out)
+    assert created["api_key"].startswith(f"lt_{created['key_id']}_")
+    assert (created["scopes"], created["topics"], created["revoked"]) == (["read"], [7], False)
+    code, out, _ = latam_keys(tmp_path, "list")
+    assert code == 0
+    assert [orjson.loads(line)["key_id"] for line in out.splitlines()] == [created["key_id"]]
+    assert "api_key" not in out
+    code, out, _ = latam_keys(tmp_path, "revoke", created["key_id"])
+    assert (code, orjson.loads(out)["revoked"]) == (0, True)
+    code, out, err = latam_keys(tmp_path, "revoke", "000000000000")
+    assert (code, out) == (1, "")
+    assert err == "latam: error: API key '000000000000' does not exist\n"
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_the_sql_key_store_on_every_database(kind: str, tmp_path: Path) -> None:
+    with temporary_database(kind, tmp_path) as url:
+        engine = build_engine(url, Settings(data_dir=tmp_path))
+        try:
+            store = SqlKeyStore(engine)
+            with pytest.raises(SchemaNotCurrent, match="run latam migrate"):
+                store.list()
+            migrate.upgrade(engine)
+            key, token = create_key(store, name="n", scopes=["read", "admin"], topics=[2, 10])
+            assert (key.scopes, key.topics) == (frozenset({"read", "admin"}), frozenset({2, 10}))
+            found = store.find(key.key_id)
+            assert found is not None
+            assert found[0] == key
+            assert found[1] != token.split("_", 2)[2]
+            assert store.find("000000000000") is None
+            with pytest.raises(NotFound):
+                store.get("000000000000")
+            store.touch(key.id, key.created_at)
+            assert store.get(key.key_id).last_used_at == key.created_at
+            revoked = store.revoke(key.key_id)
+            assert revoked.revoked_at is not None
+            assert store.revoke(key.key_id).revoked_at == revoked.revoked_at
+            assert [k.key_id for k in store.list()] == [key.key_id]
+            assert KeyVerifier(store).verify(token) is None
+        finally:
+            engine.dispose()

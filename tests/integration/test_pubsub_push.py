@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from google.auth import crypt, jwt
 
 from latam.api.app import create_app
-from latam.bootstrap import build_service
+from latam.bootstrap import build_keys, build_service
 from latam.settings import Settings
 from latam.storage import migrate
 
@@ -103,7 +103,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     service = build_service(settings)
     migrate.upgrade(service.store.engine)  # type: ignore[attr-defined]
     service.create_topic(name="orders")
-    app = create_app(service, settings)
+    app = create_app(service, settings, build_keys(settings, service.store))
     app.state.google_auth_request = FakeCertsRequest({KEY_ID: CERT})
     with TestClient(app, raise_server_exceptions=False) as made:
         yield made

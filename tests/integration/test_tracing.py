@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from latam.api.app import create_app
-from latam.bootstrap import build_service
+from latam.bootstrap import build_keys, build_service
 from latam.logs import JsonFormatter
 from latam.settings import Settings
 from latam.storage import migrate
@@ -41,7 +41,7 @@ def test_publish_and_store_share_the_trace(
     service = build_service(settings)
     migrate.upgrade(service.store.engine)  # type: ignore[attr-defined]
     EXPORTER.clear()
-    with TestClient(create_app(service, settings)) as client:
+    with TestClient(create_app(service, settings, build_keys(settings, service.store))) as client:
         topic = client.post("/v1/topics", json={"name": "traced"}).json()["id"]
         with caplog.at_level(logging.INFO, logger="latam.access"):
             response = client.post(

@@ -6,9 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from latam.cli import main
+
+# Tests that start a real ``latam`` process: ``make test`` runs them, ``make unit`` does not.
+SUBPROCESS = pytest.mark.slow
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -39,6 +43,7 @@ def test_every_command_has_help() -> None:
         assert "Usage:" in result.output
 
 
+@SUBPROCESS
 def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
     result = run("migrate", env={"LATAM_PORT": "eighty", "LATAM_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
@@ -46,12 +51,14 @@ def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@SUBPROCESS
 def test_bad_option_names_the_option(tmp_path: Path) -> None:
     result = run("serve", "--port", "99999", env={"LATAM_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert "--port" in result.stderr
 
 
+@SUBPROCESS
 def test_bad_broker_url_names_the_variable(tmp_path: Path) -> None:
     env = {"LATAM_DATA_DIR": str(tmp_path), "LATAM_BROKER_URL": "kafka://x"}
     result = run("dead-letters", "list", env=env)
@@ -59,6 +66,7 @@ def test_bad_broker_url_names_the_variable(tmp_path: Path) -> None:
     assert "LATAM_BROKER_URL" in result.stderr
 
 
+@SUBPROCESS
 def test_topics_and_dead_letters_commands(tmp_path: Path) -> None:
     env = {"LATAM_DATA_DIR": str(tmp_path)}
     assert run("migrate", env=env).returncode == 0

@@ -53,6 +53,14 @@ def test_envelope_keeps_user_attributes_and_reads_its_own() -> None:
     assert message.published_at == datetime(2026, 2, 3, 4, 5, 6, 500000, tzinfo=UTC)  # type: ignore[attr-defined]
 
 
+def test_latam_topic_names_the_topic_for_clients_that_cannot_send_topic() -> None:
+    message = decode(b"{}", latam_topic="flights", gate="B12")
+    assert message.topic == "flights"  # type: ignore[attr-defined]
+    assert message.attributes == {"gate": "B12"}  # the alias is not a user attribute  # type: ignore[attr-defined]
+    both = decode(b"{}", topic="orders", latam_topic="flights")
+    assert both.topic == "orders"  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("body", "attributes", "reason"),
     [
@@ -61,7 +69,7 @@ def test_envelope_keeps_user_attributes_and_reads_its_own() -> None:
         (b"[1, 2]", {"topic": "t"}, "not_object"),
         (b'"text"', {"topic": "t"}, "not_object"),
         (b'{"x": "' + b"y" * 2000 + b'"}', {"topic": "t"}, "too_large"),
-        (b"{}", {"topic": "t", "published_at": "yesterday"}, "invalid_time"),
+        (b"{}", {"topic": "t", "published_at": "yesterday"}, "invalid_timestamp"),
         (b"{}", {"topic": "t", "message_id": "x" * 129}, "invalid_id"),
     ],
 )

@@ -9,7 +9,8 @@ from starlette.types import Lifespan
 from latam import __version__
 from latam.api import compat, dead_letters, health, messages, problems, pubsub_push, stats, topics
 from latam.api.middleware import RequestMiddleware
-from latam.auth import KeyStore, RateLimiter
+from latam.api.ratelimit import RateLimiter
+from latam.keys import KeyVerifier
 from latam.service import Service
 from latam.settings import Settings
 
@@ -20,11 +21,12 @@ replay dead letters. Errors are `application/problem+json` (RFC 9457)."""
 def create_app(
     service: Service,
     settings: Settings,
-    keys: KeyStore | None = None,
+    keys: KeyVerifier,
     *,
     lifespan: Lifespan[FastAPI] | None = None,
 ) -> FastAPI:
-    """Wire routers, error handlers and middleware around one ``Service``."""
+    """Wire routers, error handlers and middleware around one ``Service``; ``keys``
+    verifies bearer tokens (``bootstrap.build_keys``) when authentication is on."""
     app = FastAPI(
         lifespan=lifespan,
         # RequestMiddleware makes the one server span per request (latam.http); FastAPI's
@@ -37,11 +39,7 @@ def create_app(
     )
     app.state.service = service
     app.state.settings = settings
-    bootstrap = settings.bootstrap_api_key
-    app.state.keys = keys or KeyStore(
-        service.store.engine,  # type: ignore[attr-defined]
-        bootstrap_key=bootstrap.get_secret_value() if bootstrap else None,
-    )
+    app.state.keys = keys
     app.state.key_limiter = RateLimiter(
         rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
     )

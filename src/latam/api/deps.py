@@ -11,7 +11,7 @@ from fastapi import Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from latam.auth import ApiKey
+from latam.keys import ApiKey, KeyVerifier
 from latam.service import Service
 
 
@@ -79,9 +79,10 @@ def authorize(read: str, write: str) -> Callable[[Request], Awaitable[None]]:
 def _bearer_key(request: Request) -> ApiKey:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    key = request.app.state.keys.verify(token.strip()) if scheme.lower() == "bearer" else None
+    keys: KeyVerifier = request.app.state.keys
+    key = keys.verify(token.strip()) if scheme.lower() == "bearer" else None
     if key is None:
         raise HTTPException(
             401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}
         )
-    return key  # type: ignore[no-any-return]
+    return key

@@ -17,6 +17,7 @@ from latam.api.deps import ServiceDep, TopicId, as_utc, authorize
 from latam.api.problems import documented
 from latam.api.render import OrjsonResponse, message_json
 from latam.api.schemas import BatchIn, MessageIn, MessageList, PublishOut
+from latam.domain import loads_exact
 from latam.service import PublishItem, Service
 
 router = APIRouter(
@@ -45,8 +46,8 @@ PUBLISH_BODY = {
 def parse_publish_body(raw: bytes) -> list[PublishItem]:
     """One message or ``{"messages": [...]}``; errors name the offending fields."""
     try:
-        payload: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        payload: Any = loads_exact(raw)
+    except ValueError as exc:
         raise RequestValidationError(
             [{"loc": ("body",), "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]
         ) from exc

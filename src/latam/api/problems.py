@@ -17,6 +17,7 @@ from latam.errors import (
     NotFound,
     PermanentError,
     SchemaNotCurrent,
+    StoreRejected,
     TransientError,
 )
 
@@ -125,6 +126,10 @@ async def _on_latam(_: Request, exc: Exception) -> Response:
     if isinstance(exc, InvalidRequest):
         errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
         return problem(422, exc.detail, slug="validation-error", errors=errors)
+    if isinstance(exc, StoreRejected):
+        # The database's message may quote the data or the schema: logged, not shown.
+        log.warning("store rejected a request's data: %s", exc.detail)
+        return problem(422, "the store rejected a value of the request", slug="store-rejected")
     if isinstance(exc, PermanentError):
         errors = [{"field": "messages", "message": exc.detail, "reason": exc.reason}]
         return problem(422, exc.detail, slug="invalid-message", errors=errors)

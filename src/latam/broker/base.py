@@ -29,6 +29,9 @@ class Delivery:
     attributes: Mapping[str, str]
     published_at: datetime  # the broker's own publish time
     delivery_attempt: int  # 1 on first delivery
+    # Set by an adapter that could not read the message as its producer meant it (a
+    # dead-letter reason such as ``invalid_attributes``): the worker sets it aside.
+    defect: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

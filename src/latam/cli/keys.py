@@ -8,6 +8,7 @@ import click
 import orjson
 
 from latam.cli.common import load_settings, run_guarded
+from latam.keys import SCOPES, ApiKey, KeyStore, create_key
 
 
 @click.group()
@@ -15,14 +16,15 @@ def keys() -> None:
     """Create, list and revoke API keys (stored as hashes; shown once)."""
 
 
-def _keys() -> Any:
-    from latam.auth import KeyStore
-    from latam.bootstrap import build_store
+def _keys() -> KeyStore:
+    """The configured key store, or exit with one line."""
+    from latam.bootstrap import build_key_store
 
-    return KeyStore(run_guarded(build_store, load_settings()).engine)
+    store: KeyStore = run_guarded(build_key_store, load_settings())
+    return store
 
 
-def _key_row(key: Any) -> dict[str, Any]:
+def _key_row(key: ApiKey) -> dict[str, Any]:
     return {
         "key_id": key.key_id,
         "name": key.name,
@@ -41,13 +43,13 @@ def _key_row(key: Any) -> dict[str, Any]:
     "scopes",
     multiple=True,
     required=True,
-    type=click.Choice(["read", "publish", "admin"]),
+    type=click.Choice(SCOPES),
     help="Repeat for several; admin implies read and publish.",
 )
 @click.option("--topic", "topics", multiple=True, type=int, help="Limit to topic ids (repeat).")
 def keys_create(name: str, scopes: tuple[str, ...], topics: tuple[int, ...]) -> None:
     """Create a key and print it once; only its hash is stored."""
-    key, token = run_guarded(_keys().create, name=name, scopes=scopes, topics=topics or None)
+    key, token = run_guarded(create_key, _keys(), name=name, scopes=scopes, topics=topics or None)
     click.echo(orjson.dumps({**_key_row(key), "api_key": token}).decode())
     click.echo("store this key now: it cannot be shown again", err=True)
 

@@ -62,7 +62,7 @@ def api_process_app() -> FastAPI:
     """The app of one API process, from ``LATAM_*`` (uvicorn calls this in each process)."""
     from latam import tracing
     from latam.api.app import create_app
-    from latam.bootstrap import build_service
+    from latam.bootstrap import build_keys, build_service
     from latam.logs import configure_logging
 
     settings = Settings()
@@ -92,6 +92,6 @@ def api_process_app() -> FastAPI:
             service.store.close()
             service.broker.close()
 
-    app = create_app(service, settings, lifespan=lifespan)
+    app = create_app(service, settings, build_keys(settings, service.store), lifespan=lifespan)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of GC passes
     return app

@@ -23,10 +23,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from latam.domain import BUCKET_SECONDS
-from latam.errors import Conflict, SchemaNotCurrent, StoreUnavailable
+from latam.errors import Conflict, SchemaNotCurrent, StoreRejected, StoreUnavailable
 from latam.settings import Settings
 from latam.storage.schema import messages
 
@@ -164,24 +164,47 @@ def is_missing_schema(exc: DBAPIError) -> bool:
     return str(orig).startswith(MISSING_SQLITE_TEXT)
 
 
+# Errors that say the data can never be written, whatever the retries: MySQL/MariaDB codes
+# (pymysql reports several of them as OperationalError). Bad value, too long, out of
+# range, invalid JSON, a packet over max_allowed_packet.
+MYSQL_REJECTED_CODES = frozenset({1048, 1153, 1264, 1292, 1301, 1366, 1406, 3140})
+
+
+def is_rejected(exc: DBAPIError) -> bool:
+    """Whether the database refused the data itself (retrying cannot help)."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    args: tuple[object, ...] = getattr(exc.orig, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in MYSQL_REJECTED_CODES
+
+
+def cause(exc: DBAPIError) -> str:
+    """The driver's own message, first line and bounded: for logs and dead letters."""
+    text = str(exc.orig).strip().splitlines()
+    return f"{type(exc.orig).__name__}: {(text[0] if text else '')[:300]}"
+
+
 @contextmanager
 def translate_errors(
     *, conflict: str | None = None, schema: Callable[[], str] | None = None
 ) -> Iterator[None]:
-    """Re-raise driver errors as latam's own: Conflict, SchemaNotCurrent or StoreUnavailable.
+    """Re-raise driver errors as latam's own.
 
-    ``schema`` says what is wrong with the schema when a table or column is missing
-    (``migrate.schema_problem``); without it such an error is plain StoreUnavailable.
+    A duplicate where ``conflict`` is given → Conflict; data the database refuses →
+    StoreRejected (permanent); a missing table or column → SchemaNotCurrent when
+    ``schema`` says why (``migrate.schema_problem``); connection, timeout, deadlock,
+    serialization and anything else → StoreUnavailable (transient). Details carry the
+    driver's message for logs and dead letters; the API shows only generic text.
     """
     try:
         yield
-    except IntegrityError as exc:
-        if conflict is None:
-            raise StoreUnavailable("the store rejected the write") from exc
-        raise Conflict(conflict) from exc
     except DBAPIError as exc:
+        if conflict is not None and isinstance(exc, IntegrityError):
+            raise Conflict(conflict) from exc
         if schema is not None and is_missing_schema(exc):
             raise SchemaNotCurrent(schema()) from exc
-        raise StoreUnavailable("the store is unavailable") from exc
+        if is_rejected(exc):
+            raise StoreRejected(f"the store rejected the data: {cause(exc)}") from exc
+        raise StoreUnavailable(f"the store is unavailable: {cause(exc)}") from exc
     except SQLAlchemyError as exc:
-        raise StoreUnavailable("the store failed the operation") from exc
+        raise StoreUnavailable(f"the store failed the operation: {type(exc).__name__}") from exc

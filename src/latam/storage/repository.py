@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from latam.domain import NewMessage, Topic, utcnow
 from latam.errors import NotFound, SchemaNotCurrent
@@ -24,6 +24,21 @@ TOPIC_COLUMNS = (topics.c.id, topics.c.name, topics.c.created_at, topics.c.updat
 
 def _topic(row: Any) -> Topic:
     return Topic(id=row.id, name=row.name, created_at=row.created_at, updated_at=row.updated_at)
+
+
+def _take_turns(conn: Connection, topic_ids: list[int]) -> None:
+    """Writers of a topic take turns until commit, in topic-id order (no deadlocks).
+
+    ``seq`` is allocated at INSERT and becomes visible at COMMIT. Were two writers of a
+    topic to overlap, the later INSERT could commit first, a reader would page past it,
+    and the earlier one's rows, committed afterwards with lower seqs, would never be
+    seen by that reader. Holding the topic rows' lock from before the INSERT to the
+    COMMIT makes commit order equal seq order per topic. SQLite needs nothing: its
+    single writer holds the database lock for the whole transaction.
+    """
+    if conn.dialect.name != "sqlite":
+        lock = select(topics.c.id).where(topics.c.id.in_(topic_ids)).order_by(topics.c.id)
+        conn.execute(lock.with_for_update()).all()
 
 
 class SqlStore:
@@ -99,12 +114,13 @@ class SqlStore:
         published: list[datetime] = []
         now = utcnow()
         with self._errors(), self.engine.begin() as conn:
+            _take_turns(conn, sorted(by_topic))
             for topic_id, fresh in by_topic.items():
                 already = select(messages.c.message_id).where(
                     messages.c.topic_id == topic_id, messages.c.message_id.in_(list(fresh))
                 )
                 for message_id in conn.execute(already).scalars():
-                    del fresh[message_id]
+                    fresh.pop(message_id, None)  # exact match: ids compare byte for byte
                 if fresh:
                     self._insert(conn, topic_id, fresh.values(), now)
                 stored[names[topic_id]] = stored.get(names[topic_id], 0) + len(fresh)

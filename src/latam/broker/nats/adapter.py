@@ -4,8 +4,8 @@ Subjects: the stream ``STREAM`` captures ``STREAM`` (where latam publishes) and
 ``STREAM.>``; a producer sets the ``topic`` header, or publishes to ``STREAM.<topic>``
 and the subject's last part stands in for a missing header. Headers carry the latam
 attributes (``topic``, ``message_id``, ``published_at`` and the user's ones);
-``Nats-Msg-Id`` = ``message_id`` lets JetStream drop re-publishes inside its
-duplicate window.
+``Nats-Msg-Id`` built from the topic and the message id lets JetStream drop re-publishes
+inside its duplicate window, and only those.
 
 The consumer's ``ack_wait`` is the ack deadline and ``max_ack_pending`` the flow-control
 bound. Delivery attempts come from JetStream's ``num_delivered``; the attempt limit is
@@ -32,6 +32,13 @@ from latam.broker.nats.link import NatsLink
 from latam.domain import ATTR_TOPIC, OutboundMessage
 
 MSG_ID = "Nats-Msg-Id"
+
+
+def dedupe_id(topic: str, message_id: str) -> str:
+    """``Nats-Msg-Id``: identity is (topic, message id), as in the store's key, so the
+    same id in two topics is two messages. Length-prefixed, so no topic/id pair can
+    spell another pair's key."""
+    return f"{len(topic)}:{topic}:{message_id}"
 
 
 class NatsBroker:
@@ -77,7 +84,7 @@ class NatsBroker:
                 js.publish(
                     self.config.subject,
                     m.body,
-                    headers={**m.wire_attributes(), MSG_ID: m.message_id},
+                    headers={**m.wire_attributes(), MSG_ID: dedupe_id(m.topic, m.message_id)},
                 )
                 for m in messages
             ]
@@ -169,7 +176,14 @@ class NatsBroker:
             ]
             await asyncio.gather(*copies)
 
-        self._link.run(go())
+        try:
+            self._link.run(go())
+        except BaseException:
+            # No copy, so the originals stay: let go of them and their ack_wait
+            # redelivers them, instead of holding handles nobody will settle.
+            for delivery in deliveries:
+                self._held.pop(delivery.handle, None)
+            raise
         # Only once the copy is durable is the original terminated.
         self._settle(deliveries, "term")
 

@@ -1,7 +1,9 @@
 """Publishing to Pub/Sub in ordered ``Publish`` RPCs within the size limits.
 
-The high-level ``PublisherClient.publish()`` cannot be used: it takes attributes as
-keyword arguments and latam's ``topic`` attribute collides with its ``topic`` parameter.
+latam sends attributes as a map in the GAPIC ``Publish`` RPC rather than through
+``PublisherClient.publish(topic, data, **attributes)``: its envelope's ``topic``
+attribute would collide with that method's ``topic`` parameter. (Foreign producers on
+the high-level client send ``latam_topic`` instead, see docs/brokers.md.)
 """
 
 from __future__ import annotations

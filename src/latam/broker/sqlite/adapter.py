@@ -10,7 +10,8 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from latam.broker.base import (
     Delivery,
     DeliveryPolicy,
 )
-from latam.broker.sqlite.admin import QueueFile
-from latam.broker.sqlite.dead_letters import DeadLetterTable, move_to_dead_letters, timestamp
+from latam.broker.sqlite.admin import QueueFile, read_attributes, read_body, read_time
+from latam.broker.sqlite.dead_letters import DeadLetterTable, move_to_dead_letters
 from latam.domain import OutboundMessage
 from latam.errors import BrokerUnavailable
 
@@ -76,11 +77,21 @@ class SqliteBroker:
                             " VALUES (?, ?, ?, ?)",
                             [row for pending in group for row in pending.rows],
                         )
-                except BrokerUnavailable as exc:
+                except BaseException as exc:
+                    # Whatever ended the commit, no publisher of the group may answer
+                    # as if its rows were written.
+                    failure = (
+                        exc
+                        if isinstance(exc, BrokerUnavailable)
+                        else BrokerUnavailable(f"embedded broker failed: {type(exc).__name__}")
+                    )
                     for pending in group:
-                        pending.error = exc
-                for pending in group:
-                    pending.done = True
+                        pending.error = failure
+                    if not isinstance(exc, Exception):
+                        raise
+                finally:
+                    for pending in group:
+                        pending.done = True
         if mine.error is not None:
             raise mine.error
 
@@ -123,14 +134,7 @@ class SqliteBroker:
                     reason = f"{REASON_MAX_ATTEMPTS}: {last_error or 'ack deadline expired'}"
                     move_to_dead_letters(conn, seq, reason, attempts - 1, now)
         deliveries = [
-            Delivery(
-                handle=f"{seq}:{token}",
-                broker_message_id=f"sqlite-{seq}",
-                body=body,
-                attributes=orjson.loads(attrs),
-                published_at=timestamp(published),
-                delivery_attempt=attempts,
-            )
+            _delivery(f"{seq}:{token}", seq, body, attrs, published, attempts)
             for seq, body, attrs, published, attempts, _err in sorted(rows)
             if attempts <= cap
         ]
@@ -142,18 +146,17 @@ class SqliteBroker:
         for delivery in deliveries:
             seq, lease = _key(delivery)
             by_lease.setdefault(lease, []).append(seq)
-        with self.file.tx(durable=False) as conn:
+        with self._settling(deliveries), self.file.tx(durable=False) as conn:
             for lease, seqs in by_lease.items():
                 marks = ", ".join("?" * len(seqs))
                 conn.execute(
                     f"DELETE FROM queue WHERE lease = ? AND seq IN ({marks})",  # noqa: S608 - only placeholders  # nosec B608
                     (lease, *seqs),
                 )
-        self._in_flight.difference_update(d.handle for d in deliveries)
 
     def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
         now = time.time()
-        with self.file.tx() as conn:
+        with self._settling(deliveries), self.file.tx() as conn:
             for delivery in deliveries:
                 seq, lease = _key(delivery)
                 if delivery.delivery_attempt >= self.policy.max_delivery_attempts:
@@ -167,15 +170,23 @@ class SqliteBroker:
                     " WHERE seq = ? AND lease = ?",
                     (now + self.policy.backoff(delivery.delivery_attempt), reason, seq, lease),
                 )
-        self._in_flight.difference_update(d.handle for d in deliveries)
 
     def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
         now = time.time()
-        with self.file.tx() as conn:
+        with self._settling(deliveries), self.file.tx() as conn:
             for delivery in deliveries:
                 seq, lease = _key(delivery)
                 move_to_dead_letters(conn, seq, reason, delivery.delivery_attempt, now, lease=lease)
-        self._in_flight.difference_update(d.handle for d in deliveries)
+
+    @contextmanager
+    def _settling(self, deliveries: Sequence[Delivery]) -> Iterator[None]:
+        """Forget the handles however the settle ends: one that failed leaves the row
+        leased until its deadline, after which it is delivered again, so flow control
+        must not keep counting it (or, after a few failures, pull nothing forever)."""
+        try:
+            yield
+        finally:
+            self._in_flight.difference_update(d.handle for d in deliveries)
 
     # -- dead letters -----------------------------------------------------------------
     def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]:
@@ -215,6 +226,24 @@ class _Pending:
     rows: list[tuple[bytes, str, float, float]]
     done: bool = False
     error: BrokerUnavailable | None = None
+
+
+def _delivery(
+    handle: str, seq: int, body: object, attrs: object, published: object, attempts: int
+) -> Delivery:
+    """A leased row as a delivery; a row a producer wrote badly carries its ``defect``."""
+    data, body_defect = read_body(body)
+    attributes, attributes_defect = read_attributes(attrs)
+    published_at, time_defect = read_time(published)
+    return Delivery(
+        handle=handle,
+        broker_message_id=f"sqlite-{seq}",
+        body=data,
+        attributes=attributes,
+        published_at=published_at,
+        delivery_attempt=attempts,
+        defect=body_defect or attributes_defect or time_defect,
+    )
 
 
 def _key(delivery: Delivery) -> tuple[int, str]:

@@ -7,12 +7,16 @@ serialise instead of failing on a lock upgrade, any SQLite error re-raised as
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+
+import orjson
 
 from latam.errors import BrokerUnavailable
 
@@ -138,3 +142,41 @@ class QueueFile:
     def close(self) -> None:
         with self.lock:
             self.reset()
+
+
+# Rows as producers wrote them. Anyone may INSERT into the queue (that is how a foreign
+# producer feeds it), so no column can be trusted to hold what the schema suggests: each
+# reader returns a usable value and, when the stored one was not, the dead-letter reason.
+@functools.lru_cache(maxsize=4096)
+def timestamp(epoch: float) -> datetime:
+    # A batch shares a handful of publish times: convert each once.
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def read_time(value: object) -> tuple[datetime, str | None]:
+    """Unix seconds as UTC; now and ``invalid_timestamp`` for anything else."""
+    try:
+        return timestamp(float(value)), None  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.now(UTC), "invalid_timestamp"
+
+
+def read_body(value: object) -> tuple[bytes, str | None]:
+    """The body as bytes: a BLOB as is, TEXT as UTF-8; ``invalid_body`` for numbers/NULL."""
+    if isinstance(value, bytes):
+        return value, None
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass"), None
+    return str(value).encode(), "invalid_body"
+
+
+def read_attributes(text: object) -> tuple[dict[str, str], str | None]:
+    """A JSON object of strings; its string pairs and ``invalid_attributes`` otherwise."""
+    try:
+        parsed = orjson.loads(text)  # type: ignore[arg-type]
+    except (orjson.JSONDecodeError, TypeError):
+        return {}, "invalid_attributes"
+    if not isinstance(parsed, dict):
+        return {}, "invalid_attributes"
+    kept = {k: v for k, v in parsed.items() if isinstance(v, str)}
+    return kept, None if len(kept) == len(parsed) else "invalid_attributes"

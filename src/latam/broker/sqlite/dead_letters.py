@@ -7,28 +7,18 @@ deletes them.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
-
-import orjson
 
 from latam.broker.base import DeadLetter
-from latam.broker.sqlite.admin import QueueFile
+from latam.broker.sqlite.admin import QueueFile, read_attributes, read_body, read_time
 from latam.domain import ATTR_MESSAGE_ID, ATTR_TOPIC
 from latam.errors import NotFound
 
 MAX_ROW_ID = 2**63 - 1
 MAX_REASON = 1000  # characters of a reason kept
 COLUMNS = "id, body, attributes, published_at, reason, attempts, dead_at"
-
-
-@functools.lru_cache(maxsize=4096)
-def timestamp(epoch: float) -> datetime:
-    # A batch shares a handful of publish times: convert each once.
-    return datetime.fromtimestamp(epoch, UTC)
 
 
 def move_to_dead_letters(
@@ -119,17 +109,22 @@ def _id_filter(ids: Sequence[str] | None) -> tuple[str, tuple[int, ...]]:
     return f"WHERE id IN ({', '.join('?' * len(numbers))})", numbers
 
 
-def _dead_letter(row: tuple[int, bytes, str, float, str, int, float]) -> DeadLetter:
+def _dead_letter(row: tuple[int, object, object, object, str, int, float]) -> DeadLetter:
+    """A row as a dead letter; the columns a producer wrote are read as leniently as on
+    delivery (the body is kept byte for byte, the reason says what was wrong)."""
     dl_id, body, attrs, published, reason, attempts, dead_at = row
-    attributes: dict[str, str] = orjson.loads(attrs)
+    attributes, _ = read_attributes(attrs)
+    data, _ = read_body(body)
+    dead_lettered_at, _ = read_time(dead_at)
+    published_at, defect = read_time(published)
     return DeadLetter(
         id=str(dl_id),
         topic=attributes.get(ATTR_TOPIC, ""),
         message_id=attributes.get(ATTR_MESSAGE_ID, ""),
-        body=bytes(body),
+        body=data,
         attributes=attributes,
         reason=reason,
         delivery_attempts=attempts,
-        published_at=timestamp(published),
-        dead_lettered_at=timestamp(published if dead_at is None else dead_at),
+        published_at=dead_lettered_at if defect else published_at,
+        dead_lettered_at=dead_lettered_at,
     )
