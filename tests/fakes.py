@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from latam.broker.base import REASON_MAX_ATTEMPTS, Backlog, DeadLetter, Delivery, DeliveryPolicy
+from latam.broker.base import Backlog, DeadLetter, Delivery, DeliveryPolicy
 from latam.domain import (
     ATTR_MESSAGE_ID,
     ATTR_TOPIC,
@@ -141,11 +141,6 @@ class MemoryBroker:
             if len(deliveries) >= limit:
                 break
             row.attempts += 1
-            if row.attempts > self.policy.max_delivery_attempts:
-                # Delivered max times without an ack (the consumer kept dying): set it aside.
-                reason = f"{REASON_MAX_ATTEMPTS}: {row.last_error or 'ack deadline expired'}"
-                self.queue.move_to_dead(row, reason, row.attempts - 1)
-                continue
             row.lease, row.available_at = token, now + self.policy.ack_deadline_seconds
             delivery = Delivery(
                 handle=f"{row.seq}:{token}",
@@ -154,6 +149,7 @@ class MemoryBroker:
                 attributes=dict(row.attributes),
                 published_at=datetime.fromtimestamp(row.published_at, UTC),
                 delivery_attempt=row.attempts,
+                last_error=row.last_error,
             )
             deliveries.append(delivery)
             self._in_flight[delivery.handle] = row.available_at
@@ -174,18 +170,14 @@ class MemoryBroker:
                     del self.queue.rows[row.seq]
             self.queue.changed.notify_all()  # room for a pull held back by flow control
 
-    def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
+    def nack(self, deliveries: Sequence[Delivery], *, reason: str, delay: float) -> None:
         self._check()
         with self.queue.changed:
             for delivery in deliveries:
                 if (row := self._held(delivery)) is None:
                     continue
-                attempt = delivery.delivery_attempt
-                if attempt >= self.policy.max_delivery_attempts:
-                    self.queue.move_to_dead(row, f"{REASON_MAX_ATTEMPTS}: {reason}", attempt)
-                    continue
                 row.lease, row.last_error = None, reason
-                row.available_at = time.time() + self.policy.backoff(attempt)
+                row.available_at = time.time() + delay
             self.queue.changed.notify_all()
 
     def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
@@ -193,6 +185,9 @@ class MemoryBroker:
         with self.queue.changed:
             for delivery in deliveries:
                 if (row := self._held(delivery)) is not None:
+                    # As the adapters do: the attributes as delivered (the worker adds
+                    # the id a message without one was stored under).
+                    row.attributes = dict(delivery.attributes)
                     self.queue.move_to_dead(row, reason, delivery.delivery_attempt)
             self.queue.changed.notify_all()
 
@@ -317,6 +312,11 @@ class MemoryStore:
         self._check()
         with self._lock:
             return {t.name: t.id for t in self._topics.values() if t.name in set(names)}
+
+    def topic_names(self, ids: Sequence[int]) -> dict[int, str]:
+        self._check()
+        with self._lock:
+            return {i: self._topics[i].name for i in set(ids) if i in self._topics}
 
     def list_topics(self, *, limit: int, after_id: int = 0) -> list[Topic]:
         self._check()

@@ -29,11 +29,20 @@ ATTR_TOPIC = "topic"
 # The same, under a name the Pub/Sub client's ``publish(topic, data, **attributes)`` can
 # send: its own first parameter is called ``topic``. ``topic`` wins when both are set.
 ATTR_TOPIC_ALIAS = "latam_topic"
+# The topic's id, set by latam's own producers: a rename cannot reroute the message.
+ATTR_TOPIC_ID = "topic_id"
 ATTR_MESSAGE_ID = "message_id"
 ATTR_PUBLISHED_AT = "published_at"
 ATTR_TRACEPARENT = "traceparent"
 RESERVED_ATTRIBUTES = frozenset(
-    {ATTR_TOPIC, ATTR_TOPIC_ALIAS, ATTR_MESSAGE_ID, ATTR_PUBLISHED_AT, ATTR_TRACEPARENT}
+    {
+        ATTR_TOPIC,
+        ATTR_TOPIC_ALIAS,
+        ATTR_TOPIC_ID,
+        ATTR_MESSAGE_ID,
+        ATTR_PUBLISHED_AT,
+        ATTR_TRACEPARENT,
+    }
 )
 # Width of each stats bucket in seconds; UTC has no DST, so every day is 86,400 s.
 BUCKET_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
@@ -84,6 +93,7 @@ class OutboundMessage:
     attributes: Mapping[str, str]
     published_at: datetime
     traceparent: str | None = None
+    topic_id: int | None = None
 
     def wire_attributes(self) -> dict[str, str]:
         """User attributes plus the envelope's own ones."""
@@ -93,6 +103,8 @@ class OutboundMessage:
             ATTR_MESSAGE_ID: self.message_id,
             ATTR_PUBLISHED_AT: isoformat(self.published_at),
         }
+        if self.topic_id is not None:
+            wire[ATTR_TOPIC_ID] = str(self.topic_id)
         if self.traceparent:
             wire[ATTR_TRACEPARENT] = self.traceparent
         return wire
@@ -108,6 +120,8 @@ class NewMessage:
     attributes: Mapping[str, str] = field(default_factory=dict)
     published_at: datetime = field(default_factory=utcnow)
     traceparent: str | None = None
+    # Set when the producer named the topic by id (latam's own producers do).
+    topic_id: int | None = None
 
 
 def validate_topic_name(name: str) -> str:
@@ -220,6 +234,13 @@ def decode_envelope(
                 "published_at is not an ISO 8601 time within years 1-9999 UTC",
                 reason="invalid_timestamp",
             ) from exc
+    topic_id = None
+    if raw_id := attributes.get(ATTR_TOPIC_ID):
+        if not (raw_id.isascii() and raw_id.isdigit() and 0 < int(raw_id) < 2**63):
+            raise InvalidMessage(
+                "the 'topic_id' attribute is not a topic id", reason="invalid_topic"
+            )
+        topic_id = int(raw_id)
     user_attributes = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
     return NewMessage(
         topic=topic,
@@ -229,6 +250,7 @@ def decode_envelope(
         attributes=user_attributes,
         published_at=published_at,
         traceparent=attributes.get(ATTR_TRACEPARENT),
+        topic_id=topic_id,
     )
 
 

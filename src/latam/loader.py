@@ -143,9 +143,12 @@ def _problem_detail(response: httpx.Response) -> str:
 class BrokerSink:
     """Publishes straight to the configured broker (``--direct``)."""
 
-    def __init__(self, publish: Callable[[list[OutboundMessage]], None], topic: str) -> None:
+    def __init__(
+        self, publish: Callable[[list[OutboundMessage]], None], topic: str, topic_id: int
+    ) -> None:
         self.publish = publish
         self.topic = topic
+        self.topic_id = topic_id
 
     def send(self, items: list[dict[str, Any]]) -> None:
         now = utcnow()
@@ -153,6 +156,7 @@ class BrokerSink:
             [
                 OutboundMessage(
                     topic=self.topic,
+                    topic_id=self.topic_id,
                     message_id=item.get("id") or new_message_id(),
                     body=dumps_exact(item["data"]),
                     attributes={},

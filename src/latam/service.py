@@ -27,6 +27,7 @@ from latam.domain import (
 )
 from latam.errors import InvalidRequest, StoreUnavailable
 from latam.health import check_dependencies
+from latam.ingest import Ingest
 from latam.storage.port import Bucket, PageReader, Store, StoredMessage, TopicTotals
 
 # Bounds the size of one stats response; a wider range must use a larger bucket.
@@ -78,6 +79,10 @@ class Service:
     # Topic names last read, so publishing goes on (into the broker) while the store is down.
     known_topics: dict[int, str] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        # The worker's ingest, for messages that reach the API (Pub/Sub push).
+        self.ingest = Ingest(self.store, self.max_message_bytes)
+
     # -- topics -----------------------------------------------------------------------
     def create_topic(self, *, name: str) -> Topic:
         return self.store.create_topic(validate_topic_name(name))
@@ -108,6 +113,7 @@ class Service:
         outbound = [
             OutboundMessage(
                 topic=topic_name,
+                topic_id=topic_id,
                 message_id=validate_message_id(item.id) if item.id else new_message_id(),
                 body=encode_data(item.data, max_bytes=self.max_message_bytes),
                 attributes=validate_attributes(item.attributes),

@@ -3,27 +3,31 @@
 A message is acknowledged only after the transaction that stored it committed, so a
 crash at any point leads to redelivery, never to loss; the store's unique key makes the
 redelivery a no-op.
+
+The retry policy lives here, and only here: a delivery past ``max_delivery_attempts``
+(its consumer kept dying, or it kept failing) is set aside before anything else is done
+with it; a batch the store could not take is handed back with the policy's backoff, and
+those of its messages on their last attempt are set aside instead. Adapters only
+deliver, ack, redeliver after the delay they are given and set aside.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from opentelemetry import trace
-from opentelemetry.trace import Link, Span
-
-from latam import metrics, tracing
-from latam.broker.base import Broker, Delivery
-from latam.domain import NewMessage, decode_envelope, utcnow
-from latam.errors import InvalidMessage, LatamError, StoreRejected, TransientError
+from latam import metrics
+from latam.broker.base import REASON_MAX_ATTEMPTS, Broker, Delivery, DeliveryPolicy
+from latam.domain import ATTR_MESSAGE_ID, NewMessage
+from latam.errors import InvalidMessage, LatamError, TransientError
 from latam.health import check_dependencies
+from latam.ingest import Aside, Ingest
 from latam.storage.port import Store
 
 log = logging.getLogger(__name__)
@@ -42,14 +46,16 @@ def _failure(written: Future[None]) -> TransientError | None:
 
 @dataclass
 class Prepared:
-    """A decoded batch on its way through the store stage."""
+    """A batch on its way through the store stage: what to store, what to set aside."""
 
     batch: Sequence[Delivery]
     good: list[tuple[Delivery, NewMessage]] = field(default_factory=list)
-    poison: defaultdict[str, list[Delivery]] = field(default_factory=lambda: defaultdict(list))
-    writable: list[tuple[Delivery, NewMessage]] = field(default_factory=list)
-    # Refused by the database itself, with its message: dead-lettered one by one.
-    rejected: list[tuple[Delivery, str]] = field(default_factory=list)
+    aside: list[tuple[Delivery, Aside]] = field(default_factory=list)
+    stored: list[Delivery] = field(default_factory=list)
+    # After a transient store failure: handed back for a later attempt, and why.
+    retry: list[Delivery] = field(default_factory=list)
+    retry_detail: str = ""
+    outage: bool = False
 
 
 @dataclass
@@ -61,9 +67,12 @@ class Worker:
     batch_size: int = 500
     max_wait_seconds: float = 0.05
     max_message_bytes: int = 256 * 1024
-    max_delivery_attempts: int = 5
+    policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     stop: threading.Event = field(default_factory=threading.Event)
     _failures: int = 0
+
+    def __post_init__(self) -> None:
+        self.ingest = Ingest(self.store, self.max_message_bytes)
 
     def run(self) -> None:
         """Consume until ``stop`` is set; the batches in hand are always finished first.
@@ -80,14 +89,11 @@ class Worker:
             while not self.stop.is_set():
                 batch = self.next_batch()
                 prepared = self._prepare(batch) if batch else None
-                if pending is not None and not self._finish(pending[0], _failure(pending[1])):
-                    if prepared is not None:  # pulled while the store failed: hand it back
-                        self._nack(prepared.batch, reason="store_unavailable", detail="")
-                    pending, prepared = None, None
-                    self._wait_for_store()
+                if pending is not None:
+                    self._settle_written(pending[0], _failure(pending[1]))
                 pending = (prepared, writer.submit(self._write, prepared)) if prepared else None
             if pending is not None:
-                self._finish(pending[0], _failure(pending[1]))
+                self._settle_written(pending[0], _failure(pending[1]))
         log.info("worker stopped")
 
     def next_batch(self) -> list[Delivery]:
@@ -108,141 +114,129 @@ class Worker:
         return batch
 
     def _prepare(self, batch: Sequence[Delivery]) -> Prepared:
-        """Decode a batch and sort it into messages to store and poison by reason."""
+        """Sort a batch: deliveries past their attempts and malformed messages aside,
+        the others decoded for the store."""
         metrics.MESSAGES_RECEIVED.inc(len(batch))
         prepared = Prepared(batch)
         for delivery in batch:
+            if delivery.delivery_attempt > self.policy.max_delivery_attempts:
+                # Delivered that often and never settled: its consumer kept dying on it.
+                why = delivery.last_error or "ack deadline expired"
+                prepared.aside.append((delivery, _exhausted(why)))
+                continue
             try:
-                prepared.good.append((delivery, self._decode(delivery)))
+                message = self.ingest.decode(
+                    delivery.body,
+                    delivery.attributes,
+                    fallback_id=delivery.broker_message_id,
+                    fallback_published_at=delivery.published_at,
+                    defect=delivery.defect,
+                )
             except InvalidMessage as exc:
-                prepared.poison[exc.reason].append(delivery)
-            except Exception as exc:
-                # Isolation: whatever one message holds, it never stops the batch or the
-                # worker; it is set aside with its bytes, and the cause is logged.
-                log.warning("message could not be decoded: %s", type(exc).__name__)
-                prepared.poison["invalid_message"].append(delivery)
+                prepared.aside.append((delivery, Aside(exc.reason, exc.reason)))
+                continue
+            prepared.good.append((delivery, message))
         return prepared
 
-    def _finish(self, prepared: Prepared, failure: TransientError | None) -> bool:
-        """Settle a batch once its write returned; False when the store failed (nacked)."""
-        if failure is not None:
-            self._nack(prepared.batch, reason="store_unavailable", detail=failure.detail)
-            return False
-        self._failures = 0
-        self._settle(self.broker.ack, [d for d, _ in prepared.writable])
-        for reason, deliveries in prepared.poison.items():
-            self._set_aside(deliveries, reason, label=reason)
-        for delivery, detail in prepared.rejected:
-            self._set_aside([delivery], f"store_rejected: {detail}", label="store_rejected")
-        return True
-
-    def _set_aside(self, deliveries: Sequence[Delivery], reason: str, *, label: str) -> None:
-        """Dead-letter, count under the bounded ``label`` and log each with its reason."""
-        self._settle(self.broker.dead_letter, deliveries, reason=reason)
-        metrics.MESSAGES_DEAD_LETTERED.labels(reason=label).inc(len(deliveries))
-        for delivery in deliveries:
-            log.warning(
-                "message dead-lettered: %s",
-                reason,
-                extra={
-                    "reason": label,
-                    "message_id": delivery.attributes.get("message_id")
-                    or delivery.broker_message_id,
-                    "topic": delivery.attributes.get("topic", ""),
-                },
-            )
-
-    def _decode(self, delivery: Delivery) -> NewMessage:
-        if delivery.defect is not None:
-            raise InvalidMessage("the broker could not read the message", reason=delivery.defect)
-        return decode_envelope(
-            delivery.body,
-            delivery.attributes,
-            fallback_id=delivery.broker_message_id,
-            fallback_published_at=delivery.published_at,
-            max_bytes=self.max_message_bytes,
-        )
-
     def _write(self, prepared: Prepared) -> None:
-        """The store stage: one transaction for the batch's messages of known topics
-        (more only when the database refuses some of the data, see ``_store``)."""
-        good, poison = prepared.good, prepared.poison
+        """The store stage (``Ingest.store_batch``); a transient error propagates."""
+        if not prepared.good:
+            return
+        by_handle = {d.handle: d for d, _ in prepared.good}
+        outcome = self.ingest.store_batch([(d.handle, m) for d, m in prepared.good])
+        prepared.stored = [by_handle[h] for h in outcome.stored]
+        prepared.aside.extend((by_handle[h], why) for h, why in outcome.aside)
+
+    def _settle_written(self, prepared: Prepared, failure: TransientError | None) -> None:
+        """Settle a batch once its write returned; after a transient failure, first
+        wait for the store and write it again (``_recover``)."""
+        if failure is not None:
+            self._recover(prepared, failure)
+        else:
+            self._failures = 0
+        self._settle(self.broker.ack, prepared.stored)
+        self._set_aside(prepared.aside)
+        if prepared.retry:
+            self._retry_later(prepared.retry, "store_unavailable", prepared.retry_detail)
+
+    def _recover(self, prepared: Prepared, failure: TransientError) -> None:
+        """The store failed a batch: wait until it answers, then write the batch again
+        in halves down to single messages. An outage costs no delivery attempt; a message
+        that fails on its own every time is the only one handed back (and, its attempts
+        spent, set aside), instead of its whole batch."""
+        log.warning("store write failed: %s", failure.detail)
+        prepared.retry_detail = failure.detail
+        if not self._wait_for_store():  # stopping: hand everything back as it is
+            prepared.retry = [d for d, _ in prepared.good]
+            return
+        self._write_isolated(prepared.good, prepared)
+
+    def _write_isolated(self, good: list[tuple[Delivery, NewMessage]], prepared: Prepared) -> None:
         if not good:
             return
-        ids = self._topic_ids(sorted({message.topic for _, message in good}))
-        writable = [(d, m) for d, m in good if m.topic in ids]
-        unknown = [d for d, m in good if m.topic not in ids]
-        if unknown:
-            poison["unknown_topic"].extend(unknown)
-        if not writable:
+        if prepared.outage:  # the store went away again: the rest goes back for later
+            prepared.retry.extend(d for d, _ in good)
             return
-        started = time.perf_counter()
-        with self._span(writable):
-            self._store([(d, ids[m.topic], m) for d, m in writable], prepared)
-        refused = {d.handle for d, _ in prepared.rejected}
-        prepared.writable = [(d, m) for d, m in writable if d.handle not in refused]
-        metrics.STORE_WRITE_DURATION.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(writable))
-
-    def _topic_ids(self, names: list[str]) -> dict[str, int]:
-        """Ids of the named topics; a name the database refuses to look up names none."""
+        by_handle = {d.handle: d for d, _ in good}
         try:
-            return self.store.topic_ids(names)
-        except StoreRejected:
-            if len(names) == 1:
-                return {}
-            half = len(names) // 2
-            return self._topic_ids(names[:half]) | self._topic_ids(names[half:])
-
-    def _store(self, items: list[tuple[Delivery, int, NewMessage]], prepared: Prepared) -> None:
-        """Write ``items`` in one transaction. When the database refuses the data itself,
-        split in halves until each refused message is alone: only those are set aside,
-        with the database's message; a transient error fails the whole batch (nack)."""
-        try:
-            result = self.store.write_messages([(tid, m) for _, tid, m in items])
-        except StoreRejected as exc:
-            if len(items) == 1:
-                prepared.rejected.append((items[0][0], exc.detail))
+            outcome = self.ingest.store_batch([(d.handle, m) for d, m in good])
+        except TransientError as exc:
+            prepared.retry_detail = exc.detail
+            if len(good) == 1 or not self._store_answers():
+                prepared.outage = len(good) > 1
+                prepared.retry.extend(d for d, _ in good)
                 return
-            half = len(items) // 2
-            self._store(items[:half], prepared)
-            self._store(items[half:], prepared)
+            half = len(good) // 2
+            self._write_isolated(good[:half], prepared)
+            self._write_isolated(good[half:], prepared)
             return
-        now = utcnow()
-        for published_at, count in Counter(result.stored_published_at).items():
-            delay = max((now - published_at).total_seconds(), 0.0)
-            metrics.observe_many(metrics.FRESHNESS, delay, count)
-        for topic, count in result.stored.items():
-            metrics.MESSAGES_STORED.labels(topic=topic).inc(count)
-        for topic, count in result.duplicates.items():
-            if count:
-                metrics.MESSAGES_DUPLICATES.labels(topic=topic).inc(count)
+        prepared.stored.extend(by_handle[h] for h in outcome.stored)
+        prepared.aside.extend((by_handle[h], why) for h, why in outcome.aside)
 
-    @staticmethod
-    def _span(writable: list[tuple[Delivery, NewMessage]]) -> AbstractContextManager[Span]:
-        """The store-write span: a child of the first publish, linked to the others."""
-        parents = list(dict.fromkeys(m.traceparent for _, m in writable if m.traceparent))
-        contexts = [c for c in (tracing.context_from(p) for p in parents[:32]) if c is not None]
-        links = [Link(trace.get_current_span(c).get_span_context()) for c in contexts[1:]]
-        return tracing.tracer.start_as_current_span(
-            "latam.store_write",
-            context=contexts[0] if contexts else None,
-            links=links,
-            attributes={"messaging.batch.message_count": len(writable)},
-        )
+    def _store_answers(self) -> bool:
+        try:
+            self.store.ping()
+        except LatamError:
+            return False
+        return True
 
-    def _nack(self, batch: Sequence[Delivery], *, reason: str, detail: str) -> None:
+    def _retry_later(self, batch: Sequence[Delivery], reason: str, detail: str) -> None:
+        """Hand a batch back with the policy's backoff; those on their last attempt are
+        set aside instead, so each message is tried at most ``max_delivery_attempts``."""
         log.warning("store unavailable, batch returned for retry: %s", detail or reason)
-        metrics.MESSAGES_NACKED.labels(reason=reason).inc(len(batch))
-        # The broker dead-letters the ones on their last attempt; count them here too.
-        last = sum(1 for d in batch if d.delivery_attempt >= self.max_delivery_attempts)
-        if last:
-            metrics.MESSAGES_DEAD_LETTERED.labels(reason="max_delivery_attempts").inc(last)
-        self._settle(self.broker.nack, batch, reason=reason)
+        last = [d for d in batch if self.policy.last_attempt(d.delivery_attempt)]
+        self._set_aside([(d, _exhausted(reason)) for d in last])
+        by_delay: defaultdict[float, list[Delivery]] = defaultdict(list)
+        for delivery in batch:
+            if not self.policy.last_attempt(delivery.delivery_attempt):
+                by_delay[self.policy.backoff(delivery.delivery_attempt)].append(delivery)
+        for delay, deliveries in by_delay.items():
+            metrics.MESSAGES_NACKED.labels(reason=reason).inc(len(deliveries))
+            self._settle(self.broker.nack, deliveries, reason=reason, delay=delay)
 
-    def _wait_for_store(self) -> None:
+    def _set_aside(self, aside: Sequence[tuple[Delivery, Aside]]) -> None:
+        """Dead-letter (one call per reason), count under the bounded label, log each."""
+        by_reason: defaultdict[Aside, list[Delivery]] = defaultdict(list)
+        for delivery, why in aside:
+            by_reason[why].append(_with_identity(delivery))
+        for why, deliveries in by_reason.items():
+            self._settle(self.broker.dead_letter, deliveries, reason=why.reason)
+            metrics.MESSAGES_DEAD_LETTERED.labels(reason=why.label).inc(len(deliveries))
+            for delivery in deliveries:
+                log.warning(
+                    "message dead-lettered: %s",
+                    why.reason,
+                    extra={
+                        "reason": why.label,
+                        "message_id": delivery.attributes.get(ATTR_MESSAGE_ID),
+                        "topic": delivery.attributes.get("topic", ""),
+                    },
+                )
+
+    def _wait_for_store(self) -> bool:
         """Stop consuming until the store answers again, with backoff: pulling during an
-        outage would only spend the messages' delivery attempts and dead-letter good data."""
+        outage would only spend the messages' delivery attempts and dead-letter good data.
+        False when the worker is stopping instead."""
         delay, last = 0.2, ""
         while not self.stop.wait(delay):
             try:
@@ -254,10 +248,13 @@ class Worker:
                 delay = min(delay * 2, 5.0)
                 continue
             log.info("store available again; consuming")
-            return
+            return True
+        return False
 
     @staticmethod
-    def _settle(action: Callable[..., None], deliveries: Sequence[Delivery], **kwargs: str) -> None:
+    def _settle(
+        action: Callable[..., None], deliveries: Sequence[Delivery], **kwargs: str | float
+    ) -> None:
         """Ack/nack/dead-letter; if the broker is gone the lease expiry redelivers them."""
         if not deliveries:
             return
@@ -288,3 +285,17 @@ class Worker:
     def refresh_gauges_forever(self) -> None:
         while not self.stop.wait(GAUGE_REFRESH_SECONDS):
             self.refresh_gauges()
+
+
+def _exhausted(why: str) -> Aside:
+    return Aside(f"{REASON_MAX_ATTEMPTS}: {why}", REASON_MAX_ATTEMPTS)
+
+
+def _with_identity(delivery: Delivery) -> Delivery:
+    """The delivery with the id it was (or would be) stored under: a message without a
+    ``message_id`` is stored under the broker's id, and its dead letter must carry that
+    id, or a replay would store it again under a new one."""
+    if delivery.defect is not None or delivery.attributes.get(ATTR_MESSAGE_ID):
+        return delivery
+    attributes = {**delivery.attributes, ATTR_MESSAGE_ID: delivery.broker_message_id}
+    return dataclasses.replace(delivery, attributes=attributes)

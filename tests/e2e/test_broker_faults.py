@@ -15,10 +15,17 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from sqlalchemy import text
 
 from latam.broker.base import REASON_MAX_ATTEMPTS, Broker, DeliveryPolicy
 from latam.domain import OutboundMessage, utcnow
+from latam.settings import Settings
+from latam.storage import migrate
+from latam.storage.dialects import build_engine
+from latam.storage.repository import SqlStore
+from latam.worker import Worker
 from tests.contract.brokers import HARNESSES
+from tests.databases import temporary_database
 from tests.support import IN_CI, create_topic, free_port, reachable, running_serve, unique
 from tests.support import read_all as read_stored
 
@@ -192,23 +199,59 @@ def poison_policy(harness_name: str) -> DeliveryPolicy:
     )
 
 
-@pytest.mark.parametrize("kind", ["nats", "pubsub", "pubsub-unary"])
-def test_poison_reaches_dead_letters_after_the_configured_attempts(
+# A write the database keeps failing as a transient error would (serialization failure):
+# the worker retries it, then sets it aside once its attempts are spent.
+UNLUCKY = (
+    "CREATE FUNCTION fail_unlucky() RETURNS trigger AS $$ BEGIN"
+    " IF NEW.message_id LIKE 'unlucky%' THEN"
+    " RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END IF;"
+    " RETURN NEW; END $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER fail_unlucky BEFORE INSERT ON messages"
+    " FOR EACH ROW EXECUTE FUNCTION fail_unlucky()",
+)
+
+
+@contextmanager
+def unlucky_store(tmp_path: Path) -> Iterator[SqlStore]:
+    """A real PostgreSQL store that fails every write of an ``unlucky*`` message."""
+    with temporary_database("postgresql", tmp_path) as url:
+        engine = build_engine(url, Settings(data_dir=tmp_path))
+        migrate.upgrade(engine)
+        with engine.begin() as conn:
+            for statement in UNLUCKY:
+                conn.execute(text(statement))
+        store = SqlStore(engine)
+        store.create_topic("orders")
+        yield store
+        store.close()
+
+
+def run_until(worker: Worker, done: Callable[[], bool], timeout: float = 60) -> None:
+    consumer = threading.Thread(target=worker.run)
+    consumer.start()
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker.stop.set()
+    consumer.join(30)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "nats", "pubsub", "pubsub-unary"])
+def test_a_failing_message_reaches_dead_letters_after_the_configured_attempts(
     kind: str, tmp_path: Path
 ) -> None:
-    with HARNESSES[kind](tmp_path) as harness:
-        broker: Broker = harness.make(poison_policy(kind))
-        message_id = unique("poison-")
+    with HARNESSES[kind](tmp_path) as harness, unlucky_store(tmp_path) as store:
+        policy = poison_policy(kind)
+        broker: Broker = harness.make(policy)
+        message_id = unique("unlucky-")
         broker.publish([OutboundMessage("orders", message_id, b'{"p": 1}', {}, utcnow())])
-        attempts: list[int] = []
-        deadline = time.monotonic() + 60
-        while not broker.list_dead_letters(limit=10) and time.monotonic() < deadline:
-            for delivery in broker.pull(max_messages=10, timeout=1.0):
-                attempts.append(delivery.delivery_attempt)
-                broker.nack([delivery], reason="store_unavailable")
+        broker.publish([OutboundMessage("orders", "lucky-1", b'{"p": 2}', {}, utcnow())])
+        worker = Worker(store=store, broker=broker, policy=policy, batch_size=1)
+        run_until(worker, lambda: bool(broker.list_dead_letters(limit=10)))
         letters = broker.list_dead_letters(limit=10)
+        stored = store.list_messages(1, limit=10)
         broker.close()
-    assert attempts == [1, 2, 3]
+    assert [m.message_id for m in stored] == ["lucky-1"]
     assert len(letters) == 1
     assert letters[0].message_id == message_id
     assert letters[0].reason == f"{REASON_MAX_ATTEMPTS}: store_unavailable"
@@ -216,16 +259,23 @@ def test_poison_reaches_dead_letters_after_the_configured_attempts(
     assert orjson.loads(letters[0].body) == {"p": 1}
 
 
-def test_unsettled_message_reaches_dead_letters_on_nats(tmp_path: Path) -> None:
-    """A message whose lease keeps expiring (a crashing consumer) is dead-lettered too."""
-    with HARNESSES["nats"](tmp_path) as harness:
-        broker = harness.make(poison_policy("nats"))
+@pytest.mark.parametrize("kind", ["sqlite", "nats"])
+def test_a_message_never_settled_reaches_dead_letters(kind: str, tmp_path: Path) -> None:
+    """A message whose lease keeps expiring (its consumer keeps dying) is set aside by the
+    worker that sees it past its attempts."""
+    with HARNESSES[kind](tmp_path) as harness, unlucky_store(tmp_path) as store:
+        policy = poison_policy(kind)
+        broker = harness.make(policy)
         broker.publish([OutboundMessage("orders", "lost-1", b"{}", {}, utcnow())])
-        deadline = time.monotonic() + 30
-        while not broker.list_dead_letters(limit=10) and time.monotonic() < deadline:
-            broker.pull(max_messages=10, timeout=1.5)  # never settled
+        seen: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < 3 and time.monotonic() < deadline:
+            # A consumer that dies holding what it pulled: nothing is ever settled.
+            seen += [d.delivery_attempt for d in broker.pull(max_messages=10, timeout=2.0)]
+        worker = Worker(store=store, broker=broker, policy=policy)
+        run_until(worker, lambda: bool(broker.list_dead_letters(limit=10)))
         letters = broker.list_dead_letters(limit=10)
         broker.close()
+    assert seen == [1, 2, 3]
     assert [d.message_id for d in letters] == ["lost-1"]
     assert letters[0].reason == f"{REASON_MAX_ATTEMPTS}: ack deadline expired"
-    assert letters[0].delivery_attempts == 3

@@ -52,7 +52,7 @@ def test_a_failed_ack_does_not_keep_its_handles_in_flight(tmp_path: Path) -> Non
     with pytest.raises(BrokerUnavailable):
         broker.ack(held)
     with pytest.raises(BrokerUnavailable):
-        broker.nack(held, reason="x")
+        broker.nack(held, reason="x", delay=0.0)
     broker.file.tx = working_tx  # type: ignore[method-assign]
     time.sleep(0.4)  # past the lease: the rows are deliverable again
     again = broker.pull(max_messages=2, timeout=2)

@@ -3,6 +3,7 @@ poison with its reason, skip duplicates, wait out a store outage, stop with noth
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from prometheus_client import REGISTRY
 from latam import worker as worker_module
 from latam.broker.base import DeliveryPolicy
 from latam.domain import NewMessage, OutboundMessage, decode_envelope
-from latam.errors import InvalidMessage
+from latam.errors import InvalidMessage, StoreRejected, StoreUnavailable
 from latam.storage.port import WriteResult
 from latam.worker import Worker
 from tests.fakes import MemoryBroker, MemoryStore
@@ -93,6 +94,7 @@ def broker() -> MemoryBroker:
 
 
 def make_worker(store: MemoryStore, broker: MemoryBroker, **options: Any) -> Worker:
+    options.setdefault("policy", POLICY)
     return Worker(store=store, broker=broker, batch_size=4, max_wait_seconds=0.01, **options)
 
 
@@ -193,7 +195,7 @@ class RecoveringStore(MemoryStore):
         super().ping()
 
 
-def test_store_outage_nacks_waits_for_the_store_and_loses_nothing(broker: MemoryBroker) -> None:
+def test_a_store_outage_costs_no_attempt_and_loses_nothing(broker: MemoryBroker) -> None:
     store = RecoveringStore()
     topic = store.create_topic(unique("outage-"))
     store.down = True
@@ -206,7 +208,9 @@ def test_store_outage_nacks_waits_for_the_store_and_loses_nothing(broker: Memory
     # Between the two pings the worker neither pulled nor wrote: pulling during an
     # outage would only spend delivery attempts and dead-letter good messages.
     assert second == first
-    assert counter("messages_nacked", reason="store_unavailable") >= nacked + 4  # a batch
+    # The batch in hand was written again once the store answered: no attempt spent.
+    assert counter("messages_nacked", reason="store_unavailable") == nacked
+    assert all(d.delivery_attempt == 1 for d in broker.list_dead_letters(limit=10))
     assert broker.dead_letter_count() == 0
     ids = [m.message_id for m in store.list_messages(topic.id, limit=100)]
     assert sorted(ids) == sorted(f"m-{i}" for i in range(10))
@@ -254,3 +258,100 @@ def test_a_broker_outage_pauses_pulling_then_consumption_resumes(
         assert store.calls == 1  # create_topic; no write while the broker is away
         broker.unavailable = False
         wait_until(lambda: store.count_messages(topic.id) == 1 and drained(broker))
+
+
+class FailingStore(MemoryStore):
+    """Answers pings, but fails every write holding ``m-1`` as a transient error."""
+
+    def write_messages(self, batch: Sequence[tuple[int, NewMessage]]) -> WriteResult:
+        if any(m.message_id == "m-1" for _, m in batch):
+            raise StoreUnavailable("the store is unavailable: deadlock detected")
+        return super().write_messages(batch)
+
+
+def test_attempts_are_counted_and_spent_once_in_the_worker() -> None:
+    """A message the store fails every time (while it answers pings) is tried alone,
+    max_delivery_attempts times, then set aside; its batch-mates are stored."""
+    policy = DeliveryPolicy(max_delivery_attempts=3, backoff_min_seconds=0.01)
+    broker, store = MemoryBroker(policy), FailingStore()
+    topic = store.create_topic(unique("retry-"))
+    broker.publish([outbound(topic.name, i) for i in ("ok-1", "m-1", "ok-2", "ok-3")])
+    before = counter("messages_dead_lettered", reason="max_delivery_attempts")
+    with running(make_worker(store, broker, policy=policy)):
+        wait_until(lambda: broker.dead_letter_count() == 1)
+    [letter] = broker.list_dead_letters(limit=10)
+    assert letter.reason == "max_delivery_attempts: store_unavailable"
+    assert letter.delivery_attempts == 3  # tried exactly max_delivery_attempts times
+    after = counter("messages_dead_lettered", reason="max_delivery_attempts")
+    assert after == before + 1  # counted once
+    stored = sorted(m.message_id for m in store.list_messages(topic.id, limit=10))
+    assert stored == ["ok-1", "ok-2", "ok-3"]
+
+
+def test_a_message_whose_consumer_keeps_dying_is_set_aside(store: MemoryStore) -> None:
+    policy = DeliveryPolicy(max_delivery_attempts=2, ack_deadline_seconds=0.05)
+    broker = MemoryBroker(policy)
+    topic = store.create_topic(unique("crash-"))
+    broker.publish([outbound(topic.name, "m-1")])
+    for attempt in (1, 2):  # two consumers that died holding it
+        assert [d.delivery_attempt for d in broker.pull(max_messages=1, timeout=1)] == [attempt]
+        time.sleep(0.06)
+    with running(make_worker(store, broker, policy=policy)):
+        wait_until(lambda: broker.dead_letter_count() == 1)
+    [letter] = broker.list_dead_letters(limit=10)
+    assert letter.reason == "max_delivery_attempts: ack deadline expired"
+    assert store.count_messages(topic.id) == 0
+
+
+def test_a_dead_letter_keeps_the_id_its_message_was_stored_under(
+    store: MemoryStore, broker: MemoryBroker
+) -> None:
+    """A message without an id is stored under the broker's id; its dead letter carries
+    that id, so a replay cannot store it a second time under a new one."""
+    name = unique("late-")
+    broker.queue.put(b'{"k": 1}', {"topic": name})  # a foreign producer: no message_id
+    with running(make_worker(store, broker)):
+        wait_until(lambda: broker.dead_letter_count() == 1)  # its topic does not exist yet
+        [letter] = broker.list_dead_letters(limit=10)
+        assert letter.reason == "unknown_topic"
+        assert letter.message_id.startswith("memory-")
+        topic = store.create_topic(name)
+        assert broker.replay_dead_letters([letter.id]) == 1
+        wait_until(lambda: store.count_messages(topic.id) == 1 and drained(broker))
+    [stored] = store.list_messages(topic.id, limit=10)
+    assert stored.message_id == letter.message_id
+
+
+class RefusingStore(MemoryStore):
+    """A database that refuses some data itself (as PostgreSQL refuses a NUL)."""
+
+    def write_messages(self, batch: Sequence[tuple[int, NewMessage]]) -> WriteResult:
+        if any(m.message_id.startswith("poison") for _, m in batch):
+            raise StoreRejected("the store rejected the data: DataError: NUL")
+        return super().write_messages(batch)
+
+
+def test_only_the_messages_the_store_refuses_are_set_aside(broker: MemoryBroker) -> None:
+    store = RefusingStore()
+    topic = store.create_topic(unique("refused-"))
+    ids = ["a", "poison-1", "b", "c"]
+    broker.publish([outbound(topic.name, i) for i in ids])
+    with running(make_worker(store, broker)):
+        wait_until(lambda: broker.dead_letter_count() == 1 and drained(broker))
+    assert sorted(m.message_id for m in store.list_messages(topic.id, limit=10)) == ["a", "b", "c"]
+    [letter] = broker.list_dead_letters(limit=10)
+    assert letter.message_id == "poison-1"
+    assert letter.reason == "store_rejected: the store rejected the data: DataError: NUL"
+
+
+def test_a_renamed_topic_keeps_its_messages(store: MemoryStore, broker: MemoryBroker) -> None:
+    """latam's producers name the topic by id: a rename, and a new topic under the old
+    name, cannot reroute a backlog."""
+    old = store.create_topic("flights")
+    broker.publish([dataclasses.replace(outbound("flights", "m-1"), topic_id=old.id)])
+    store.rename_topic(old.id, "flights-2025")
+    other = store.create_topic("flights")
+    with running(make_worker(store, broker)):
+        wait_until(lambda: drained(broker))
+    assert [m.message_id for m in store.list_messages(old.id, limit=10)] == ["m-1"]
+    assert store.count_messages(other.id) == 0

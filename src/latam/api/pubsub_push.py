@@ -4,8 +4,8 @@ Pub/Sub signs each push with a Google OIDC token; it is verified against Google'
 certificates, then the claims must name the configured audience
 (``LATAM_PUBSUB_PUSH_AUDIENCE``) and service account
 (``LATAM_PUBSUB_PUSH_SERVICE_ACCOUNT``, with a verified email). The envelope's message
-goes through the worker's decode and store steps; the answer tells Pub/Sub what to do:
-204 once stored (ack), 400 for a message that can never be stored (the subscription's
+goes through the worker's own ingest (``latam.ingest``); the answer tells Pub/Sub what
+to do: 204 once stored (ack), 400 for a message that can never be stored (the subscription's
 dead-letter policy takes it), 503 to be retried with the subscription's backoff.
 """
 
@@ -25,8 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from latam.api.problems import documented, problem
-from latam.domain import NewMessage, decode_envelope, parse_timestamp, utcnow
+from latam.domain import NewMessage, parse_timestamp, utcnow
 from latam.errors import InvalidMessage, TransientError
+from latam.ingest import Ingest
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/pubsub", tags=["pubsub push"])
@@ -69,8 +70,8 @@ def _authorize(request: Request) -> Response | None:
     return None
 
 
-def _decode(envelope: Any, max_bytes: int) -> NewMessage:
-    """The push envelope's message as a ``NewMessage``; InvalidMessage when malformed."""
+def _decode(envelope: Any, ingest: Ingest) -> NewMessage:
+    """The envelope's message as a ``NewMessage``; InvalidMessage when malformed."""
     message = envelope.get("message") if isinstance(envelope, dict) else None
     if not isinstance(message, dict):
         raise InvalidMessage("envelope has no 'message' object", reason="bad_envelope")
@@ -78,20 +79,21 @@ def _decode(envelope: Any, max_bytes: int) -> NewMessage:
     message_id = message.get("messageId") or message.get("message_id")
     if not isinstance(attributes, dict) or not isinstance(message_id, str):
         raise InvalidMessage("envelope lacks attributes or messageId", reason="bad_envelope")
+    if not all(isinstance(v, str) for v in attributes.values()):
+        raise InvalidMessage("attribute values must be strings", reason="invalid_attributes")
     try:
         body = base64.b64decode(message.get("data", ""), validate=True)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise InvalidMessage("message.data is not base64", reason="bad_envelope") from exc
     try:
         published = parse_timestamp(str(message.get("publishTime") or ""))
-    except ValueError:
+    except (ValueError, OverflowError):
         published = utcnow()
-    return decode_envelope(
+    return ingest.decode(
         body,
-        {str(k): str(v) for k, v in attributes.items()},
+        {str(k): v for k, v in attributes.items()},
         fallback_id=message_id,
         fallback_published_at=published,
-        max_bytes=max_bytes,
     )
 
 
@@ -106,19 +108,19 @@ async def push(request: Request) -> Response:
 def _handle(request: Request, body: bytes) -> Response:
     if (refused := _authorize(request)) is not None:
         return refused
-    service = request.app.state.service
+    ingest = request.app.state.service.ingest
     try:
-        envelope = orjson.loads(body)
-        message = _decode(envelope, service.max_message_bytes)
+        message = _decode(orjson.loads(body), ingest)
     except (orjson.JSONDecodeError, InvalidMessage) as exc:
         reason = getattr(exc, "reason", "bad_envelope")
         return problem(400, f"the pushed message cannot be stored: {reason}", slug=reason)
     try:
-        ids = service.store.topic_ids([message.topic])
-        if message.topic not in ids:
-            return problem(400, "the pushed message names an unknown topic", slug="unknown_topic")
-        service.store.write_messages([(ids[message.topic], message)])
+        outcome = ingest.store_batch([(0, message)])
     except TransientError as exc:
         log.warning("push not stored, Pub/Sub will retry: %s", exc.detail)
         return problem(503, "the store is unavailable; retry later", headers={"Retry-After": "5"})
+    if outcome.aside:
+        why = outcome.aside[0][1]
+        log.warning("pushed message refused: %s", why.reason)
+        return problem(400, f"the pushed message cannot be stored: {why.label}", slug=why.label)
     return Response(status_code=204)

@@ -1,10 +1,12 @@
 """The broker port: what the API and the worker need from any message broker.
 
 Every adapter gives the same semantics (see tests/contract/test_broker.py):
-at-least-once delivery; ``ack`` after the store committed; ``nack`` redelivers after an
-exponential backoff and dead-letters once ``max_delivery_attempts`` is reached;
-``dead_letter`` moves a poison message aside at once with its reason; dead letters can
-be listed, inspected, replayed and purged.
+at-least-once delivery with a count of attempts; ``ack`` after the store committed;
+``nack`` redelivers after the delay it is given; ``dead_letter`` moves a message aside
+with its reason; dead letters can be listed, inspected, replayed and purged.
+
+Adapters only do what their broker does. The retry policy (when attempts are used up,
+how long to wait before the next one) is the worker's, in one place: ``worker.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Delivery:
     attributes: Mapping[str, str]
     published_at: datetime  # the broker's own publish time
     delivery_attempt: int  # 1 on first delivery
+    # Why the previous attempt failed, where the broker keeps it (the ``nack`` reason).
+    last_error: str | None = None
     # Set by an adapter that could not read the message as its producer meant it (a
     # dead-letter reason such as ``invalid_attributes``): the worker sets it aside.
     defect: str | None = None
@@ -59,7 +63,8 @@ class Backlog:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
-    """Retry and flow-control knobs shared by every adapter."""
+    """Retry and flow-control knobs: the worker applies the retry policy, adapters the
+    ack deadline and flow control (and Pub/Sub copies the rest onto its subscription)."""
 
     max_delivery_attempts: int = 5
     ack_deadline_seconds: float = 30.0
@@ -71,6 +76,10 @@ class DeliveryPolicy:
         """Delay before redelivery after the given (1-based) failed attempt."""
         delay = self.backoff_min_seconds * (2 ** max(attempt - 1, 0))
         return float(min(delay, self.backoff_max_seconds))
+
+    def last_attempt(self, attempt: int) -> bool:
+        """Whether a delivery with this attempt number must not be tried again."""
+        return attempt >= self.max_delivery_attempts
 
 
 class Broker(Protocol):
@@ -87,7 +96,12 @@ class Broker(Protocol):
         ...
 
     def ack(self, deliveries: Sequence[Delivery]) -> None: ...
-    def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None: ...
+
+    def nack(self, deliveries: Sequence[Delivery], *, reason: str, delay: float) -> None:
+        """Redeliver no sooner than ``delay`` seconds from now, whatever the attempt count
+        (Pub/Sub spaces redeliveries by its subscription's retry policy instead)."""
+        ...
+
     def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None: ...
     def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]: ...
     def get_dead_letter(self, dead_letter_id: str) -> DeadLetter: ...

@@ -48,12 +48,14 @@ def _sink(settings: Settings, topic: str, opts: dict[str, Any]) -> tuple[Sink, A
         from latam.bootstrap import build_broker, build_store
 
         store = build_store(settings)
-        if topic not in store.topic_ids([topic]):
+        topic_id = store.topic_ids([topic]).get(topic)
+        if topic_id is None:
             if not opts["create"]:
                 raise NotFound(f"topic {topic!r} does not exist (use --create)")
-            store.create_topic(topic)
+            topic_id = store.create_topic(topic).id
+        store.close()
         broker = build_broker(settings)
-        return BrokerSink(broker.publish, topic), broker.close
+        return BrokerSink(broker.publish, topic, topic_id), broker.close
     base = opts["url"] or f"http://{settings.host}:{settings.port}"
     headers = {"authorization": f"Bearer {opts['api_key']}"} if opts["api_key"] else {}
     client = httpx.Client(base_url=base, timeout=60, headers=headers)

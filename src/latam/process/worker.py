@@ -18,7 +18,7 @@ log = logging.getLogger("latam")
 def run_worker(settings: Settings) -> None:
     """Consume until SIGTERM/SIGINT; exit within ``shutdown_timeout_seconds``."""
     from latam import tracing
-    from latam.bootstrap import build_broker, build_store
+    from latam.bootstrap import build_broker, build_store, delivery_policy
     from latam.worker import Worker
 
     tracing.configure(service_name="latam-worker", otlp_endpoint=settings.otlp_endpoint)
@@ -28,7 +28,7 @@ def run_worker(settings: Settings) -> None:
         batch_size=settings.worker_batch_size,
         max_wait_seconds=settings.worker_max_wait_seconds,
         max_message_bytes=settings.max_message_bytes,
-        max_delivery_attempts=settings.max_delivery_attempts,
+        policy=delivery_policy(settings),
     )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -81,6 +81,13 @@ class SqlStore:
         with self._errors(), self.engine.connect() as conn:
             return {row.name: row.id for row in conn.execute(query)}
 
+    def topic_names(self, ids: Sequence[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        query = select(topics.c.id, topics.c.name).where(topics.c.id.in_(set(ids)))
+        with self._errors(), self.engine.connect() as conn:
+            return {row.id: row.name for row in conn.execute(query)}
+
     def list_topics(self, *, limit: int, after_id: int = 0) -> list[Topic]:
         query = (
             select(*TOPIC_COLUMNS).where(topics.c.id > after_id).order_by(topics.c.id).limit(limit)

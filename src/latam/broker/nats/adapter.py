@@ -8,9 +8,9 @@ attributes (``topic``, ``message_id``, ``published_at`` and the user's ones);
 inside its duplicate window, and only those.
 
 The consumer's ``ack_wait`` is the ack deadline and ``max_ack_pending`` the flow-control
-bound. Delivery attempts come from JetStream's ``num_delivered``; the attempt limit is
-enforced here (``max_deliver`` is unlimited) so that an exhausted message is copied into
-the ``<STREAM>_DLQ`` stream with its reason before it is terminated, never dropped.
+bound. Delivery attempts come from JetStream's ``num_delivered``; ``max_deliver`` is
+unlimited, so that the worker, which enforces the attempt limit, copies an exhausted
+message into the ``<STREAM>_DLQ`` stream with its reason before it is terminated.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from latam.broker import letters
-from latam.broker.base import REASON_MAX_ATTEMPTS, Backlog, DeadLetter, Delivery, DeliveryPolicy
+from latam.broker.base import Backlog, DeadLetter, Delivery, DeliveryPolicy
 from latam.broker.nats.admin import ensure_streams
 from latam.broker.nats.config import NatsConfig
 from latam.broker.nats.dead_letters import DeadLetterStream
@@ -111,12 +111,7 @@ class NatsBroker:
         for msg in self._link.run(go(), timeout=timeout + 30):
             delivery = self._delivery(msg)
             self._held[delivery.handle] = msg
-            if delivery.delivery_attempt > self.policy.max_delivery_attempts:
-                # Its lease kept expiring: dead-letter it like the other adapters do.
-                reason = f"{REASON_MAX_ATTEMPTS}: ack deadline expired"
-                self._dead_letter([delivery], reason, delivery.delivery_attempt - 1)
-            else:
-                deliveries.append(delivery)
+            deliveries.append(delivery)
         return deliveries
 
     def _delivery(self, msg: Any) -> Delivery:
@@ -148,29 +143,17 @@ class NatsBroker:
         # ack_sync waits for the server's confirmation: acknowledged means settled.
         self._settle(deliveries, "ack_sync", timeout=10)
 
-    def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
-        limit = self.policy.max_delivery_attempts
-        exhausted = [d for d in deliveries if d.delivery_attempt >= limit]
-        if exhausted:
-            self._dead_letter(exhausted, f"{REASON_MAX_ATTEMPTS}: {reason}", None)
-        for delivery in deliveries:
-            if delivery.delivery_attempt < limit:
-                delay = self.policy.backoff(delivery.delivery_attempt)
-                self._settle([delivery], "nak", delay=delay)
+    def nack(self, deliveries: Sequence[Delivery], *, reason: str, delay: float) -> None:
+        self._settle(deliveries, "nak", delay=delay)
 
     def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
-        self._dead_letter(deliveries, reason, None)
-
-    def _dead_letter(
-        self, deliveries: Sequence[Delivery], reason: str, attempts: int | None
-    ) -> None:
         async def go() -> None:
             js = await self._ready()
             copies = [
                 js.publish(
                     self.config.dead_letter_stream,
                     d.body,
-                    headers=letters.stamp(d, reason, attempts or d.delivery_attempt),
+                    headers=letters.stamp(d, reason, d.delivery_attempt),
                 )
                 for d in deliveries
             ]

@@ -27,7 +27,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
 from latam.broker import letters
-from latam.broker.base import REASON_MAX_ATTEMPTS, Backlog, DeadLetter, Delivery, DeliveryPolicy
+from latam.broker.base import Backlog, DeadLetter, Delivery, DeliveryPolicy
 from latam.broker.pubsub.config import PubsubConfig
 from latam.broker.pubsub.dead_letters import DeadLetterStore
 from latam.broker.pubsub.publish import publish_rpc
@@ -120,10 +120,9 @@ class PubsubBroker:
         if room <= 0:  # flow control: nothing more is leased until the worker settles
             time.sleep(max(timeout, 0.0))
             return []
-        accepted = (self._accept(m) for m in puller.pull(room, timeout))
-        return [delivery for delivery in accepted if delivery is not None]
+        return [self._accept(message) for message in puller.pull(room, timeout)]
 
-    def _accept(self, message: Any) -> Delivery | None:
+    def _accept(self, message: Any) -> Delivery:
         attempt = self._count(message)
         handle = f"{message.message_id}:{message.ack_id[-24:]}:{attempt}"
         delivery = Delivery(
@@ -136,11 +135,6 @@ class PubsubBroker:
         )
         self._held[handle] = message
         self._handed[handle] = time.monotonic()
-        if attempt > self.policy.max_delivery_attempts:
-            # Deliveries whose leases kept expiring: dead-letter like the other adapters.
-            reason = f"{REASON_MAX_ATTEMPTS}: ack deadline expired"
-            self.dead_letter([delivery], reason=reason, attempts=attempt - 1)
-            return None
         return delivery
 
     def _count(self, message: Any) -> int:
@@ -161,13 +155,18 @@ class PubsubBroker:
                 expired.append(message)
         self._release(expired)
 
-    def _take(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, Any]]:
+    def _take(
+        self, deliveries: Sequence[Delivery], *, forget: bool = True
+    ) -> list[tuple[Delivery, Any]]:
+        """The library messages of ``deliveries``, no longer held; ``forget`` drops their
+        delivery counts too (settled for good, not handed back)."""
         for delivery in deliveries:
             self._handed.pop(delivery.handle, None)
         taken = [(d, self._held.pop(d.handle, None)) for d in deliveries]
-        with self._lock:
-            for delivery, _ in taken:
-                self._seen.pop(delivery.broker_message_id, None)
+        if forget:
+            with self._lock:
+                for delivery, _ in taken:
+                    self._seen.pop(delivery.broker_message_id, None)
         return [(d, m) for d, m in taken if m is not None]
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
@@ -180,32 +179,17 @@ class PubsubBroker:
         if messages and self._puller is not None:
             self._puller.release(messages)
 
-    def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
-        exhausted = [
-            d for d in deliveries if d.delivery_attempt >= self.policy.max_delivery_attempts
-        ]
-        if exhausted:
-            self.dead_letter(exhausted, reason=f"{REASON_MAX_ATTEMPTS}: {reason}")
-        # The subscription's retry policy spaces the redelivery (min/max backoff).
-        returned = []
-        for delivery in deliveries:
-            self._handed.pop(delivery.handle, None)
-            if delivery not in exhausted and (message := self._held.pop(delivery.handle, None)):
-                returned.append(message)
+    def nack(self, deliveries: Sequence[Delivery], *, reason: str, delay: float) -> None:
+        """Hand back at once: the subscription's retry policy spaces the redelivery
+        (``latam pubsub setup`` sets it from the same backoff settings)."""
+        returned = [message for _delivery, message in self._take(deliveries, forget=False)]
         if returned and self._puller is not None:
             self._puller.nack(returned)
 
-    def dead_letter(
-        self, deliveries: Sequence[Delivery], *, reason: str, attempts: int | None = None
-    ) -> None:
+    def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
         wire: list[dict[str, Any]] = [
-            {
-                "data": delivery.body,
-                "attributes": letters.stamp(
-                    delivery, reason, attempts or delivery.delivery_attempt
-                ),
-            }
-            for delivery in deliveries
+            {"data": d.body, "attributes": letters.stamp(d, reason, d.delivery_attempt)}
+            for d in deliveries
         ]
         topic = self.config.dead_letter_topic_path
         publish_rpc(self._clients()[0], topic, wire, self._chunk_limits)

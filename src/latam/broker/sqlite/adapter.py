@@ -18,14 +18,17 @@ from pathlib import Path
 import orjson
 
 from latam.broker.base import (
-    REASON_MAX_ATTEMPTS,
     Backlog,
     DeadLetter,
     Delivery,
     DeliveryPolicy,
 )
 from latam.broker.sqlite.admin import QueueFile, read_attributes, read_body, read_time
-from latam.broker.sqlite.dead_letters import DeadLetterTable, move_to_dead_letters
+from latam.broker.sqlite.dead_letters import (
+    MAX_REASON,
+    DeadLetterTable,
+    move_to_dead_letters,
+)
 from latam.domain import OutboundMessage
 from latam.errors import BrokerUnavailable
 
@@ -127,16 +130,9 @@ class SqliteBroker:
                 " RETURNING seq, body, attributes, published_at, attempts, last_error",
                 (now + self.policy.ack_deadline_seconds, token, now, limit),
             ).fetchall()
-            # Delivered max times without an ack (the consumer kept dying): set it aside.
-            cap = self.policy.max_delivery_attempts
-            for seq, _body, _attrs, _pub, attempts, last_error in rows:
-                if attempts > cap:
-                    reason = f"{REASON_MAX_ATTEMPTS}: {last_error or 'ack deadline expired'}"
-                    move_to_dead_letters(conn, seq, reason, attempts - 1, now)
         deliveries = [
-            _delivery(f"{seq}:{token}", seq, body, attrs, published, attempts)
-            for seq, body, attrs, published, attempts, _err in sorted(rows)
-            if attempts <= cap
+            _delivery(f"{seq}:{token}", seq, body, attrs, published, attempts, last_error)
+            for seq, body, attrs, published, attempts, last_error in sorted(rows)
         ]
         self._in_flight.update(d.handle for d in deliveries)
         return deliveries
@@ -154,29 +150,26 @@ class SqliteBroker:
                     (lease, *seqs),
                 )
 
-    def nack(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
-        now = time.time()
+    def nack(self, deliveries: Sequence[Delivery], *, reason: str, delay: float) -> None:
+        available = time.time() + delay
         with self._settling(deliveries), self.file.tx() as conn:
-            for delivery in deliveries:
-                seq, lease = _key(delivery)
-                if delivery.delivery_attempt >= self.policy.max_delivery_attempts:
-                    reason_text = f"{REASON_MAX_ATTEMPTS}: {reason}"
-                    move_to_dead_letters(
-                        conn, seq, reason_text, delivery.delivery_attempt, now, lease=lease
-                    )
-                    continue
-                conn.execute(
-                    "UPDATE queue SET available_at = ?, lease = NULL, last_error = ?"
-                    " WHERE seq = ? AND lease = ?",
-                    (now + self.policy.backoff(delivery.delivery_attempt), reason, seq, lease),
-                )
+            conn.executemany(
+                "UPDATE queue SET available_at = ?, lease = NULL, last_error = ?"
+                " WHERE seq = ? AND lease = ?",
+                [(available, reason[:MAX_REASON], *_key(d)) for d in deliveries],
+            )
 
     def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
         now = time.time()
         with self._settling(deliveries), self.file.tx() as conn:
             for delivery in deliveries:
                 seq, lease = _key(delivery)
-                move_to_dead_letters(conn, seq, reason, delivery.delivery_attempt, now, lease=lease)
+                # The attributes as delivered (with the id the worker gave a message that
+                # had none); a row whose attributes could not be read keeps them as written.
+                attributes = None if delivery.defect else orjson.dumps(delivery.attributes)
+                move_to_dead_letters(
+                    conn, seq, reason, delivery.delivery_attempt, now, lease, attributes
+                )
 
     @contextmanager
     def _settling(self, deliveries: Sequence[Delivery]) -> Iterator[None]:
@@ -229,7 +222,13 @@ class _Pending:
 
 
 def _delivery(
-    handle: str, seq: int, body: object, attrs: object, published: object, attempts: int
+    handle: str,
+    seq: int,
+    body: object,
+    attrs: object,
+    published: object,
+    attempts: int,
+    last_error: str | None,
 ) -> Delivery:
     """A leased row as a delivery; a row a producer wrote badly carries its ``defect``."""
     data, body_defect = read_body(body)
@@ -242,6 +241,7 @@ def _delivery(
         attributes=attributes,
         published_at=published_at,
         delivery_attempt=attempts,
+        last_error=last_error if isinstance(last_error, str) else None,
         defect=body_defect or attributes_defect or time_defect,
     )
 

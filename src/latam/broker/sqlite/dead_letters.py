@@ -27,15 +27,23 @@ def move_to_dead_letters(
     reason: str,
     attempts: int,
     now: float,
-    *,
-    lease: str | None = None,
+    lease: str,
+    attributes: bytes | None = None,
 ) -> None:
-    """Move queue row ``seq`` (only while ``lease`` holds it, when given) aside."""
-    guard, params = ("AND lease = ?", (seq, lease)) if lease else ("", (seq,))
+    """Move queue row ``seq`` aside while ``lease`` still holds it; ``attributes``
+    replace the row's own when given."""
     moved = conn.execute(
-        "INSERT INTO dead_letters (body, attributes, published_at, reason, attempts, dead_at)"  # noqa: S608 - guard is a constant  # nosec B608
-        f" SELECT body, attributes, published_at, ?, ?, ? FROM queue WHERE seq = ? {guard}",
-        (reason[:MAX_REASON], attempts, now, *params),
+        "INSERT INTO dead_letters (body, attributes, published_at, reason, attempts, dead_at)"
+        " SELECT body, coalesce(?, attributes), published_at, ?, ?, ? FROM queue"
+        " WHERE seq = ? AND lease = ?",
+        (
+            None if attributes is None else attributes.decode(),
+            reason[:MAX_REASON],
+            attempts,
+            now,
+            seq,
+            lease,
+        ),
     ).rowcount
     if moved:
         conn.execute("DELETE FROM queue WHERE seq = ?", (seq,))
