@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help run test unit lint fmt typecheck venv clean bench soak monitor promtool security diagram smoke
+.PHONY: help run test unit chaos lint fmt typecheck venv clean bench soak monitor promtool security diagram smoke
 
 # Dependencies come from the hash-checked lock (requirements/lock.txt, regenerated from
 # pyproject.toml with the command in its header); the project itself installs on top.
@@ -31,6 +31,9 @@ test: venv ## the whole test suite
 
 unit: venv ## the fast unit tests: in process, on in-memory fakes, no server (seconds)
 	$(BIN)/pytest tests/unit -q -m "not slow"
+
+chaos: venv ## history checker: hostile producers, kill -9, every broker and store (SEED=1 MINUTES=10)
+	PYTHONPATH=. CI=true $(BIN)/python -m tests.chaos.history --seed $${SEED:-1} --minutes $${MINUTES:-10}
 
 lint: venv ## ruff, formatting and strict mypy
 	$(BIN)/ruff check .

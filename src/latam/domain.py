@@ -150,8 +150,14 @@ def validate_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
     for key, value in attributes.items():
         if key in RESERVED_ATTRIBUTES:
             raise InvalidMessage(f"attribute {key!r} is reserved", reason="invalid_attributes")
-        if not 1 <= len(key) <= MAX_ATTRIBUTE_KEY or len(value) > MAX_ATTRIBUTE_VALUE:
-            raise InvalidMessage("attribute key or value too long", reason="invalid_attributes")
+        # Bytes, not characters: Pub/Sub's limits (256 and 1,024) are on UTF-8 bytes.
+        key_bytes, value_bytes = len(key.encode()), len(value.encode())
+        if not 1 <= key_bytes <= MAX_ATTRIBUTE_KEY or value_bytes > MAX_ATTRIBUTE_VALUE:
+            raise InvalidMessage(
+                f"attribute {key[:40]!r}: keys are 1-{MAX_ATTRIBUTE_KEY} bytes and values at"
+                f" most {MAX_ATTRIBUTE_VALUE} bytes in UTF-8",
+                reason="invalid_attributes",
+            )
     return dict(attributes)
 
 

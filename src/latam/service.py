@@ -53,10 +53,12 @@ class PublishItem:
 
 @dataclass(frozen=True, slots=True)
 class MessagePage:
-    """A page of stored messages and the cursor of the next one."""
+    """A page of stored messages, the cursor of the next page (None on the last one)
+    and the cursor to resume after this page later, to see only newer messages."""
 
     items: list[StoredMessage]
     next_cursor: str | None
+    tail_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +156,8 @@ class Service:
             self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
         more = len(items) > limit
         items = items[:limit]
-        return MessagePage(items, encode_cursor(topic_id, items[-1].seq) if more else None)
+        last = encode_cursor(topic_id, items[-1].seq) if items else cursor
+        return MessagePage(items, last if more else None, last)
 
     def read_messages_json(
         self,
@@ -164,18 +167,20 @@ class Service:
         cursor: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> tuple[bytes, str | None] | None:
-        """A page as a JSON array read straight from the embedded store, or None where
-        the store has no such path (``read_messages`` serves those)."""
+    ) -> tuple[bytes, str | None, str | None] | None:
+        """A page as a JSON array read straight from the store, with the next and the
+        tail cursor (as in ``MessagePage``), or None where the store has no such path
+        (``read_messages`` serves those)."""
         if self.pages is None:
             return None
         after = _page_start(topic_id, cursor, since, until)
-        array, last = self.pages.page(
+        array, last, more = self.pages.page(
             topic_id, limit=limit, after_seq=after, since=since, until=until
         )
-        if array == b"[]":
+        if last is None:
             self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
-        return array, encode_cursor(topic_id, last) if last is not None else None
+        tail = encode_cursor(topic_id, last) if last is not None else cursor
+        return array, tail if more else None, tail
 
     # -- analytics --------------------------------------------------------------------
     def topic_stats(

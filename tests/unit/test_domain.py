@@ -137,3 +137,11 @@ def test_names_and_attributes_are_validated() -> None:
 def test_backoff_doubles_up_to_the_cap() -> None:
     policy = DeliveryPolicy(backoff_min_seconds=1, backoff_max_seconds=10)
     assert [policy.backoff(n) for n in range(1, 6)] == [1, 2, 4, 8, 10]
+
+
+def test_attribute_limits_are_in_utf8_bytes_as_on_pubsub() -> None:
+    assert validate_attributes({"k": "é" * 512}) == {"k": "é" * 512}  # 1,024 bytes
+    with pytest.raises(InvalidMessage, match="bytes"):
+        validate_attributes({"k": "é" * 513})  # 513 characters, 1,026 bytes
+    with pytest.raises(InvalidMessage):
+        validate_attributes({"ñ" * 129: "v"})  # 258 bytes of key

@@ -180,6 +180,21 @@ def test_read_messages_cursor_stays_stable_while_messages_arrive(service: Servic
     assert [m.message_id for m in rest.items] == ["0-2", "1-0", "1-1"]
 
 
+def test_tail_cursor_resumes_after_the_last_row_shown(service: Service) -> None:
+    """A live tail: read to the end, come back later, see only what arrived since."""
+    topic = service.create_topic(name="a")
+    write(service, topic.id, "a", 3)
+    page = service.read_messages(topic_id=topic.id, limit=10)
+    assert page.next_cursor is None  # the last page
+    assert page.tail_cursor is not None
+    idle = service.read_messages(topic_id=topic.id, limit=10, cursor=page.tail_cursor)
+    assert idle.items == []
+    assert idle.tail_cursor == page.tail_cursor  # nothing new: resume from the same place
+    write(service, topic.id, "a", 2, hours=1)
+    newer = service.read_messages(topic_id=topic.id, limit=10, cursor=idle.tail_cursor)
+    assert [m.message_id for m in newer.items] == ["1-0", "1-1"]
+
+
 def test_read_messages_time_window(service: Service) -> None:
     topic = service.create_topic(name="a")
     for hour in range(3):

@@ -119,9 +119,14 @@ def page_body(
     }
     built = service.read_messages_json(**args)
     if built is not None:
-        array, next_cursor = built
-        return b'{"data":' + array + b',"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+        array, next_cursor, tail_cursor = built
+        cursors = orjson.dumps({"next_cursor": next_cursor, "tail_cursor": tail_cursor})
+        return b'{"data":' + array + b"," + cursors[1:]
     page = service.read_messages(**args)
     return orjson.dumps(
-        {"data": [message_json(m) for m in page.items], "next_cursor": page.next_cursor}
+        {
+            "data": [message_json(m) for m in page.items],
+            "next_cursor": page.next_cursor,
+            "tail_cursor": page.tail_cursor,
+        }
     )

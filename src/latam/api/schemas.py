@@ -59,7 +59,11 @@ class MessageOut(BaseModel):
 
 class MessageList(BaseModel):
     data: list[MessageOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="the next page; null on the last page")
+    tail_cursor: str | None = Field(
+        description="resume here later to read only newer messages (a live tail); the"
+        " request's cursor when the page is empty"
+    )
 
 
 class DeadLetterOut(BaseModel):

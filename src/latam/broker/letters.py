@@ -22,18 +22,23 @@ DEAD_AT = "dead_lettered_at"
 # Earlier releases wrote the source time under this name on Pub/Sub; still read.
 LEGACY_SOURCE_TIME = "source_publish_time"
 META = frozenset({REASON, ATTEMPTS, SOURCE_TIME, DEAD_AT, LEGACY_SOURCE_TIME})
-MAX_REASON = 1000  # characters of a reason kept (attribute values are bounded on brokers)
+MAX_REASON = 1000  # bytes of a reason kept (Pub/Sub bounds attribute values at 1,024)
 
 
 def stamp(delivery: Delivery, reason: str, attempts: int) -> dict[str, str]:
     """The attributes of a dead-letter copy of ``delivery``."""
     return {
         **delivery.attributes,
-        REASON: reason[:MAX_REASON],
+        REASON: truncate(reason, MAX_REASON),
         ATTEMPTS: str(attempts),
         SOURCE_TIME: isoformat(delivery.published_at),
         DEAD_AT: isoformat(datetime.now(UTC)),
     }
+
+
+def truncate(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, never inside a character."""
+    return text.encode()[:max_bytes].decode(errors="ignore")
 
 
 def original(attributes: Mapping[str, str], *, foreign: Iterable[str] = ()) -> dict[str, str]:

@@ -63,8 +63,9 @@ class SqlitePages:
         after_seq: int,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> tuple[bytes, int | None]:
-        """The page as a JSON array, and the last seq shown when another page follows."""
+    ) -> tuple[bytes, int | None, bool]:
+        """The page as a JSON array, the last seq shown (None for an empty page), and
+        whether another page follows."""
         sql = SELECT
         values: dict[str, Any] = {"topic": topic_id, "after": after_seq, "probe": limit + 1}
         if since is not None:
@@ -78,7 +79,8 @@ class SqlitePages:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not be read ({type(exc).__name__})") from exc
         shown = rows[:limit]
-        return b"[" + _rows(shown) + b"]", (shown[-1][0] if len(rows) > limit else None)
+        last = shown[-1][0] if shown else None
+        return b"[" + _rows(shown) + b"]", last, len(rows) > limit
 
 
 def _rows(rows: list[tuple[Any, ...]]) -> bytes:

@@ -99,6 +99,6 @@ class PageReader(Protocol):
         after_seq: int,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> tuple[bytes, int | None]:
-        """The page as JSON, and the last seq shown when another page follows."""
+    ) -> tuple[bytes, int | None, bool]:
+        """The page as JSON, the last seq shown (None when empty), whether more follow."""
         ...

@@ -14,7 +14,7 @@ from typing import Any, cast
 from google.api_core import exceptions as google_errors
 from google.pubsub_v1 import PublisherClient as GapicPublisher
 
-from latam.errors import BrokerUnavailable
+from latam.errors import BrokerUnavailable, InvalidMessage
 
 RPC_TIMEOUT_SECONDS = 30.0  # bound on one publish, ack or admin call
 
@@ -44,6 +44,11 @@ def publish_rpc(
                     messages=cast(Any, chunk),
                     timeout=RPC_TIMEOUT_SECONDS,
                 )
+            except google_errors.InvalidArgument as exc:
+                # Retrying the same messages cannot succeed: the request is the problem.
+                raise InvalidMessage(
+                    f"Pub/Sub refused the messages: {exc.message}", reason="broker_rejected"
+                ) from exc
             except google_errors.GoogleAPIError as exc:
                 raise BrokerUnavailable(f"Pub/Sub publish failed: {type(exc).__name__}") from exc
             ids.extend(response.message_ids)
