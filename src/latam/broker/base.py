@@ -82,6 +82,39 @@ class DeliveryPolicy:
         return attempt >= self.max_delivery_attempts
 
 
+class DeadLetterStore(Protocol):
+    """Where an adapter keeps its dead letters (a table, a stream, a subscription)."""
+
+    def list_letters(self, *, limit: int, after: str | None) -> list[DeadLetter]: ...
+    def get(self, dead_letter_id: str) -> DeadLetter: ...
+    def replay(self, ids: Sequence[str] | None) -> int: ...
+    def purge(self, ids: Sequence[str] | None) -> int: ...
+    def count(self) -> int | None: ...
+
+
+class DeadLettersIn:
+    """The port's dead-letter methods, answered by the adapter's ``dead_letters``."""
+
+    @property
+    def dead_letters(self) -> DeadLetterStore:
+        raise NotImplementedError
+
+    def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]:
+        return self.dead_letters.list_letters(limit=limit, after=after)
+
+    def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        return self.dead_letters.get(dead_letter_id)
+
+    def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
+        return self.dead_letters.replay(ids)
+
+    def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
+        return self.dead_letters.purge(ids)
+
+    def dead_letter_count(self) -> int | None:
+        return self.dead_letters.count()
+
+
 class Broker(Protocol):
     """The port every broker adapter implements."""
 

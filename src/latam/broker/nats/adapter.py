@@ -24,7 +24,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from latam.broker import letters
-from latam.broker.base import Backlog, DeadLetter, Delivery, DeliveryPolicy
+from latam.broker.base import Backlog, DeadLettersIn, Delivery, DeliveryPolicy
 from latam.broker.nats.admin import ensure_streams
 from latam.broker.nats.config import NatsConfig
 from latam.broker.nats.dead_letters import DeadLetterStream
@@ -41,7 +41,7 @@ def dedupe_id(topic: str, message_id: str) -> str:
     return f"{len(topic)}:{topic}:{message_id}"
 
 
-class NatsBroker:
+class NatsBroker(DeadLettersIn):
     """Broker adapter on a JetStream stream (``nats://HOST:PORT/STREAM``)."""
 
     name = "nats"
@@ -53,7 +53,7 @@ class NatsBroker:
         self._link = NatsLink(config.server)
         self._psub: Any = None
         self._held: dict[str, Any] = {}  # handle -> NATS message, until settled
-        self.dead_letters = DeadLetterStream(config, self._link, self._ready)
+        self._dead_letters = DeadLetterStream(config, self._link, self._ready)
 
     async def _ready(self) -> Any:
         """The JetStream context once the streams and the consumer exist."""
@@ -170,21 +170,9 @@ class NatsBroker:
         # Only once the copy is durable is the original terminated.
         self._settle(deliveries, "term")
 
-    # -- dead letters -------------------------------------------------------------------
-    def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]:
-        return self.dead_letters.list_letters(limit=limit, after=after)
-
-    def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        return self.dead_letters.get(dead_letter_id)
-
-    def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
-        return self.dead_letters.replay(ids)
-
-    def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
-        return self.dead_letters.purge(ids)
-
-    def dead_letter_count(self) -> int:
-        return self.dead_letters.count()
+    @property
+    def dead_letters(self) -> DeadLetterStream:
+        return self._dead_letters
 
     # -- health -------------------------------------------------------------------------
     def backlog(self) -> Backlog:

@@ -27,7 +27,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
 from latam.broker import letters
-from latam.broker.base import Backlog, DeadLetter, Delivery, DeliveryPolicy
+from latam.broker.base import Backlog, DeadLettersIn, Delivery, DeliveryPolicy
 from latam.broker.pubsub.config import PubsubConfig
 from latam.broker.pubsub.dead_letters import DeadLetterStore
 from latam.broker.pubsub.publish import publish_rpc
@@ -43,7 +43,7 @@ from latam.errors import BrokerUnavailable
 MAX_COUNTED_MESSAGES = 100_000  # local delivery counters kept when Pub/Sub reports none
 
 
-class PubsubBroker:
+class PubsubBroker(DeadLettersIn):
     """Broker adapter on a Pub/Sub topic and its pull subscription."""
 
     name = "pubsub"
@@ -195,26 +195,9 @@ class PubsubBroker:
         publish_rpc(self._clients()[0], topic, wire, self._chunk_limits)
         self.ack(deliveries)
 
-    # -- dead letters -------------------------------------------------------------------
-    def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]:
-        return self.dead_letters.list_letters(limit=limit, after=after)
-
-    def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        return self.dead_letters.get(dead_letter_id)
-
-    def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
-        return self.dead_letters.replay(ids, self.config.topic_path)
-
-    def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
-        return self.dead_letters.purge(ids)
-
     # -- health -------------------------------------------------------------------------
     def backlog(self) -> Backlog | None:
         """Pub/Sub reports backlog through Cloud Monitoring (num_undelivered_messages)."""
-        return None
-
-    def dead_letter_count(self) -> int | None:
-        """Counting would mean pulling the whole dead-letter subscription; not cheap."""
         return None
 
     def ping(self) -> None:

@@ -55,7 +55,14 @@ class DeadLetterStore:
     def purge(self, ids: Sequence[str] | None) -> int:
         return len(self._with_snapshot(_selector(ids), action=None, only_chosen=True))
 
-    def replay(self, ids: Sequence[str] | None, topic_path: str) -> int:
+    def count(self) -> int | None:
+        """Counting would mean pulling the whole dead-letter subscription; not cheap
+        (Cloud Monitoring's num_undelivered_messages has it)."""
+        return None
+
+    def replay(self, ids: Sequence[str] | None) -> int:
+        topic_path = self.config.topic_path
+
         def republish(chosen: list[tuple[str, Any]]) -> None:
             wire = [
                 {"data": m.message.data, "attributes": _original(m.message.attributes)}

@@ -19,7 +19,7 @@ import orjson
 
 from latam.broker.base import (
     Backlog,
-    DeadLetter,
+    DeadLettersIn,
     Delivery,
     DeliveryPolicy,
 )
@@ -35,7 +35,7 @@ from latam.errors import BrokerUnavailable
 POLL_MIN, POLL_MAX = 0.01, 0.1  # seconds between looks at an empty queue, growing while idle
 
 
-class SqliteBroker:
+class SqliteBroker(DeadLettersIn):
     """Broker adapter on a local SQLite file (``sqlite:///path/to/broker.db``)."""
 
     name = "sqlite"
@@ -44,7 +44,7 @@ class SqliteBroker:
         self.path = path
         self.policy = policy
         self.file = QueueFile(path, synchronous=synchronous)
-        self.dead_letters = DeadLetterTable(self.file)
+        self._dead_letters = DeadLetterTable(self.file)
         self._in_flight: set[str] = set()
         self._idle = POLL_MIN
         self._pending: list[_Pending] = []
@@ -181,21 +181,9 @@ class SqliteBroker:
         finally:
             self._in_flight.difference_update(d.handle for d in deliveries)
 
-    # -- dead letters -----------------------------------------------------------------
-    def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]:
-        return self.dead_letters.list_letters(limit=limit, after=after)
-
-    def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        return self.dead_letters.get(dead_letter_id)
-
-    def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
-        return self.dead_letters.replay(ids)
-
-    def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
-        return self.dead_letters.purge(ids)
-
-    def dead_letter_count(self) -> int:
-        return self.dead_letters.count()
+    @property
+    def dead_letters(self) -> DeadLetterTable:
+        return self._dead_letters
 
     # -- health ---------------------------------------------------------------------
     def backlog(self) -> Backlog:
