@@ -193,6 +193,17 @@ def test_wrong_audience_or_account_is_403(client: TestClient, claims: dict[str, 
         (envelope(b"[1, 2]"), "not_object"),
         (envelope(b'{"big": "' + b"x" * 2000 + b'"}'), "too_large"),
         (envelope(topic="ghost"), "unknown_topic"),
+        # What made the push endpoint answer 500 before every input met one guard:
+        (envelope(published_at="9999-12-31T23:59:59-01:00"), "invalid_timestamp"),
+        (envelope(published_at="1733112345000"), "invalid_timestamp"),
+        (envelope(topic="a\x00b"), "invalid_topic"),
+        (envelope(topic_id="x"), "invalid_topic"),
+        ({"message": {"data": "e30=", "messageId": 7, "attributes": {}}}, "bad_envelope"),
+        (
+            {"message": {"data": "e30=", "messageId": "1", "attributes": {"topic": 5}}},
+            "invalid_attributes",
+        ),
+        ({"message": {"data": "e30=", "messageId": "1", "attributes": ["topic"]}}, "bad_envelope"),
     ],
 )
 def test_permanently_bad_pushes_are_400(client: TestClient, body: Any, slug: str) -> None:
