@@ -19,9 +19,12 @@ REASON = "reason"
 ATTEMPTS = "delivery_attempts"
 SOURCE_TIME = "source_published_at"
 DEAD_AT = "dead_lettered_at"
+# The broker's id of the original delivery: two copies with the same one are one dead
+# letter set aside twice (the process died between the copy and settling the original).
+SOURCE_ID = "source_message_id"
 # Earlier releases wrote the source time under this name on Pub/Sub; still read.
 LEGACY_SOURCE_TIME = "source_publish_time"
-META = frozenset({REASON, ATTEMPTS, SOURCE_TIME, DEAD_AT, LEGACY_SOURCE_TIME})
+META = frozenset({REASON, ATTEMPTS, SOURCE_TIME, DEAD_AT, SOURCE_ID, LEGACY_SOURCE_TIME})
 MAX_REASON = 1000  # bytes of a reason kept (Pub/Sub bounds attribute values at 1,024)
 
 
@@ -33,6 +36,7 @@ def stamp(delivery: Delivery, reason: str, attempts: int) -> dict[str, str]:
         ATTEMPTS: str(attempts),
         SOURCE_TIME: isoformat(delivery.published_at),
         DEAD_AT: isoformat(datetime.now(UTC)),
+        SOURCE_ID: delivery.broker_message_id,
     }
 
 

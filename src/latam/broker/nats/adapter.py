@@ -153,7 +153,12 @@ class NatsBroker(DeadLettersIn):
                 js.publish(
                     self.config.dead_letter_stream,
                     d.body,
-                    headers=letters.stamp(d, reason, d.delivery_attempt),
+                    # One dead letter per original, even if this process dies before
+                    # terminating it and the next one sets it aside again.
+                    headers={
+                        **letters.stamp(d, reason, d.delivery_attempt),
+                        MSG_ID: f"dead:{d.broker_message_id}",
+                    },
                 )
                 for d in deliveries
             ]

@@ -72,7 +72,7 @@ class DeadLetterStream:
             js = await self._ready()
             replayed = 0
             for raw in await self._chosen(ids):
-                headers = letters.original(raw.headers or {})
+                headers = letters.original(raw.headers or {}, foreign=[NATS_PREFIX])
                 await js.publish(self.config.subject, raw.data or b"", headers=headers)
                 replayed += await self._delete(js, raw.seq)
             return replayed

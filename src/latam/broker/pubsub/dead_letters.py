@@ -113,7 +113,22 @@ class DeadLetterStore:
                 break
             for received in response.received_messages:
                 held[received.message.message_id] = (received.ack_id, received)
-        return list(held.values())
+        return self._without_copies(list(held.values()))
+
+    def _without_copies(self, held: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """Acknowledge (drop) second copies of one dead letter: a worker that died after
+        publishing the copy and before settling the original sets it aside again."""
+        kept: dict[str, tuple[str, Any]] = {}
+        copies: list[str] = []
+        for ack_id, received in sorted(held, key=lambda h: _sort_key(h[1].message.message_id)):
+            source = received.message.attributes.get(letters.SOURCE_ID)
+            if source and source in kept:
+                copies.append(ack_id)
+                continue
+            kept[source or received.message.message_id] = (ack_id, received)
+        if copies:
+            self._call("acknowledge", ack_ids=copies)
+        return list(kept.values())
 
     def _release(self, ack_ids: list[str]) -> None:
         for start in range(0, len(ack_ids), 1000):
