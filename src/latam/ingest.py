@@ -112,9 +112,11 @@ class Ingest:
         by_name = self._ids(sorted({m.topic for _, m in items if m.topic_id is None}))
         writable: list[tuple[K, int, NewMessage]] = []
         for key, message in items:
-            if message.topic_id is not None and message.topic_id in by_id:
-                name = by_id[message.topic_id]
-                writable.append((key, message.topic_id, dataclasses.replace(message, topic=name)))
+            topic_id = message.topic_id
+            if topic_id is not None and topic_id in by_id:
+                if by_id[topic_id] != message.topic:  # renamed since it was published
+                    message = dataclasses.replace(message, topic=by_id[topic_id])
+                writable.append((key, topic_id, message))
             elif message.topic_id is None and message.topic in by_name:
                 writable.append((key, by_name[message.topic], message))
             else:

@@ -40,6 +40,7 @@ import orjson
 
 from tests.databases import temporary_database
 from tests.e2e.backends import BROKERS
+from tests.pubsub_emulator import EMULATOR
 from tests.support import LatamProcess, free_port, latam_env, wait_http
 
 MAX_MESSAGE_BYTES = 4096
@@ -504,9 +505,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ends = time.monotonic() + args.minutes * 60
     seed, totals, failed = args.seed, Counter[str](), False
+    try:
+        failed = _loop(seed, ends, args.seconds_per_run, totals)
+    finally:
+        EMULATOR.stop()  # started on first use by the Pub/Sub pair; stopped by its PID
+    print("total " + " ".join(f"{k}={v}" for k, v in sorted(totals.items())))
+    return 1 if failed else 0
+
+
+def _loop(seed: int, ends: float, seconds: float, totals: Counter[str]) -> bool:
+    failed = False
     while time.monotonic() < ends:
         for broker, store in PAIRS:
-            run = Run(seed=seed, broker=broker, store=store, seconds=args.seconds_per_run)
+            run = Run(seed=seed, broker=broker, store=store, seconds=seconds)
             with TemporaryDirectory(prefix="latam-chaos-") as workdir:
                 report = execute(run, Path(workdir))
             print(report.line(), flush=True)
@@ -518,8 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                 for problem in report.problems[:50]:
                     print(f"  {problem}")
         seed += 1
-    print("total " + " ".join(f"{k}={v}" for k, v in sorted(totals.items())))
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

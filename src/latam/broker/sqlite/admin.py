@@ -178,5 +178,7 @@ def read_attributes(text: object) -> tuple[dict[str, str], str | None]:
         return {}, "invalid_attributes"
     if not isinstance(parsed, dict):
         return {}, "invalid_attributes"
-    kept = {k: v for k, v in parsed.items() if isinstance(v, str)}
-    return kept, None if len(kept) == len(parsed) else "invalid_attributes"
+    for value in parsed.values():
+        if type(value) is not str:
+            return {k: v for k, v in parsed.items() if isinstance(v, str)}, "invalid_attributes"
+    return parsed, None
