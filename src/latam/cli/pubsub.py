@@ -30,7 +30,6 @@ def setup() -> None:
 
 
 # The command's name in earlier releases; scripts that call it keep working.
-pubsub.add_command(setup, name="bootstrap")
-pubsub.commands["bootstrap"] = click.Command(
-    "bootstrap", callback=setup.callback, help=setup.help, hidden=True
+pubsub.add_command(
+    click.Command("bootstrap", callback=setup.callback, help=setup.help, hidden=True)
 )
