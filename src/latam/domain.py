@@ -109,7 +109,8 @@ class OutboundMessage:
         return wire
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like ``Delivery``: built once per message on the hot path. Read-only.
+@dataclass(slots=True)
 class NewMessage:
     """A decoded, validated message the worker writes to the store."""
 
@@ -251,15 +252,14 @@ def decode_envelope(
             )
         topic_id = int(raw_id)
     user_attributes = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
-    return NewMessage(
-        topic=topic,
-        message_id=validate_message_id(attributes.get(ATTR_MESSAGE_ID) or fallback_id),
-        # orjson.loads accepted it, so the text is valid JSON: store it as sent.
-        data=body.decode(),
-        attributes=user_attributes,
-        published_at=published_at,
-        traceparent=attributes.get(ATTR_TRACEPARENT),
-        topic_id=topic_id,
+    return NewMessage(  # positional: a third of the keyword call's cost, once per message
+        topic,
+        validate_message_id(attributes.get(ATTR_MESSAGE_ID) or fallback_id),
+        body.decode(),  # orjson.loads accepted it, so it is valid JSON: stored as sent
+        user_attributes,
+        published_at,
+        attributes.get(ATTR_TRACEPARENT),
+        topic_id,
     )
 
 

@@ -219,18 +219,18 @@ def _delivery(
     last_error: str | None,
 ) -> Delivery:
     """A leased row as a delivery; a row a producer wrote badly carries its ``defect``."""
-    data, body_defect = read_body(body)
+    data, body_defect = (body, None) if type(body) is bytes else read_body(body)
     attributes, attributes_defect = read_attributes(attrs)
     published_at, time_defect = read_time(published)
-    return Delivery(
-        handle=handle,
-        broker_message_id=f"sqlite-{seq}",
-        body=data,
-        attributes=attributes,
-        published_at=published_at,
-        delivery_attempt=attempts,
-        last_error=last_error if isinstance(last_error, str) else None,
-        defect=body_defect or attributes_defect or time_defect,
+    return Delivery(  # positional: once per message
+        handle,
+        f"sqlite-{seq}",
+        data,
+        attributes,
+        published_at,
+        attempts,
+        last_error if isinstance(last_error, str) else None,
+        body_defect or attributes_defect or time_defect,
     )
 
 
