@@ -47,7 +47,7 @@ fmt: venv ## fix what ruff can and reformat
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: venv ## benchmark suite; appends its figures to docs/benchmarks.md (under 10 min)
+bench: venv ## benchmark suite; appends its figures to docs/benchmarks.md (about 35 min; BENCH_ARGS="--only ingest,reads" for a part)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk)
 	PYTHONPATH=. $(BIN)/python -m bench.run $(BENCH_ARGS)
 

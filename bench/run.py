@@ -20,12 +20,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, memory, reads
+from bench import freshness, memory, reads, stats, windows
 from bench.common import ROOT, Figure, free_port, latam, latam_env, machine, wait_ready
 from bench.floor import floor_rate
 from bench.ingest import create_topic, publish_and_wait
 
-PARTS = ("floor", "ingest", "reads", "freshness", "memory", "stores", "brokers")
+PARTS = (
+    "floor",
+    "ingest",
+    "reads",
+    "windows",
+    "stats",
+    "freshness",
+    "memory",
+    "stores",
+    "brokers",
+)
 
 
 def emit(figures: list[Figure]) -> list[Figure]:
@@ -103,6 +113,24 @@ def other_stores(runs: int, total: int, wrk_seconds: int) -> list[Figure]:
     for kind, label in (("postgresql", "PostgreSQL store"), ("mysql", "MariaDB store")):
         with tempfile.TemporaryDirectory() as tmp, temporary_database(kind, Path(tmp)) as url:
             figures += ingest_and_reads(label, runs, total, wrk_seconds, True, database_url=url)
+    return figures
+
+
+STORE_KINDS = (
+    ("sqlite", "embedded"),
+    ("postgresql", "PostgreSQL store"),
+    ("mysql", "MariaDB store"),
+)
+
+
+def per_store(measure: Any, total: int, seconds: int) -> list[Figure]:
+    """``measure`` on a private database of each store, loaded by ``measure`` itself."""
+    from tests.databases import temporary_database
+
+    figures: list[Figure] = []
+    for kind, label in STORE_KINDS:
+        with tempfile.TemporaryDirectory() as tmp, temporary_database(kind, Path(tmp)) as url:
+            figures += measure(label, url, Path(tmp), serve, total, seconds)
     return figures
 
 
@@ -189,6 +217,20 @@ def main() -> None:
         part(
             "ingest",
             lambda: ingest_and_reads("embedded", runs, total, wrk_seconds, "reads" in only),
+        )
+    if "windows" in only:
+        part(
+            "windows",
+            lambda: per_store(
+                windows.measure, 50_000 if args.quick else 1_000_000, 3 if args.quick else 8
+            ),
+        )
+    if "stats" in only:
+        part(
+            "stats",
+            lambda: per_store(
+                stats.measure, 50_000 if args.quick else 5_000_000, 3 if args.quick else 8
+            ),
         )
     if "freshness" in only:
         part("freshness", lambda: fresh(runs, 5 if args.quick else 12))

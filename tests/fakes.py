@@ -390,10 +390,16 @@ class MemoryStore:
         after_seq: int = 0,
         since: datetime | None = None,
         until: datetime | None = None,
+        after_time: datetime | None = None,
     ) -> list[StoredMessage]:
         self._check()
-        rows = self._rows(topic_id, since, until)
-        return [s.message for s in rows if s.message.seq > after_seq][:limit]
+        rows = [s.message for s in self._rows(topic_id, since, until)]
+        if since is None and until is None:
+            return [m for m in rows if m.seq > after_seq][:limit]
+        in_time = sorted(rows, key=lambda m: (m.published_at, m.seq))
+        if after_time is not None:
+            in_time = [m for m in in_time if (m.published_at, m.seq) > (after_time, after_seq)]
+        return in_time[:limit]
 
     def count_messages(self, topic_id: int) -> int:
         return len(self._rows(topic_id))

@@ -11,7 +11,7 @@ import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import simplejson
@@ -271,12 +271,67 @@ def encode_cursor(topic_id: int, seq: int) -> str:
 
 def decode_cursor(cursor: str, *, topic_id: int) -> int:
     """The sequence number a cursor points after; rejects garbled or foreign cursors."""
+    position = decode_position(cursor, topic_id=topic_id)
+    if position.published_at is not None:
+        raise InvalidRequest("cursor is not valid", field="cursor")
+    return position.seq
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a page of messages starts.
+
+    Without a time window pages walk ingest order, and a page starts after ``seq``. With
+    ``since``/``until`` they walk publish-time order, ``(published_at, seq)``, so that one
+    index serves the window and the order at any position in the topic (a producer may
+    set ``published_at`` in the past, so publish time and ingest order can disagree); such
+    a page starts after the pair.
+    """
+
+    seq: int = 0
+    published_at: datetime | None = None
+
+    def encode(self, topic_id: int) -> str:
+        """The opaque cursor, bound to one topic (v1: ingest order, v2: publish time)."""
+        if self.published_at is None:
+            return encode_cursor(topic_id, self.seq)
+        micros = (self.published_at - EPOCH) // timedelta(microseconds=1)
+        raw = f"v2:{topic_id}:{micros}:{self.seq}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - EPOCH) // timedelta(
+    microseconds=1
+)
+MIN_MICROS = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
+
+
+def decode_position(cursor: str, *, topic_id: int) -> Position:
+    """The position a cursor points after; rejects garbled or foreign cursors."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        version, topic, seq = base64.urlsafe_b64decode(padded).decode().split(":")
-        topic_value, seq_value = int(topic), int(seq)
+        version, topic, *rest = base64.urlsafe_b64decode(padded).decode().split(":")
+        topic_value, *numbers = (int(topic), *(int(part) for part in rest))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidRequest("cursor is not valid", field="cursor") from exc
-    if version != "v1" or topic_value != topic_id or not 0 <= seq_value < 2**63:
+    shape = {"v1": 1, "v2": 2}.get(version)
+    if shape != len(numbers) or not 0 <= numbers[-1] < 2**63:
+        raise InvalidRequest("cursor is not valid", field="cursor")
+    if topic_value != topic_id:
         raise InvalidRequest("cursor does not belong to this topic", field="cursor")
-    return seq_value
+    if shape == 1:
+        return Position(numbers[0])
+    micros, seq = numbers
+    if not MIN_MICROS <= micros <= MAX_MICROS:
+        raise InvalidRequest("cursor is not valid", field="cursor")
+    return Position(seq, EPOCH + timedelta(microseconds=micros))
+
+
+def window_start(since: datetime | None, after: Position) -> tuple[datetime, int] | None:
+    """The ``(published_at, seq)`` a time-window page starts after: the later of the
+    window's start (every row at ``since`` included, as seqs start at 1) and the cursor."""
+    bounds = [(since, 0)] if since is not None else []
+    if after.published_at is not None:
+        bounds.append((after.published_at, after.seq))
+    return max(bounds) if bounds else None

@@ -15,8 +15,10 @@ from latam.broker.base import Broker, DeadLetter
 from latam.domain import (
     BUCKET_SECONDS,
     OutboundMessage,
+    Position,
     Topic,
     decode_cursor,
+    decode_position,
     encode_cursor,
     encode_data,
     new_message_id,
@@ -150,13 +152,20 @@ class Service:
     ) -> MessagePage:
         after = _page_start(topic_id, cursor, since, until)
         items = self.store.list_messages(
-            topic_id, limit=limit + 1, after_seq=after, since=since, until=until
+            topic_id,
+            limit=limit + 1,
+            after_seq=after.seq,
+            after_time=after.published_at,
+            since=since,
+            until=until,
         )
         if not items:
             self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
         more = len(items) > limit
         items = items[:limit]
-        last = encode_cursor(topic_id, items[-1].seq) if items else cursor
+        last = cursor
+        if items:
+            last = _cursor(topic_id, items[-1].seq, items[-1].published_at, since, until)
         return MessagePage(items, last if more else None, last)
 
     def read_messages_json(
@@ -175,11 +184,16 @@ class Service:
             return None
         after = _page_start(topic_id, cursor, since, until)
         array, last, more = self.pages.page(
-            topic_id, limit=limit, after_seq=after, since=since, until=until
+            topic_id,
+            limit=limit,
+            after_seq=after.seq,
+            after_time=after.published_at,
+            since=since,
+            until=until,
         )
         if last is None:
             self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
-        tail = encode_cursor(topic_id, last) if last is not None else cursor
+        tail = _cursor(topic_id, *last, since, until) if last else cursor
         return array, tail if more else None, tail
 
     # -- analytics --------------------------------------------------------------------
@@ -235,8 +249,37 @@ class Service:
 
 def _page_start(
     topic_id: int, cursor: str | None, since: datetime | None, until: datetime | None
-) -> int:
-    """The sequence a page starts after, once the cursor and time window are checked."""
+) -> Position:
+    """Where a page starts, once the cursor and time window are checked: a cursor of a
+    page with a time window continues only such a page, and one without only one without
+    (the two walk different orders, see ``domain.Position``)."""
     if since is not None and until is not None and since > until:
         raise InvalidRequest("since must not be after until", field="since")
-    return decode_cursor(cursor, topic_id=topic_id) if cursor else 0
+    if not cursor:
+        return Position()
+    position = decode_position(cursor, topic_id=topic_id)
+    windowed = since is not None or until is not None
+    if windowed and position.published_at is None:
+        raise InvalidRequest(
+            "this cursor is from a page without since/until; a page with a time window"
+            " starts without a cursor and continues with the cursors it returns",
+            field="cursor",
+        )
+    if not windowed and position.published_at is not None:
+        raise InvalidRequest(
+            "this cursor is from a page with since/until; pass the same window again",
+            field="cursor",
+        )
+    return position
+
+
+def _cursor(
+    topic_id: int,
+    seq: int,
+    published_at: datetime,
+    since: datetime | None,
+    until: datetime | None,
+) -> str:
+    """The cursor after a row, in the order its page walked."""
+    windowed = since is not None or until is not None
+    return Position(seq, published_at if windowed else None).encode(topic_id)

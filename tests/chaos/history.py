@@ -368,8 +368,19 @@ def execute(run: Run, workdir: Path) -> Report:
                 reader.poll(client, name)
             stored = {name: _read_all(client, topic_ids[name]) for name in names}
             letters = _dead_letters(client)
+            totals = {t["topic"]: t["count"] for t in client.get("/v1/stats").json()["data"]}
         worker = _check_alive(worker, exits)
         worker.terminate()
+        # The stats' rollups, written with the rows through every kill: the same figures.
+        ctx.problems += [
+            f"stats count {totals.get(name)} messages in {name}, {len(rows)} are stored"
+            for name, rows in stored.items()
+            if totals.get(name) != len(rows)
+        ]
+        verify = LatamProcess(["rollups", "verify"], env, workdir / "verify.log").start()
+        assert verify.proc is not None
+        if verify.proc.wait(120) != 0:
+            ctx.problems.append(f"rollups differ from the rows: {verify.log()[-1500:]}")
     return _verdict(ctx, stored, letters, exits)
 
 

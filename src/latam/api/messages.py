@@ -88,14 +88,28 @@ async def read_messages(
     service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    since: Annotated[datetime | None, Query(description="published_at >= since")] = None,
-    until: Annotated[datetime | None, Query(description="published_at < until")] = None,
+    since: Annotated[
+        datetime | None,
+        Query(description="published_at >= since; the page is then in publish-time order"),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        Query(description="published_at < until; the page is then in publish-time order"),
+    ] = None,
 ) -> Response:
-    """Stored messages in ingest order, paged by an opaque cursor."""
+    """Stored messages, paged by an opaque cursor.
+
+    Without `since`/`until` a page is in ingest order (`seq`), the order a live reader
+    follows with `tail_cursor`. With either, it is in publish-time order
+    (`published_at`, then ingest order), which may differ when producers set
+    `published_at` themselves: every row in the window is returned exactly once, and a
+    page's cost does not depend on where the window falls in the topic. A cursor only
+    continues a page of the same kind (400 otherwise); pass the same window with it.
+    """
     since, until = as_utc(since), as_utc(until)
-    if service.pages is not None and since is None and until is None:
+    if service.pages is not None:
         # One indexed range read of a local file: cheaper on the event loop than a thread hop.
-        body = page_body(service, topic_id, limit, cursor, None, None)
+        body = page_body(service, topic_id, limit, cursor, since, until)
     else:
         body = await run_in_threadpool(page_body, service, topic_id, limit, cursor, since, until)
     return Response(body, media_type="application/json")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from latam.cli import dead_letters, keys, processes, publish, pubsub, topics
+from latam.cli import dead_letters, keys, processes, publish, pubsub, rollups, topics
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,5 +31,6 @@ for command in (
     publish.publish,
     keys.keys,
     pubsub.pubsub,
+    rollups.rollups,
 ):
     main.add_command(command)

@@ -19,6 +19,7 @@ def run_worker(settings: Settings) -> None:
     """Consume until SIGTERM/SIGINT; exit within ``shutdown_timeout_seconds``."""
     from latam import tracing
     from latam.bootstrap import build_broker, build_store, delivery_policy
+    from latam.storage.repository import SqlStore
     from latam.worker import Worker
 
     tracing.configure(service_name="latam-worker", otlp_endpoint=settings.otlp_endpoint)
@@ -50,6 +51,10 @@ def run_worker(settings: Settings) -> None:
             target=exit_with_parent, args=(int(parent), on_signal), daemon=True
         ).start()
     threading.Thread(target=worker.refresh_gauges_forever, daemon=True).start()
+    if isinstance(worker.store, SqlStore):  # rows stored before the rollups existed
+        threading.Thread(
+            target=worker.store.build_rollups, args=(worker.stop,), daemon=True
+        ).start()
     worker.refresh_gauges()
     try:
         worker.run()

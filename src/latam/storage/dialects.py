@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -11,15 +12,22 @@ from sqlalchemy import (
     ColumnElement,
     Engine,
     Insert,
+    Select,
     String,
+    and_,
     cast,
     create_engine,
     event,
     extract,
     func,
     insert,
+    literal,
     literal_column,
+    or_,
+    select,
+    tuple_,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -28,7 +36,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 from latam.domain import BUCKET_SECONDS
 from latam.errors import Conflict, SchemaNotCurrent, StoreRejected, StoreUnavailable
 from latam.settings import Settings
-from latam.storage.schema import messages
+from latam.storage.schema import UTCDateTime, messages
 
 MYSQL_NAMES = frozenset({"mysql", "mariadb"})
 SQLITE_POOL_SIZE = 40  # the API's thread pool size (anyio's default)
@@ -124,6 +132,61 @@ def insert_ignoring_duplicates(dialect_name: str) -> Insert:
     return insert(messages)
 
 
+TIME_INDEX = "ix_messages_topic_id_published_at_seq"
+SEQ_INDEX = "ix_messages_topic_id_seq"
+
+
+def through(query: Select[Any], index: str) -> Select[Any]:
+    """``query`` on ``messages`` read through ``index`` on MySQL and MariaDB.
+
+    Given ``topic_id = ?`` and a range on the next column of an index, MariaDB picks a
+    ``ref`` on ``topic_id`` alone and filters the rest: a page from the middle of a
+    1,000,000-message topic took 37 to 195 ms instead of 1.4 to 1.8 ms (``EXPLAIN``:
+    ``ref``, key length 8, against ``range``, key length 16, with the hint). The other
+    stores seek the range by themselves.
+    """
+    hint = f"FORCE INDEX ({index})"
+    return query.with_hint(messages, hint, "mysql").with_hint(messages, hint, "mariadb")
+
+
+def in_time_order(
+    query: Select[Any],
+    start: tuple[datetime, int] | None,
+    until: datetime | None,
+    limit: int,
+    dialect_name: str,
+) -> Select[Any]:
+    """``query`` (a SELECT of one topic's ``messages`` rows) as a time-window page: rows
+    after ``start``'s ``(published_at, seq)`` and before ``until``, in that order, read as
+    index ranges of ``(topic_id, published_at, seq)`` at any position in the topic and
+    however many rows share one publish time.
+
+    PostgreSQL seeks the row-value comparison. MySQL and MariaDB turn its expanded form
+    into two ranges. SQLite seeks only the first column of a row value and would walk
+    every row published at the same instant as the cursor's, so it reads the two ranges
+    as two seeks, merged.
+    """
+    published, seq = messages.c.published_at, messages.c.seq
+    query = through(query, TIME_INDEX)
+    if until is not None:
+        query = query.where(published < until)
+    if start is None:
+        return query.order_by(published, seq).limit(limit)
+    when, after = literal(start[0], UTCDateTime()), start[1]
+    if after == 0:  # from ``since`` itself (seqs start at 1): one plain range
+        return query.where(published >= when).order_by(published, seq).limit(limit)
+    if dialect_name == "sqlite":
+        same = query.where(published == when, seq > after).order_by(seq).limit(limit)
+        later = query.where(published > when).order_by(published, seq).limit(limit)
+        both = union_all(select(same.subquery()), select(later.subquery())).subquery()
+        return select(both).order_by(both.c.published_at, both.c.seq).limit(limit)
+    if dialect_name in MYSQL_NAMES:
+        later_than = or_(published > when, and_(published == when, seq > after))
+    else:
+        later_than = tuple_(published, seq) > tuple_(when, literal(after))
+    return query.where(later_than).order_by(published, seq).limit(limit)
+
+
 def bucket_start(column: Any, bucket: str, dialect_name: str) -> ColumnElement[int]:
     """The start of ``column``'s bucket as whole seconds since 1970-01-01 UTC.
 
@@ -138,13 +201,16 @@ def bucket_start(column: Any, bucket: str, dialect_name: str) -> ColumnElement[i
         epoch = cast(func.floor(extract("epoch", column)), BigInteger)
     elif dialect_name in MYSQL_NAMES:
         # Not UNIX_TIMESTAMP(): it reads the naive UTC DATETIME in the session time zone.
+        # Microseconds, then floored: whole SECONDs truncate toward zero before 1970.
         origin = literal_column("'1970-01-01 00:00:00'", String)
-        epoch = func.timestampdiff(literal_column("SECOND"), origin, column)
+        micros = func.timestampdiff(literal_column("MICROSECOND"), origin, column)
+        epoch = cast(func.floor(micros / literal_column("1000000")), BigInteger)
     else:
         # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' text. Its date functions round to the
         # millisecond (59.9999996 s would become the next minute), so cut at whole seconds.
         epoch = cast(func.strftime("%s", func.substr(column, 1, 19)), BigInteger)
-    return type_coerce(epoch - epoch % width, BigInteger)
+    # Floored, also before 1970 (SQL's % keeps the sign of the dividend), as rollups floor.
+    return type_coerce(epoch - (epoch % width + width) % width, BigInteger)
 
 
 # How each database says a table or a column is missing: the schema is not migrated.

@@ -18,22 +18,34 @@ from typing import Any
 
 import orjson
 
+from latam.domain import Position, window_start
 from latam.errors import StoreUnavailable
 
 SELECT = (
     "SELECT seq, message_id, data, attributes, published_at, ingested_at FROM messages"
-    " WHERE topic_id = :topic AND seq > :after"
+    " WHERE topic_id = :topic"
 )
-ORDER = " ORDER BY seq LIMIT :probe"
-SINCE = " AND published_at >= :since"
+IN_INGEST_ORDER = " AND seq > :after ORDER BY seq LIMIT :probe"
+# Publish-time order (domain.Position), as storage.dialects.in_time_order reads it on
+# SQLite: the rest of the cursor's instant, then what follows, as two index seeks.
+SINCE = " AND published_at >= :after_time"
 UNTIL = " AND published_at < :until"
+IN_TIME_ORDER = " ORDER BY published_at, seq LIMIT :probe"
+# Built from the constants above and placeholders only.
+AFTER_IN_TIME = (
+    f"SELECT * FROM ({SELECT} AND published_at = :after_time AND seq > :after{{until}}"  # noqa: S608  # nosec B608
+    " ORDER BY seq LIMIT :probe)"
+    f" UNION ALL SELECT * FROM ({SELECT} AND published_at > :after_time{{until}}{IN_TIME_ORDER})"
+    " ORDER BY 5, 1 LIMIT :probe"  # published_at, seq
+)
 ROW = b'{"id":%s,"data":%s,"attributes":%s,"published_at":"%sT%sZ","ingested_at":"%sT%sZ"}'
 PLAIN_ID_ROW = ROW.replace(b'"id":%s', b'"id":"%s"')
 
 
 def _stored(value: datetime) -> str:
     """A bound timestamp in the text form SQLAlchemy stores (naive UTC, microseconds)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # isoformat, not strftime: "%Y" does not pad years before 1000 to four digits.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _quoted(message_id: bytes) -> bytes:
@@ -63,24 +75,37 @@ class SqlitePages:
         after_seq: int,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> tuple[bytes, int | None, bool]:
-        """The page as a JSON array, the last seq shown (None for an empty page), and
-        whether another page follows."""
-        sql = SELECT
+        after_time: datetime | None = None,
+    ) -> tuple[bytes, tuple[int, datetime] | None, bool]:
+        """The page as a JSON array, the seq and publish time of the last row shown
+        (None for an empty page), and whether another page follows."""
         values: dict[str, Any] = {"topic": topic_id, "after": after_seq, "probe": limit + 1}
-        if since is not None:
-            sql += SINCE
-            values["since"] = _stored(since)
-        if until is not None:
-            sql += UNTIL
-            values["until"] = _stored(until)
+        if since is None and until is None:
+            sql = SELECT + IN_INGEST_ORDER
+        else:
+            if until is not None:
+                values["until"] = _stored(until)
+            start = window_start(since, Position(after_seq, after_time))
+            upper = UNTIL if until is not None else ""
+            if start is None:
+                sql = SELECT + upper + IN_TIME_ORDER
+            elif start[1] == 0:  # from ``since`` itself: every row at that instant
+                values["after_time"] = _stored(start[0])
+                sql = SELECT + SINCE + upper + IN_TIME_ORDER
+            else:
+                values["after_time"], values["after"] = _stored(start[0]), start[1]
+                sql = AFTER_IN_TIME.format(until=upper)
         try:
-            rows = self._connection().execute(sql + ORDER, values).fetchall()
+            rows = self._connection().execute(sql, values).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not be read ({type(exc).__name__})") from exc
         shown = rows[:limit]
-        last = shown[-1][0] if shown else None
+        last = (shown[-1][0], _published(shown[-1][4])) if shown else None
         return b"[" + _rows(shown) + b"]", last, len(rows) > limit
+
+
+def _published(stored: bytes) -> datetime:
+    return datetime.fromisoformat(stored.decode()).replace(tzinfo=UTC)
 
 
 def _rows(rows: list[tuple[Any, ...]]) -> bytes:

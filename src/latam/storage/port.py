@@ -74,7 +74,11 @@ class Store(Protocol):
         after_seq: int = 0,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> list[StoredMessage]: ...
+        after_time: datetime | None = None,
+    ) -> list[StoredMessage]:
+        """Ingest order; with ``since``/``until``, publish-time order (``domain.Position``)."""
+        ...
+
     def topic_stats(
         self,
         topic_id: int,
@@ -99,6 +103,8 @@ class PageReader(Protocol):
         after_seq: int,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> tuple[bytes, int | None, bool]:
-        """The page as JSON, the last seq shown (None when empty), whether more follow."""
+        after_time: datetime | None = None,
+    ) -> tuple[bytes, tuple[int, datetime] | None, bool]:
+        """The page as JSON (in ``Store.list_messages``'s order), the seq and publish
+        time of the last row shown (None when empty), and whether more follow."""
         ...

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, Select, delete, func, select, update
 
-from latam.domain import NewMessage, Topic, utcnow
-from latam.errors import NotFound, SchemaNotCurrent
+from latam.domain import NewMessage, Position, Topic, utcnow, window_start
+from latam.errors import NotFound, SchemaNotCurrent, StoreUnavailable, TransientError
+from latam.storage import rollups
 from latam.storage.bulk_insert import BulkInsert
-from latam.storage.dialects import translate_errors
+from latam.storage.dialects import SEQ_INDEX, in_time_order, through, translate_errors
 from latam.storage.migrate import current_revision, describe, schema_problem
 from latam.storage.port import Bucket, StoredMessage, TopicTotals, WriteResult
 from latam.storage.schema import messages, topics
+from latam.storage.schema import rollups as rollups_table
 from latam.storage.stats import all_totals, topic_buckets
+
+log = logging.getLogger("latam")
 
 TOPIC_COLUMNS = (topics.c.id, topics.c.name, topics.c.created_at, topics.c.updated_at)
 
@@ -47,6 +54,7 @@ class SqlStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._insert = BulkInsert()
+        self._rollups_complete = False
 
     def _errors(self, *, conflict: str | None = None) -> AbstractContextManager[None]:
         """Driver errors as latam's; a missing table says which revision the schema is at."""
@@ -107,6 +115,7 @@ class SqlStore:
     def delete_topic(self, topic_id: int) -> None:
         with self._errors(), self.engine.begin() as conn:
             conn.execute(delete(messages).where(messages.c.topic_id == topic_id))
+            conn.execute(delete(rollups_table).where(rollups_table.c.topic_id == topic_id))
             if conn.execute(delete(topics).where(topics.c.id == topic_id)).rowcount == 0:
                 raise NotFound(f"topic {topic_id} does not exist")
 
@@ -129,12 +138,35 @@ class SqlStore:
                 for message_id in conn.execute(already).scalars():
                     fresh.pop(message_id, None)  # exact match: ids compare byte for byte
                 if fresh:
-                    self._insert(conn, topic_id, fresh.values(), now)
+                    self._insert_counted(conn, topic_id, fresh, now)
+                    rollups.add(conn, topic_id, fresh.values())
                 stored[names[topic_id]] = stored.get(names[topic_id], 0) + len(fresh)
                 published.extend(m.published_at for m in fresh.values())
         received = Counter(message.topic for _, message in batch)
         duplicates = {name: count - stored.get(name, 0) for name, count in received.items()}
         return WriteResult(stored=stored, duplicates=duplicates, stored_published_at=published)
+
+    def _insert_counted(
+        self, conn: Connection, topic_id: int, fresh: dict[str, NewMessage], now: datetime
+    ) -> None:
+        """Insert ``fresh``, all of it: the rollups count exactly what is inserted.
+
+        On PostgreSQL and MySQL the topic's row lock (``_take_turns``) keeps every other
+        writer of the topic out between the duplicate check and the insert. SQLite takes
+        its write lock only at the insert, so another process may have stored one of
+        these messages in between; the insert then ignores it, and the batch is written
+        again (a transient error) rather than counted wrong.
+        """
+        raw = conn.connection.dbapi_connection
+        if not isinstance(raw, sqlite3.Connection):
+            self._insert(conn, topic_id, fresh.values(), now)
+            return
+        before = raw.total_changes
+        self._insert(conn, topic_id, fresh.values(), now)
+        if raw.total_changes - before != len(fresh):
+            raise StoreUnavailable(
+                "another writer stored some of these messages meanwhile; writing again"
+            )
 
     def list_messages(
         self,
@@ -144,20 +176,25 @@ class SqlStore:
         after_seq: int = 0,
         since: datetime | None = None,
         until: datetime | None = None,
+        after_time: datetime | None = None,
     ) -> list[StoredMessage]:
-        query = select(
+        """A page in ingest order or, with ``since``/``until``, in publish-time order
+        (see ``domain.Position``); ``after_time`` with ``after_seq`` is where the latter
+        continues."""
+        query: Select[Any] = select(
             messages.c.seq,
             messages.c.message_id,
             messages.c.data,
             messages.c.attributes,
             messages.c.published_at,
             messages.c.ingested_at,
-        ).where(messages.c.topic_id == topic_id, messages.c.seq > after_seq)
-        if since is not None:
-            query = query.where(messages.c.published_at >= since)
-        if until is not None:
-            query = query.where(messages.c.published_at < until)
-        query = query.order_by(messages.c.seq).limit(limit)
+        ).where(messages.c.topic_id == topic_id)
+        if since is None and until is None:
+            query = through(query, SEQ_INDEX).where(messages.c.seq > after_seq)
+            query = query.order_by(messages.c.seq).limit(limit)
+        else:
+            start = window_start(since, Position(after_seq, after_time))
+            query = in_time_order(query, start, until, limit, self.engine.dialect.name)
         with self._errors(), self.engine.connect() as conn:
             return [StoredMessage(*row) for row in conn.execute(query)]
 
@@ -175,12 +212,34 @@ class SqlStore:
         until: datetime | None,
         limit: int,
     ) -> list[Bucket]:
-        return topic_buckets(
-            self.engine, topic_id, bucket=bucket, since=since, until=until, limit=limit
-        )
+        read = rollups.buckets if self._rollups_built() else topic_buckets
+        return read(self.engine, topic_id, bucket=bucket, since=since, until=until, limit=limit)
 
     def all_stats(self) -> list[TopicTotals]:
-        return all_totals(self.engine)
+        return rollups.totals(self.engine) if self._rollups_built() else all_totals(self.engine)
+
+    def build_rollups(self, stop: threading.Event, pause: float = 0.05) -> None:
+        """Add the rows stored before the rollups existed, a batch per transaction with a
+        pause between batches (writes go on meanwhile), until done or ``stop``."""
+        left = rollups.build_left(self.engine)
+        if left is None:
+            return
+        log.info("building rollups for rows stored before them", extra={"seqs": left})
+        while not stop.is_set():
+            try:
+                if not rollups.build_step(self.engine):
+                    log.info("rollups built")
+                    return
+            except TransientError as exc:
+                log.warning("rollup build paused: %s", exc.detail)
+                stop.wait(5)
+            stop.wait(pause)
+
+    def _rollups_built(self) -> bool:
+        """Whether the rollups hold every row (until then the stats read the rows)."""
+        if not self._rollups_complete:
+            self._rollups_complete = rollups.build_left(self.engine) is None
+        return self._rollups_complete
 
     def close(self) -> None:
         self.engine.dispose()

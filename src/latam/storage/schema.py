@@ -104,8 +104,47 @@ messages = Table(
     Column("ingested_at", UTCDateTime(), nullable=False),
     UniqueConstraint("topic_id", "message_id"),
     Index(None, "topic_id", "seq"),
-    Index(None, "topic_id", "published_at"),
+    # Time-window pages walk (published_at, seq) from any position; stats group by time.
+    Index(None, "topic_id", "published_at", "seq"),
     **TABLE_OPTIONS,
+)
+
+# What the stats endpoints read instead of scanning ``messages``: per topic and per bucket
+# of publish time (a minute, an hour and a day wide), the rows stored in it. Written in the
+# transaction that inserts those rows (storage/rollups.py), so it counts each row once.
+rollups = Table(
+    "rollups",
+    metadata,
+    Column(
+        "topic_id",
+        BigId,
+        ForeignKey("topics.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("width", Integer, primary_key=True, autoincrement=False),  # seconds: 60, 3600, 86400
+    # The bucket's start, whole seconds since 1970-01-01 UTC (floored for earlier times).
+    Column("bucket_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("message_count", BigInteger, nullable=False),
+    Column("byte_count", BigInteger, nullable=False),
+    # First and last publish time in the bucket, microseconds since 1970-01-01 UTC.
+    Column("first_published", BigInteger, nullable=False),
+    Column("last_published", BigInteger, nullable=False),
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
+# The build of ``rollups`` for rows stored before they existed: rows up to ``horizon_seq``
+# (the last one when the table was created) are added in batches, ``built_to_seq`` marks
+# how far. Stats read the rollups once ``built_to_seq`` reaches ``horizon_seq``.
+rollup_build = Table(
+    "rollup_build",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("horizon_seq", BigInteger, nullable=False),
+    Column("built_to_seq", BigInteger, nullable=False),
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
 )
 
 # API keys: only a SHA-256 of the secret is kept; ``key_id`` is the public half used to

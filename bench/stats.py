@@ -1,0 +1,37 @@
+"""Stats reads at size: 100 topics, one of 5,000,000 messages and 99 of 1,000, published
+over 30 days and loaded straight into the store (with their rollups, as the worker
+writes them); then `wrk` on the hourly stats of the big topic over its 30 days, and on
+`/v1/stats`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+from bench.common import Figure
+from bench.windows import SPAN, START, load, wrk_url
+
+
+def measure(
+    label: str, url: str, data_dir: Path, serve: object, total: int, seconds: int
+) -> list[Figure]:
+    ids = load(url, data_dir, [total, *([1_000] * 99)])
+    since, until = START, START + SPAN + timedelta(days=1)
+    hourly = (
+        f"/v1/topics/{ids[0]}/stats?bucket=hour"
+        f"&since={quote(since.isoformat())}&until={quote(until.isoformat())}"
+    )
+    figures: list[Figure] = []
+    with serve(data_dir, database_url=url) as base:  # type: ignore[operator]
+        for name, path in (
+            (f"hourly stats, 30 days of {total:,}", hourly),
+            ("/v1/stats", "/v1/stats"),
+        ):
+            rps, _p50, p99, errors = wrk_url(base + path, seconds=seconds)
+            if errors:
+                raise RuntimeError(f"{errors} responses to {path} were not 2xx")
+            figures.append(Figure(f"Stats reads, {name}, {label}", "requests/s", [rps]))
+            figures.append(Figure(f"Stats reads p99, {name}, {label}", "ms", [p99]))
+            print(f"  {name}: {rps:,.0f} req/s, p99 {p99:.1f} ms", flush=True)
+    return figures

@@ -1,0 +1,383 @@
+"""Rollups: counts, bytes and first/last publish time per topic and time bucket, kept
+with the writes so that the stats endpoints never scan ``messages``.
+
+- ``add`` runs in the transaction that inserts a batch, with exactly the rows that
+  transaction inserted (``SqlStore.write_messages``), so a redelivered or replayed message,
+  which the insert ignores, is never counted twice, and a batch that rolls back leaves no
+  trace.
+- Rows stored before the table existed are added by ``build_step`` in bounded batches
+  (the worker runs it in the background); until it is done the stats read the rows.
+- ``buckets`` answers any ``since``/``until`` range exactly: whole buckets from the
+  widest rollup that fits, the ragged edges from narrower ones, and less than a minute at
+  each end from the rows themselves (one range of the ``published_at`` index).
+- ``verify`` recomputes every figure from the rows and lists each difference.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Insert, func, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from latam.domain import BUCKET_SECONDS, NewMessage
+from latam.storage.dialects import (
+    MYSQL_NAMES,
+    TIME_INDEX,
+    bucket_start,
+    through,
+    translate_errors,
+)
+from latam.storage.port import Bucket, TopicTotals
+from latam.storage.schema import messages, rollup_build, rollups, topics
+
+WIDTHS = tuple(sorted(BUCKET_SECONDS.values()))  # 60, 3600, 86400
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICRO = timedelta(microseconds=1)
+BUILD_ID = 1
+BUILD_BATCH = 20_000  # rows per transaction of the background build
+
+
+def micros(at: datetime) -> int:
+    return (at - EPOCH) // MICRO
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+Key = tuple[int, int]  # (width, bucket start)
+Figures = list[int]  # [messages, bytes, first µs, last µs]
+
+
+def tally(rows: Iterable[tuple[datetime, int]]) -> dict[Key, Figures]:
+    """Rollup figures of ``(published_at, size in bytes)`` rows, per width and bucket.
+    A batch shares a few publish times, so each distinct one is converted once."""
+    per_instant: dict[datetime, list[int]] = {}
+    for at, size in rows:
+        seen = per_instant.get(at)
+        if seen is None:
+            per_instant[at] = [1, size]
+        else:
+            seen[0] += 1
+            seen[1] += size
+    figures: dict[Key, Figures] = {}
+    for at, (count, size) in per_instant.items():
+        us = micros(at)
+        second = us // 1_000_000
+        for width in WIDTHS:
+            key = (width, second - second % width)  # floors before 1970 too
+            fig = figures.get(key)
+            if fig is None:
+                figures[key] = [count, size, us, us]
+            else:
+                fig[0] += count
+                fig[1] += size
+                fig[2] = min(fig[2], us)
+                fig[3] = max(fig[3], us)
+    return figures
+
+
+@functools.cache
+def _upsert(dialect_name: str) -> Insert:
+    """Add to a rollup row, creating it when missing."""
+    count, size = rollups.c.message_count, rollups.c.byte_count
+    first, last = rollups.c.first_published, rollups.c.last_published
+    if dialect_name in MYSQL_NAMES:
+        stmt = mysql.insert(rollups)
+        new = stmt.inserted
+        return stmt.on_duplicate_key_update(
+            message_count=count + new.message_count,
+            byte_count=size + new.byte_count,
+            first_published=func.least(first, new.first_published),
+            last_published=func.greatest(last, new.last_published),
+        )
+    if dialect_name == "postgresql":
+        pg = postgresql.insert(rollups)
+        least, greatest, pg_new = func.least, func.greatest, pg.excluded
+        return pg.on_conflict_do_update(
+            index_elements=["topic_id", "width", "bucket_start"],
+            set_={
+                "message_count": count + pg_new.message_count,
+                "byte_count": size + pg_new.byte_count,
+                "first_published": least(first, pg_new.first_published),
+                "last_published": greatest(last, pg_new.last_published),
+            },
+        )
+    lite = sqlite.insert(rollups)
+    lite_new = lite.excluded
+    # SQLite's min() and max() with two arguments are the scalar least and greatest.
+    return lite.on_conflict_do_update(
+        index_elements=["topic_id", "width", "bucket_start"],
+        set_={
+            "message_count": count + lite_new.message_count,
+            "byte_count": size + lite_new.byte_count,
+            "first_published": func.min(first, lite_new.first_published),
+            "last_published": func.max(last, lite_new.last_published),
+        },
+    )
+
+
+def _write(conn: Connection, topic_id: int, figures: dict[Key, Figures]) -> None:
+    if figures:
+        conn.execute(
+            _upsert(conn.dialect.name),
+            [
+                {
+                    "topic_id": topic_id,
+                    "width": width,
+                    "bucket_start": start,
+                    "message_count": count,
+                    "byte_count": size,
+                    "first_published": first,
+                    "last_published": last,
+                }
+                for (width, start), (count, size, first, last) in figures.items()
+            ],
+        )
+
+
+def add(conn: Connection, topic_id: int, inserted: Iterable[NewMessage]) -> None:
+    """Count rows the caller's transaction inserted (sizes as ``size_bytes`` stores them)."""
+    _write(conn, topic_id, tally((m.published_at, len(m.data.encode())) for m in inserted))
+
+
+# -- the build of rows stored before the rollups existed -------------------------------
+def build_left(engine: Engine) -> int | None:
+    """Rows of the build still to add (their seqs span this many), None when none."""
+    with translate_errors(), engine.connect() as conn:
+        row = conn.execute(select(rollup_build).where(rollup_build.c.id == BUILD_ID)).first()
+    if row is None or row.built_to_seq >= row.horizon_seq:
+        return None
+    return int(row.horizon_seq - row.built_to_seq)
+
+
+def build_step(engine: Engine, batch: int = BUILD_BATCH) -> bool:
+    """Add the next ``batch`` seqs of old rows; False once there is nothing left.
+
+    Several processes may run it at once: the step whose marker update finds the marker
+    already moved rolls back, so each row is added once.
+    """
+    with translate_errors(), engine.begin() as conn:
+        row = conn.execute(select(rollup_build).where(rollup_build.c.id == BUILD_ID)).first()
+        if row is None or row.built_to_seq >= row.horizon_seq:
+            return False
+        start, end = int(row.built_to_seq), min(int(row.built_to_seq) + batch, row.horizon_seq)
+        query = select(messages.c.topic_id, messages.c.published_at, messages.c.size_bytes).where(
+            messages.c.seq > start, messages.c.seq <= end
+        )
+        per_topic: dict[int, list[tuple[datetime, int]]] = {}
+        for topic_id, at, size in conn.execute(query):
+            per_topic.setdefault(topic_id, []).append((at, size))
+        moved = conn.execute(
+            update(rollup_build)
+            .where(rollup_build.c.id == BUILD_ID, rollup_build.c.built_to_seq == start)
+            .values(built_to_seq=end)
+        )
+        if moved.rowcount != 1:
+            conn.rollback()  # another process took this batch
+            return True
+        for topic_id, rows in per_topic.items():
+            _write(conn, topic_id, tally(rows))
+    return bool(end < row.horizon_seq)
+
+
+# -- reads ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """``[lo, hi)`` in seconds or, for the ragged ends, in datetimes; None is open."""
+
+    width: int  # 0: the rows themselves
+    lo: datetime | None
+    hi: datetime | None
+
+
+def _cover(lo: datetime | None, hi: datetime | None, widths: Sequence[int]) -> list[_Span]:
+    """Split ``[lo, hi)`` into spans each read from one width (widest in the middle)."""
+    if not widths:
+        return [] if lo is not None and hi is not None and lo >= hi else [_Span(0, lo, hi)]
+    width = widths[-1]
+    inner_lo = None if lo is None else _ceil(lo, width)
+    inner_hi = None if hi is None else _floor(hi, width)
+    if inner_lo is not None and inner_hi is not None and inner_lo >= inner_hi:
+        return _cover(lo, hi, widths[:-1])
+    spans = [_Span(width, inner_lo, inner_hi)]
+    if lo is not None and inner_lo is not None and lo < inner_lo:
+        spans += _cover(lo, inner_lo, widths[:-1])
+    if hi is not None and inner_hi is not None and inner_hi < hi:
+        spans += _cover(inner_hi, hi, widths[:-1])
+    return spans
+
+
+def _floor(at: datetime, width: int) -> datetime:
+    second = micros(at) // 1_000_000
+    return from_micros((second - second % width) * 1_000_000)
+
+
+def _ceil(at: datetime, width: int) -> datetime:
+    floor = _floor(at, width)
+    return floor if floor == at else floor + timedelta(seconds=width)
+
+
+def buckets(
+    engine: Engine,
+    topic_id: int,
+    *,
+    bucket: str,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[Bucket]:
+    """Non-empty buckets of a topic in time order, at most ``limit``, from the rollups."""
+    width = BUCKET_SECONDS[bucket]
+    spans = _cover(since, until, [w for w in WIDTHS if w <= width])
+    with translate_errors(), engine.connect() as conn:
+        results = [
+            conn.execute(_span_query(span, topic_id, limit, engine.dialect.name)).all()
+            for span in spans
+        ]
+    if len(results) == 1 and spans[0].width == width:  # whole buckets only: as read
+        rows = results[0][:limit]
+        return [_bucket(int(start), int(count), int(size)) for start, count, size in rows]
+    counts: dict[int, list[int]] = {}
+    for rows in results:
+        for start, count, size in rows:
+            fig = counts.setdefault(int(start) - int(start) % width, [0, 0])
+            fig[0] += int(count)
+            fig[1] += int(size)
+    return [_bucket(key, count, size) for key, (count, size) in sorted(counts.items()) if count][
+        :limit
+    ]
+
+
+def _bucket(start: int, count: int, size: int) -> Bucket:
+    return Bucket(_start(start), count, size)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _start(seconds: int) -> datetime:
+    """Bucket starts repeat from call to call (dashboards poll the same ranges)."""
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _span_query(span: _Span, topic_id: int, limit: int, dialect_name: str) -> Any:
+    if span.width == 0:  # less than a minute at an end: the rows themselves
+        start = bucket_start(messages.c.published_at, "minute", dialect_name).label("start")
+        raw = select(start, func.count(), func.coalesce(func.sum(messages.c.size_bytes), 0))
+        raw = through(raw.where(messages.c.topic_id == topic_id), TIME_INDEX)
+        if span.lo is not None:
+            raw = raw.where(messages.c.published_at >= span.lo)
+        if span.hi is not None:
+            raw = raw.where(messages.c.published_at < span.hi)
+        return raw.group_by(start)
+    query = select(rollups.c.bucket_start, rollups.c.message_count, rollups.c.byte_count).where(
+        rollups.c.topic_id == topic_id, rollups.c.width == span.width
+    )
+    if span.lo is not None:
+        query = query.where(rollups.c.bucket_start >= micros(span.lo) // 1_000_000)
+    if span.hi is not None:
+        query = query.where(rollups.c.bucket_start < micros(span.hi) // 1_000_000)
+    # At most ``limit`` buckets are wanted; a wider rollup row never splits across two.
+    return query.order_by(rollups.c.bucket_start).limit(limit + 1)
+
+
+def totals(engine: Engine) -> list[TopicTotals]:
+    """Count, bytes and first/last publish time of every topic, from the day rollups."""
+    day = WIDTHS[-1]
+    per_topic = (
+        select(
+            rollups.c.topic_id,
+            func.sum(rollups.c.message_count).label("n"),
+            func.sum(rollups.c.byte_count).label("bytes"),
+            func.min(rollups.c.first_published).label("first"),
+            func.max(rollups.c.last_published).label("last"),
+        )
+        .where(rollups.c.width == day)
+        .group_by(rollups.c.topic_id)
+        .subquery()
+    )
+    query = (
+        select(topics.c.id, topics.c.name, per_topic)
+        .select_from(topics.outerjoin(per_topic, per_topic.c.topic_id == topics.c.id))
+        .order_by(topics.c.id)
+    )
+    with translate_errors(), engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        TopicTotals(
+            row.id,
+            row.name,
+            int(row.n or 0),
+            int(row.bytes or 0),
+            None if row.first is None else from_micros(int(row.first)),
+            None if row.last is None else from_micros(int(row.last)),
+        )
+        for row in rows
+    ]
+
+
+# -- verification -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Difference:
+    topic_id: int
+    width: int
+    start: int
+    rollup: tuple[int, ...] | None  # (messages, bytes, first µs, last µs); None: no row
+    rows: tuple[int, ...] | None  # the same figures recomputed from the rows
+
+    def __str__(self) -> str:
+        at = datetime.fromtimestamp(self.start, tz=UTC).isoformat()
+        return (
+            f"topic {self.topic_id}, {self.width}-second bucket at {at}: rollup {self.rollup}"
+            f" but the rows say {self.rows}"
+        )
+
+
+def verify(engine: Engine, topic_id: int | None = None, batch: int = 50_000) -> list[Difference]:
+    """Recompute every rollup of one topic (or all) from the rows; the differences."""
+    expected: dict[tuple[int, int, int], list[int]] = {}
+    after = 0
+    with translate_errors(), engine.connect() as conn:
+        while True:
+            query = select(
+                messages.c.seq, messages.c.topic_id, messages.c.published_at, messages.c.size_bytes
+            ).where(messages.c.seq > after)
+            if topic_id is not None:
+                query = query.where(messages.c.topic_id == topic_id)
+            chunk = conn.execute(query.order_by(messages.c.seq).limit(batch)).all()
+            if not chunk:
+                break
+            after = chunk[-1].seq
+            per_topic: dict[int, list[tuple[datetime, int]]] = {}
+            for row in chunk:
+                per_topic.setdefault(row.topic_id, []).append((row.published_at, row.size_bytes))
+            for tid, rows in per_topic.items():
+                for (width, start), fig in tally(rows).items():
+                    into = expected.setdefault((tid, width, start), [0, 0, fig[2], fig[3]])
+                    into[0] += fig[0]
+                    into[1] += fig[1]
+                    into[2] = min(into[2], fig[2])
+                    into[3] = max(into[3], fig[3])
+        stored_query = select(rollups)
+        if topic_id is not None:
+            stored_query = stored_query.where(rollups.c.topic_id == topic_id)
+        stored = {
+            (r.topic_id, r.width, r.bucket_start): (
+                int(r.message_count),
+                int(r.byte_count),
+                int(r.first_published),
+                int(r.last_published),
+            )
+            for r in conn.execute(stored_query)
+        }
+    differences = []
+    for key in sorted(set(expected) | set(stored)):
+        want = tuple(expected[key]) if key in expected else None
+        have = stored.get(key)
+        if want != have:
+            differences.append(Difference(key[0], key[1], key[2], have, want))
+    return differences
