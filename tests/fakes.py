@@ -401,6 +401,34 @@ class MemoryStore:
             in_time = [m for m in in_time if (m.published_at, m.seq) > (after_time, after_seq)]
         return in_time[:limit]
 
+    def page_messages(
+        self,
+        topic_id: int,
+        *,
+        limit: int,
+        max_bytes: int,
+        after_seq: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_time: datetime | None = None,
+    ) -> tuple[list[StoredMessage], bool]:
+        probe = self.list_messages(
+            topic_id,
+            limit=limit + 1,
+            after_seq=after_seq,
+            since=since,
+            until=until,
+            after_time=after_time,
+        )
+        shown: list[StoredMessage] = []
+        used = 0
+        for message in probe[:limit]:
+            if shown and used >= max_bytes:
+                break
+            shown.append(message)
+            used += len(message.data.encode()) + len(message.attributes)
+        return shown, len(probe) > len(shown)
+
     def count_messages(self, topic_id: int) -> int:
         return len(self._rows(topic_id))
 

@@ -123,6 +123,7 @@ def build_service(settings: Settings) -> Service:
         store=store,
         broker=build_broker(settings),
         max_message_bytes=settings.max_message_bytes,
+        max_page_bytes=settings.max_page_bytes,
         pages=sqlite_pages(store),
     )
 

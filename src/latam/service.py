@@ -78,6 +78,8 @@ class Service:
     store: Store
     broker: Broker
     max_message_bytes: int
+    # A page of messages stops at this many bytes of data and attributes (at least one row).
+    max_page_bytes: int = 4 * 1024 * 1024
     # The store's own JSON page reader where it has one (None: pages go through ``store``).
     pages: PageReader | None = None
     # Topic names last read, so publishing goes on (into the broker) while the store is down.
@@ -151,9 +153,10 @@ class Service:
         until: datetime | None = None,
     ) -> MessagePage:
         after = _page_start(topic_id, cursor, since, until)
-        items = self.store.list_messages(
+        items, more = self.store.page_messages(
             topic_id,
-            limit=limit + 1,
+            limit=limit,
+            max_bytes=self.max_page_bytes,
             after_seq=after.seq,
             after_time=after.published_at,
             since=since,
@@ -161,8 +164,6 @@ class Service:
         )
         if not items:
             self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
-        more = len(items) > limit
-        items = items[:limit]
         last = cursor
         if items:
             last = _cursor(topic_id, items[-1].seq, items[-1].published_at, since, until)
@@ -190,6 +191,7 @@ class Service:
             after_time=after.published_at,
             since=since,
             until=until,
+            max_bytes=self.max_page_bytes,
         )
         if last is None:
             self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404

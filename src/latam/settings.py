@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     # Limits on what the API accepts.
     max_message_bytes: int = Field(256 * 1024, gt=0, description="Largest message `data`.")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body.")
+    max_page_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="A page of messages stops at this many bytes of data and attributes"
+        " (always at least one message); next_cursor continues after it.",
+    )
 
     # Access control and abuse limits.
     auth: Literal["auto", "on", "off"] = Field(

@@ -86,7 +86,15 @@ async def publish(topic_id: TopicId, request: Request, service: ServiceDep) -> R
 async def read_messages(
     topic_id: TopicId,
     service: ServiceDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=1000,
+            description="Rows at most; a page also stops after the row that brings its"
+            " data and attributes to LATAM_MAX_PAGE_BYTES (4 MiB by default).",
+        ),
+    ] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     since: Annotated[
         datetime | None,

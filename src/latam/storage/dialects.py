@@ -14,6 +14,7 @@ from sqlalchemy import (
     Insert,
     Select,
     String,
+    Subquery,
     and_,
     cast,
     create_engine,
@@ -185,6 +186,25 @@ def in_time_order(
     else:
         later_than = tuple_(published, seq) > tuple_(when, literal(after))
     return query.where(later_than).order_by(published, seq).limit(limit)
+
+
+def within_bytes(probe: Subquery, max_bytes: int, *, in_time: bool) -> Select[Any]:
+    """The rows of ``probe`` (a page's SELECT with its ``row_bytes``) up to and including
+    the one that brings their bytes to ``max_bytes``, in the page's order, each with the
+    number of rows the probe found (``probed``, last column).
+
+    The running sum is a window over the probe's few rows (the probe has its LIMIT), so
+    the database reads no more than before and sends no more than the page.
+    """
+    order = [probe.c.published_at, probe.c.seq] if in_time else [probe.c.seq]
+    running = func.sum(probe.c.row_bytes).over(order_by=order, rows=(None, 0))
+    sized = select(probe, running.label("running"), func.count().over().label("probed")).subquery()
+    return (
+        select(*(column for column in sized.c if column.name not in {"running", "probed"}))
+        .add_columns(sized.c.probed)
+        .where(sized.c.running - sized.c.row_bytes < max_bytes)
+        .order_by(*(sized.c[column.name] for column in order))
+    )
 
 
 def bucket_start(column: Any, bucket: str, dialect_name: str) -> ColumnElement[int]:

@@ -22,8 +22,8 @@ from latam.domain import Position, window_start
 from latam.errors import StoreUnavailable
 
 SELECT = (
-    "SELECT seq, message_id, data, attributes, published_at, ingested_at FROM messages"
-    " WHERE topic_id = :topic"
+    "SELECT seq, message_id, data, attributes, published_at, ingested_at,"
+    " size_bytes + length(attributes) AS row_bytes FROM messages WHERE topic_id = :topic"
 )
 IN_INGEST_ORDER = " AND seq > :after ORDER BY seq LIMIT :probe"
 # Publish-time order (domain.Position), as storage.dialects.in_time_order reads it on
@@ -37,6 +37,14 @@ AFTER_IN_TIME = (
     " ORDER BY seq LIMIT :probe)"
     f" UNION ALL SELECT * FROM ({SELECT} AND published_at > :after_time{{until}}{IN_TIME_ORDER})"
     " ORDER BY 5, 1 LIMIT :probe"  # published_at, seq
+)
+# A page bounded in bytes (storage.dialects.within_bytes): the rows of the probe up to the
+# one that brings their bytes to :budget, and how many rows the probe found.
+WITHIN_BYTES = (
+    "SELECT seq, message_id, data, attributes, published_at, ingested_at, probed FROM ("
+    "SELECT *, SUM(row_bytes) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) AS running,"
+    " COUNT(*) OVER () AS probed FROM ({page}))"
+    " WHERE running - row_bytes < :budget ORDER BY {order}"
 )
 ROW = b'{"id":%s,"data":%s,"attributes":%s,"published_at":"%sT%sZ","ingested_at":"%sT%sZ"}'
 PLAIN_ID_ROW = ROW.replace(b'"id":%s', b'"id":"%s"')
@@ -76,9 +84,11 @@ class SqlitePages:
         since: datetime | None = None,
         until: datetime | None = None,
         after_time: datetime | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[bytes, tuple[int, datetime] | None, bool]:
         """The page as a JSON array, the seq and publish time of the last row shown
-        (None for an empty page), and whether another page follows."""
+        (None for an empty page), and whether another page follows; with ``max_bytes``,
+        the page stops after the row that brings its bytes there."""
         values: dict[str, Any] = {"topic": topic_id, "after": after_seq, "probe": limit + 1}
         if since is None and until is None:
             sql = SELECT + IN_INGEST_ORDER
@@ -95,13 +105,20 @@ class SqlitePages:
             else:
                 values["after_time"], values["after"] = _stored(start[0]), start[1]
                 sql = AFTER_IN_TIME.format(until=upper)
+        if max_bytes is not None:
+            order = "seq" if since is None and until is None else "published_at, seq"
+            sql = WITHIN_BYTES.format(order=order, page=sql)
+            values["budget"] = max_bytes
         try:
             rows = self._connection().execute(sql, values).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not be read ({type(exc).__name__})") from exc
         shown = rows[:limit]
         last = (shown[-1][0], _published(shown[-1][4])) if shown else None
-        return b"[" + _rows(shown) + b"]", last, len(rows) > limit
+        if max_bytes is None:
+            return b"[" + _rows(shown) + b"]", last, len(rows) > limit
+        probed = rows[0][6] if rows else 0
+        return b"[" + _rows(shown) + b"]", last, probed > len(shown)
 
 
 def _published(stored: bytes) -> datetime:
@@ -114,8 +131,11 @@ def _rows(rows: list[tuple[Any, ...]]) -> bytes:
     ids = b"".join([row[1] for row in rows])
     if b'"' in ids or b"\\" in ids:
         return b",".join(
-            [ROW % (_quoted(m), d, a, p[:10], p[11:], i[:10], i[11:]) for _, m, d, a, p, i in rows]
+            [
+                ROW % (_quoted(m), d, a, p[:10], p[11:], i[:10], i[11:])
+                for _, m, d, a, p, i, *_ in rows
+            ]
         )
     return b",".join(
-        [PLAIN_ID_ROW % (m, d, a, p[:10], p[11:], i[:10], i[11:]) for _, m, d, a, p, i in rows]
+        [PLAIN_ID_ROW % (m, d, a, p[:10], p[11:], i[:10], i[11:]) for _, m, d, a, p, i, *_ in rows]
     )

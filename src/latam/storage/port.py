@@ -79,6 +79,22 @@ class Store(Protocol):
         """Ingest order; with ``since``/``until``, publish-time order (``domain.Position``)."""
         ...
 
+    def page_messages(
+        self,
+        topic_id: int,
+        *,
+        limit: int,
+        max_bytes: int,
+        after_seq: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_time: datetime | None = None,
+    ) -> tuple[list[StoredMessage], bool]:
+        """Up to ``limit`` rows of ``list_messages``, stopping after the row that brings
+        their ``data`` and ``attributes`` to ``max_bytes`` (so at least one), and whether
+        more rows follow."""
+        ...
+
     def topic_stats(
         self,
         topic_id: int,
@@ -104,6 +120,7 @@ class PageReader(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
         after_time: datetime | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[bytes, tuple[int, datetime] | None, bool]:
         """The page as JSON (in ``Store.list_messages``'s order), the seq and publish
         time of the last row shown (None when empty), and whether more follow."""

@@ -17,7 +17,13 @@ from latam.domain import NewMessage, Position, Topic, utcnow, window_start
 from latam.errors import NotFound, SchemaNotCurrent, StoreUnavailable, TransientError
 from latam.storage import rollups
 from latam.storage.bulk_insert import BulkInsert
-from latam.storage.dialects import SEQ_INDEX, in_time_order, through, translate_errors
+from latam.storage.dialects import (
+    SEQ_INDEX,
+    in_time_order,
+    through,
+    translate_errors,
+    within_bytes,
+)
 from latam.storage.migrate import current_revision, describe, schema_problem
 from latam.storage.port import Bucket, StoredMessage, TopicTotals, WriteResult
 from latam.storage.schema import messages, topics
@@ -181,6 +187,41 @@ class SqlStore:
         """A page in ingest order or, with ``since``/``until``, in publish-time order
         (see ``domain.Position``); ``after_time`` with ``after_seq`` is where the latter
         continues."""
+        query = self._page_query(topic_id, limit, after_seq, since, until, after_time)
+        with self._errors(), self.engine.connect() as conn:
+            return [StoredMessage(*row[:6]) for row in conn.execute(query)]
+
+    def page_messages(
+        self,
+        topic_id: int,
+        *,
+        limit: int,
+        max_bytes: int,
+        after_seq: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_time: datetime | None = None,
+    ) -> tuple[list[StoredMessage], bool]:
+        """``list_messages`` bounded in bytes as well, cut by the database (so no more
+        than the page is ever read into memory), and whether more rows follow."""
+        probe = self._page_query(topic_id, limit + 1, after_seq, since, until, after_time)
+        in_time = since is not None or until is not None
+        query = within_bytes(probe.subquery(), max_bytes, in_time=in_time)
+        with self._errors(), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        shown = [StoredMessage(*row[:6]) for row in rows[:limit]]
+        probed = int(rows[0][-1]) if rows else 0
+        return shown, probed > len(shown)
+
+    def _page_query(
+        self,
+        topic_id: int,
+        limit: int,
+        after_seq: int,
+        since: datetime | None,
+        until: datetime | None,
+        after_time: datetime | None,
+    ) -> Select[Any]:
         query: Select[Any] = select(
             messages.c.seq,
             messages.c.message_id,
@@ -188,15 +229,13 @@ class SqlStore:
             messages.c.attributes,
             messages.c.published_at,
             messages.c.ingested_at,
+            (messages.c.size_bytes + func.length(messages.c.attributes)).label("row_bytes"),
         ).where(messages.c.topic_id == topic_id)
         if since is None and until is None:
             query = through(query, SEQ_INDEX).where(messages.c.seq > after_seq)
-            query = query.order_by(messages.c.seq).limit(limit)
-        else:
-            start = window_start(since, Position(after_seq, after_time))
-            query = in_time_order(query, start, until, limit, self.engine.dialect.name)
-        with self._errors(), self.engine.connect() as conn:
-            return [StoredMessage(*row) for row in conn.execute(query)]
+            return query.order_by(messages.c.seq).limit(limit)
+        start = window_start(since, Position(after_seq, after_time))
+        return in_time_order(query, start, until, limit, self.engine.dialect.name)
 
     def count_messages(self, topic_id: int) -> int:
         query = select(func.count()).select_from(messages).where(messages.c.topic_id == topic_id)
