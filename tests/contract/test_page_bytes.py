@@ -12,13 +12,12 @@ import pytest
 
 from latam.domain import NewMessage
 from latam.service import Service
-from tests.contract.test_time_windows import service  # noqa: F401 - the fixture
 
 BUDGET = 64 * 1024
 BASE = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def load(service: Service) -> dict[str, int]:  # noqa: F811 - the fixture's name
+def load(service: Service) -> dict[str, int]:
     """Messages from 10 bytes to 3x the budget; their sizes as stored."""
     rnd = random.Random(7)
     topic = service.create_topic(name="big")
@@ -38,7 +37,7 @@ def load(service: Service) -> dict[str, int]:  # noqa: F811 - the fixture's name
 
 
 @pytest.mark.parametrize("window", [False, True])
-def test_pages_stop_at_the_byte_budget(service: Service, window: bool) -> None:  # noqa: F811
+def test_pages_stop_at_the_byte_budget(service: Service, window: bool) -> None:
     service.max_page_bytes = BUDGET
     sizes = load(service)
     topic = service.store.topic_ids(["big"])["big"]

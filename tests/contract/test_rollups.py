@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,19 +23,13 @@ from latam.storage.repository import SqlStore
 from latam.storage.schema import messages, rollup_build
 from latam.storage.schema import rollups as rollups_table
 from latam.storage.stats import all_totals, topic_buckets
-from tests.databases import STORES, temporary_database
+from tests.databases import STORES
 
 BASE = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    with temporary_database(request.param, tmp_path) as url:
-        engine = build_engine(url, Settings(data_dir=tmp_path))
-        migrate.upgrade(engine)
-        sql_store = SqlStore(engine)
-        yield sql_store
-        sql_store.close()
+# conftest.py's ``store``, on the SQL stores only (the rollups live in the database).
+sql_stores = pytest.mark.parametrize("store", STORES, indirect=True)
 
 
 def instants(rnd: random.Random) -> list[datetime]:
@@ -73,6 +66,7 @@ def write_random(store: SqlStore, rnd: random.Random, names: list[str], count: i
         sent.extend(batch)
 
 
+@sql_stores
 def test_rollups_hold_exactly_the_rows_after_duplicates_and_deletion(store: SqlStore) -> None:
     write_random(store, random.Random(1), ["a", "b", "c"], 600)
     assert rollups.verify(store.engine) == []
@@ -99,6 +93,7 @@ def random_range(rnd: random.Random) -> tuple[datetime | None, datetime | None]:
     return rnd.choice([since, None]), rnd.choice([until, None])
 
 
+@sql_stores
 def test_stats_from_rollups_equal_stats_from_the_rows(store: SqlStore) -> None:
     write_random(store, random.Random(2), ["a", "b"], 800)
     topic = store.topic_ids(["a"])["a"]
@@ -123,6 +118,7 @@ def test_stats_from_rollups_equal_stats_from_the_rows(store: SqlStore) -> None:
     assert rollups.totals(store.engine) == all_totals(store.engine)
 
 
+@sql_stores
 def test_rows_stored_before_the_rollups_are_built_once(store: SqlStore) -> None:
     write_random(store, random.Random(4), ["a", "b"], 600)
     expected = all_totals(store.engine)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,24 +13,12 @@ from latam.settings import Settings
 from latam.storage import migrate
 from latam.storage.dialects import build_engine
 from latam.storage.repository import SqlStore
-from tests.databases import STORES, temporary_database
+from tests.databases import STORES
 from tests.fakes import MemoryStore
 
-# The SQL adapters and the in-memory fake of tests/fakes.py, so the fake cannot drift.
+# The SQL adapters and the in-memory fake of tests/fakes.py (the ``store`` fixture of
+# conftest.py), so the fake cannot drift.
 AnyStore = SqlStore | MemoryStore
-
-
-@pytest.fixture(params=[*STORES, "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyStore]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    with temporary_database(request.param, tmp_path) as url:
-        engine = build_engine(url, Settings(data_dir=tmp_path))
-        migrate.upgrade(engine)
-        sql_store = SqlStore(engine)
-        yield sql_store
-        sql_store.close()
 
 
 def msg(topic: str, message_id: str, data: str = '{"k":1}', **kw: object) -> NewMessage:

@@ -5,41 +5,17 @@ with publish times that disagree with ingest order (a producer backfilling the p
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
 
-from latam.bootstrap import sqlite_pages
 from latam.domain import NewMessage, Position, encode_cursor
 from latam.errors import InvalidRequest
 from latam.service import Service
-from latam.settings import Settings
-from latam.storage import migrate
-from latam.storage.dialects import build_engine
-from latam.storage.repository import SqlStore
-from tests.databases import STORES, temporary_database
-from tests.fakes import MemoryBroker, MemoryStore
 
 BASE = datetime(2026, 5, 1, tzinfo=UTC)
 SEED = 20
-
-
-@pytest.fixture(params=[*STORES, "memory"])
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
-    if request.param == "memory":
-        yield Service(store=MemoryStore(), broker=MemoryBroker(), max_message_bytes=1 << 18)
-        return
-    with temporary_database(request.param, tmp_path) as url:
-        engine = build_engine(url, Settings(data_dir=tmp_path))
-        migrate.upgrade(engine)
-        store = SqlStore(engine)
-        yield Service(
-            store=store, broker=MemoryBroker(), max_message_bytes=1 << 18, pages=sqlite_pages(store)
-        )
-        store.close()
 
 
 def load(service: Service, rnd: random.Random) -> dict[str, dict[str, datetime]]:
