@@ -5,6 +5,7 @@ Keyword-only functions over the two ports; no HTTP, no SQL, no broker specifics 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,6 +85,10 @@ class Service:
     pages: PageReader | None = None
     # Topic names last read, so publishing goes on (into the broker) while the store is down.
     known_topics: dict[int, str] = field(default_factory=dict, repr=False)
+    # How long a readiness answer is reused: probes and anyone else calling /readyz (it is
+    # public) cost the dependencies one check per process per interval at most.
+    readiness_ttl: float = 1.0
+    _readiness: tuple[float, dict[str, str | None]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # The worker's ingest, for messages that reach the API (Pub/Sub push).
@@ -245,8 +250,15 @@ class Service:
 
     # -- health -----------------------------------------------------------------------
     def readiness(self) -> dict[str, str | None]:
-        """Per dependency, None when it answers, else what is wrong."""
-        return check_dependencies(self.store, self.broker)
+        """Per dependency, None when it answers, else what is wrong (at most
+        ``readiness_ttl`` seconds old)."""
+        now = time.monotonic()
+        last = self._readiness
+        if last is not None and now - last[0] < self.readiness_ttl:
+            return dict(last[1])
+        found = check_dependencies(self.store, self.broker)
+        self._readiness = (now, found)
+        return dict(found)
 
 
 def _page_start(

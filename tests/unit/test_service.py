@@ -283,9 +283,22 @@ def test_dead_letters_pass_through_to_the_broker(service: Service) -> None:
 
 
 def test_readiness_names_what_is_down(service: Service) -> None:
+    service.readiness_ttl = 0
     assert service.readiness() == {"store": None, "broker": None}
     store_of(service).down = True
     broker_of(service).unavailable = True
     problems = service.readiness()
     assert problems["store"] == "the memory store is down"
     assert problems["broker"] == "the memory broker is unavailable"
+
+
+def test_readiness_is_checked_once_per_interval(service: Service) -> None:
+    store = store_of(service)
+    before = store.pings
+    for _ in range(50):
+        assert service.readiness() == {"store": None, "broker": None}
+    assert store.pings == before + 1
+    store.down = True
+    assert service.readiness()["store"] is None  # the answer of the last second
+    service.readiness_ttl = 0
+    assert service.readiness()["store"] == "the memory store is down"

@@ -14,8 +14,9 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is alive (it checks no dependency)."""
+async def healthz() -> dict[str, str]:
+    """The process is alive (it checks no dependency). On the event loop, so a full
+    thread pool of slow requests does not make a live process look dead."""
     return {"status": "ok"}
 
 

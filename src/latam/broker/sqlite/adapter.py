@@ -186,15 +186,15 @@ class SqliteBroker(DeadLettersIn):
         return self._dead_letters
 
     # -- health ---------------------------------------------------------------------
+    # Read-only looks: a probe or a gauge never takes the write lock publishers wait on.
     def backlog(self) -> Backlog:
-        with self.file.tx() as conn:
-            count, oldest = conn.execute("SELECT count(*), min(published_at) FROM queue").fetchone()
-        age = max(time.time() - oldest, 0.0) if oldest is not None else None
-        return Backlog(messages=count, oldest_age_seconds=age)
+        row = self.file.read_one("SELECT count(*), min(published_at) FROM queue")
+        count, oldest = row if row is not None else (0, None)
+        age = max(time.time() - float(oldest), 0.0) if oldest is not None else None  # type: ignore[arg-type]
+        return Backlog(messages=int(count), oldest_age_seconds=age)  # type: ignore[call-overload]
 
     def ping(self) -> None:
-        with self.file.tx() as conn:
-            conn.execute("SELECT 1 FROM queue LIMIT 1").fetchall()
+        self.file.read_one("SELECT 1 FROM queue LIMIT 1")
 
     def close(self) -> None:
         self.file.close()
