@@ -46,11 +46,16 @@ def run_wrk(
         timeout=seconds + 60,
     ).stdout
     Path(script.name).unlink()
+    rps, p50, p99, errors = parse_wrk(out)
+    if errors:
+        print(f"  wrk saw {errors} responses that were not 2xx")
+    return rps, p50, p99, errors
+
+
+def parse_wrk(out: str) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, responses that were not 2xx) of ``wrk --latency``."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = int(non2xx.group(1)) if non2xx else 0
-    if errors:
-        print(f"  wrk saw {errors} responses that were not 2xx")
-    return rps, p50, p99, errors
+    return rps, p50, p99, int(non2xx.group(1)) if non2xx else 0

@@ -5,7 +5,6 @@ of the same topic in the same run."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from bench.common import PAYLOAD_PAD, Figure
-from bench.reads import _ms, run_wrk
+from bench.reads import parse_wrk, run_wrk
 from latam.domain import NewMessage
 from latam.settings import Settings
 from latam.storage import migrate, rollups
@@ -86,11 +85,7 @@ def wrk_url(url: str, *, seconds: int) -> tuple[float, float, float, int]:
         check=True,
         timeout=seconds + 60,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, p50, p99, int(non2xx.group(1)) if non2xx else 0
+    return parse_wrk(out)
 
 
 def measure(

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from latam.broker.base import DeliveryPolicy
 from latam.domain import (
+    Position,
     decode_cursor,
     decode_envelope,
+    decode_position,
     encode_cursor,
     encode_data,
     validate_attributes,
@@ -121,6 +123,38 @@ def test_garbled_cursors_are_invalid_requests(cursor: str) -> None:
     # Only a well-formed cursor of topic 1 may decode.
     raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     assert raw.startswith("v1:1:")
+
+
+@given(
+    st.integers(1, 2**40),
+    st.integers(0, 2**62),
+    st.datetimes(timezones=st.just(UTC)),
+)
+def test_time_window_cursor_round_trips(topic_id: int, seq: int, at: datetime) -> None:
+    position = Position(seq, at)
+    assert decode_position(position.encode(topic_id), topic_id=topic_id) == position
+
+
+def _raw(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "v2:1:5",  # a time-window cursor without its time
+        "v2:1:1:2:3",
+        "v1:1:1:2",  # an ingest-order cursor with a time
+        "v2:1:999999999999999999999:1",  # after year 9999
+        "v2:1:-99999999999999999999:1",  # before year 1
+        "v2:1:0:-1",
+        "v2:1:0:9223372036854775808",
+        "v3:1:0:1",
+    ],
+)
+def test_malformed_cursors_are_invalid_requests(raw: str) -> None:
+    with pytest.raises(InvalidRequest, match="cursor is not valid"):
+        decode_position(_raw(raw), topic_id=1)
 
 
 def test_names_and_attributes_are_validated() -> None:

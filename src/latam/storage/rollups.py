@@ -16,7 +16,7 @@ with the writes so that the stats endpoints never scan ``messages``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -70,16 +70,28 @@ def tally(rows: Iterable[tuple[datetime, int]]) -> dict[Key, Figures]:
         us = micros(at)
         second = us // 1_000_000
         for width in WIDTHS:
-            key = (width, second - second % width)  # floors before 1970 too
-            fig = figures.get(key)
-            if fig is None:
-                figures[key] = [count, size, us, us]
-            else:
-                fig[0] += count
-                fig[1] += size
-                fig[2] = min(fig[2], us)
-                fig[3] = max(fig[3], us)
+            _merge(figures, (width, second - second % width), [count, size, us, us])  # floored
     return figures
+
+
+def _merge(figures: dict[Any, Figures], key: Hashable, more: Figures) -> None:
+    """Add ``more`` to the figures of ``key``: counts and bytes add, times widen."""
+    fig = figures.get(key)
+    if fig is None:
+        figures[key] = list(more)
+        return
+    fig[0] += more[0]
+    fig[1] += more[1]
+    fig[2] = min(fig[2], more[2])
+    fig[3] = max(fig[3], more[3])
+
+
+def _by_topic(rows: Iterable[Any]) -> dict[int, list[tuple[datetime, int]]]:
+    """``(topic_id, published_at, size_bytes)`` rows as each topic's (time, size) pairs."""
+    per_topic: dict[int, list[tuple[datetime, int]]] = {}
+    for topic_id, at, size in rows:
+        per_topic.setdefault(topic_id, []).append((at, size))
+    return per_topic
 
 
 @functools.cache
@@ -170,9 +182,7 @@ def build_step(engine: Engine, batch: int = BUILD_BATCH) -> bool:
         query = select(messages.c.topic_id, messages.c.published_at, messages.c.size_bytes).where(
             messages.c.seq > start, messages.c.seq <= end
         )
-        per_topic: dict[int, list[tuple[datetime, int]]] = {}
-        for topic_id, at, size in conn.execute(query):
-            per_topic.setdefault(topic_id, []).append((at, size))
+        per_topic = _by_topic(conn.execute(query))
         moved = conn.execute(
             update(rollup_build)
             .where(rollup_build.c.id == BUILD_ID, rollup_build.c.built_to_seq == start)
@@ -339,7 +349,7 @@ class Difference:
 
 def verify(engine: Engine, topic_id: int | None = None, batch: int = 50_000) -> list[Difference]:
     """Recompute every rollup of one topic (or all) from the rows; the differences."""
-    expected: dict[tuple[int, int, int], list[int]] = {}
+    expected: dict[tuple[int, int, int], Figures] = {}
     after = 0
     with translate_errors(), engine.connect() as conn:
         while True:
@@ -352,16 +362,9 @@ def verify(engine: Engine, topic_id: int | None = None, batch: int = 50_000) -> 
             if not chunk:
                 break
             after = chunk[-1].seq
-            per_topic: dict[int, list[tuple[datetime, int]]] = {}
-            for row in chunk:
-                per_topic.setdefault(row.topic_id, []).append((row.published_at, row.size_bytes))
-            for tid, rows in per_topic.items():
+            for tid, rows in _by_topic(row[1:] for row in chunk).items():
                 for (width, start), fig in tally(rows).items():
-                    into = expected.setdefault((tid, width, start), [0, 0, fig[2], fig[3]])
-                    into[0] += fig[0]
-                    into[1] += fig[1]
-                    into[2] = min(into[2], fig[2])
-                    into[3] = max(into[3], fig[3])
+                    _merge(expected, (tid, width, start), fig)
         stored_query = select(rollups)
         if topic_id is not None:
             stored_query = stored_query.where(rollups.c.topic_id == topic_id)
