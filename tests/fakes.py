@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from latam.broker.base import Backlog, DeadLetter, Delivery, DeliveryPolicy
+from latam.broker.base import Backlog, DeadLetter, Delivery, DeliveryPolicy, within_bytes
 from latam.domain import (
     ATTR_MESSAGE_ID,
     ATTR_TOPIC,
@@ -191,11 +191,14 @@ class MemoryBroker:
                     self.queue.move_to_dead(row, reason, delivery.delivery_attempt)
             self.queue.changed.notify_all()
 
-    def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]:
+    def list_dead_letters(
+        self, *, limit: int, after: str | None = None, max_bytes: int = 4 * 1024 * 1024
+    ) -> list[DeadLetter]:
         self._check()
         start = _dead_id(after) or 0
         with self.queue.changed:
-            return [self.queue.dead[i] for i in sorted(self.queue.dead) if i > start][:limit]
+            chosen = [self.queue.dead[i] for i in sorted(self.queue.dead) if i > start][:limit]
+        return within_bytes(chosen, max_bytes)
 
     def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
         self._check()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -18,8 +19,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
+from latam import metrics
 from latam.domain import utcnow
 from latam.errors import InvalidRequest
 
@@ -77,13 +79,19 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# What ``create_key`` makes: 12 hex characters of id, 43 URL-safe base64 ones of secret.
+TOKEN_FORMAT = re.compile(r"lt_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+
+
+def _matches(secret: str, secret_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), secret_hash)
+
+
 def parse_token(token: str) -> tuple[str, str] | None:
-    """``(key_id, secret)`` of a ``lt_<key_id>_<secret>`` token, or None."""
-    prefix, _, rest = token.partition("_")
-    key_id, _, secret = rest.partition("_")
-    if prefix != "lt" or not key_id or not secret:
-        return None
-    return key_id, secret
+    """``(key_id, secret)`` of a well-formed ``lt_<key_id>_<secret>`` token, or None: a
+    token of any other shape was never issued, so it is refused without a lookup."""
+    found = TOKEN_FORMAT.fullmatch(token)
+    return (found[1], found[2]) if found else None
 
 
 class KeyStore(Protocol):
@@ -186,7 +194,21 @@ class KeyVerifier:
         self._lock = threading.Lock()
 
     def verify(self, token: str) -> ApiKey | None:
-        """The live key a bearer token belongs to, or None (unknown, wrong, revoked)."""
+        """The live key a bearer token belongs to, or None (unknown, wrong, revoked).
+        May read the key store: call it off the event loop, or try ``verify_cached``."""
+        found = self._verify(token, cached_only=False)
+        return None if isinstance(found, str) else found
+
+    def verify_cached(self, token: str) -> ApiKey | Literal["lookup", "refresh"] | None:
+        """``verify`` when it needs no I/O (a malformed token, the bootstrap key, a cached
+        key or unknown id); else what ``verify`` would do with the key store: ``"refresh"``
+        a key it verified before (stale, or its last use due), ``"lookup"`` an id it
+        does not know."""
+        return self._verify(token, cached_only=True)
+
+    def _verify(
+        self, token: str, *, cached_only: bool
+    ) -> ApiKey | Literal["lookup", "refresh"] | None:
         if self._bootstrap and hmac.compare_digest(token.encode(), self._bootstrap.encode()):
             return BOOTSTRAP_KEY
         parsed = parse_token(token)
@@ -196,14 +218,21 @@ class KeyVerifier:
         now = self._clock()
         cached = self._cached(key_id)
         if cached is None or now - cached[0] > CACHE_SECONDS:
+            if cached_only:
+                if cached is not None and cached[1] is not None and _matches(secret, cached[2]):
+                    return "refresh"
+                return "lookup"
             cached = self._load(key_id, now)
         _, key, secret_hash = cached
         # Compared even for unknown ids so the timing does not tell whether a key exists.
-        if not hmac.compare_digest(hash_secret(secret), secret_hash) or key is None:
+        if not _matches(secret, secret_hash) or key is None:
             return None
         if key.revoked_at is not None:
             return None
-        self._touch(key, now)
+        if self._touch_due(key, now):
+            if cached_only:
+                return "refresh"
+            self._touch(key, now)
         return key
 
     def forget(self, key_id: str | None = None) -> None:
@@ -228,6 +257,7 @@ class KeyVerifier:
 
     def _load(self, key_id: str, now: float) -> _Entry:
         found = self.store.find(key_id)
+        metrics.API_KEY_LOOKUPS.labels(result="found" if found else "unknown").inc()
         entry: _Entry = (now, *found) if found else (now, None, NO_HASH)
         with self._lock:
             if found:
@@ -237,6 +267,11 @@ class KeyVerifier:
                 self._known.pop(key_id)
                 self._unknown.put(key_id, entry)
         return entry
+
+    def _touch_due(self, key: ApiKey, now: float) -> bool:
+        with self._lock:
+            last = self._touched.get(key.id)
+        return last is None or now - last >= TOUCH_SECONDS
 
     def _touch(self, key: ApiKey, now: float) -> None:
         with self._lock:

@@ -53,6 +53,12 @@ HTTP_IN_FLIGHT = Gauge(
     "HTTP requests being served now.",
     multiprocess_mode="livesum",
 )
+API_KEY_LOOKUPS = Counter(
+    "latam_api_key_lookups",
+    "Reads of the key table to verify a bearer token, by result (found, unknown); tokens"
+    " refused by their shape or answered from the cache cost none.",
+    ["result"],
+)
 MESSAGES_PUBLISHED = Counter(
     "latam_messages_published", "Messages accepted onto the broker.", ["topic"]
 )

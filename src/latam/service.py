@@ -156,12 +156,15 @@ class Service:
         cursor: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        max_bytes: int | None = None,
     ) -> MessagePage:
+        """A page of at most ``limit`` rows and ``max_page_bytes`` (or ``max_bytes``,
+        when lower) of data and attributes."""
         after = _page_start(topic_id, cursor, since, until)
         items, more = self.store.page_messages(
             topic_id,
             limit=limit,
-            max_bytes=self.max_page_bytes,
+            max_bytes=min(max_bytes or self.max_page_bytes, self.max_page_bytes),
             after_seq=after.seq,
             after_time=after.published_at,
             since=since,
@@ -182,10 +185,11 @@ class Service:
         cursor: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[bytes, str | None, str | None] | None:
         """A page as a JSON array read straight from the store, with the next and the
         tail cursor (as in ``MessagePage``), or None where the store has no such path
-        (``read_messages`` serves those)."""
+        (``read_messages`` serves those). ``max_bytes`` lowers the page's byte budget."""
         if self.pages is None:
             return None
         after = _page_start(topic_id, cursor, since, until)
@@ -196,7 +200,7 @@ class Service:
             after_time=after.published_at,
             since=since,
             until=until,
-            max_bytes=self.max_page_bytes,
+            max_bytes=min(max_bytes or self.max_page_bytes, self.max_page_bytes),
         )
         if last is None:
             self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
@@ -237,7 +241,10 @@ class Service:
 
     # -- dead letters -----------------------------------------------------------------
     def list_dead_letters(self, *, limit: int, cursor: str | None = None) -> list[DeadLetter]:
-        return self.broker.list_dead_letters(limit=limit, after=cursor)
+        """Oldest first: ``limit`` at most, cut after ``max_page_bytes`` as pages are."""
+        return self.broker.list_dead_letters(
+            limit=limit, after=cursor, max_bytes=self.max_page_bytes
+        )
 
     def get_dead_letter(self, *, dead_letter_id: str) -> DeadLetter:
         return self.broker.get_dead_letter(dead_letter_id)

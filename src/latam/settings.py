@@ -50,6 +50,14 @@ class Settings(BaseSettings):
         " (always at least one message); next_cursor continues after it.",
     )
 
+    max_concurrent_pages: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Big pages of messages (past 128 KiB) one API process builds at a time,"
+        " off the event loop; more wait their turn, small reads never do.",
+    )
+
     # Access control and abuse limits.
     auth: Literal["auto", "on", "off"] = Field(
         "auto", description="API keys required: auto = on unless bound to loopback."
@@ -62,6 +70,21 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(200, ge=1, description="Requests a key may burst.")
     anonymous_rate_limit_per_second: float = Field(
         0.0, ge=0, description="Requests/s per client address without a key (0: off)."
+    )
+    failed_auth_per_second: float = Field(
+        1.0,
+        ge=0,
+        description="Failed authentications/s per client address before 429 (0: off).",
+    )
+    failed_auth_burst: int = Field(
+        30, ge=1, description="Failed authentications a client address may burst."
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Serve the API's /metrics on this port instead of the API port (0: on"
+        " the API port, where, with auth on, only loopback peers and admin keys read it).",
     )
     request_timeout_seconds: float = Field(30.0, gt=0, description="Time to send a body (s).")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -151,6 +152,23 @@ def test_dead_letter_replay_and_purge(broker: Broker) -> None:
     broker.ack(replayed)
     assert broker.purge_dead_letters() == 1
     assert broker.list_dead_letters(limit=10) == []
+
+
+def test_dead_letter_pages_stop_at_their_byte_budget(broker: Broker) -> None:
+    """A page of dead letters stops after the letter that reaches ``max_bytes`` (at
+    least one), and paging on from its last id still sees every letter once."""
+    big = [replace(outbound(i), body=orjson.dumps({"n": i, "pad": "x" * 3000})) for i in range(5)]
+    broker.publish(big)
+    broker.dead_letter(pull_all(broker, 5), reason="unknown_topic")
+    pages: list[list[int]] = []
+    after = None
+    while page := broker.list_dead_letters(limit=10, after=after, max_bytes=5000):
+        pages.append(sorted(orjson.loads(d.body)["n"] for d in page))
+        after = page[-1].id
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert sorted(n for p in pages for n in p) == [0, 1, 2, 3, 4]
+    one = broker.list_dead_letters(limit=10, max_bytes=1)
+    assert len(one) == 1
 
 
 def test_flow_control_bounds_messages_in_flight(harness: Harness) -> None:

@@ -67,3 +67,37 @@ def test_pages_stop_at_the_byte_budget(service: Service, window: bool) -> None:
         assert sorted(seen) == sorted(sizes), "every row once"
         assert len(seen) == len(set(seen))
         assert pages > 3
+
+
+def test_http_pages_are_cut_by_the_budget_not_by_the_small_page_try(service: Service) -> None:
+    """Over HTTP, a page bigger than what is tried first (``SMALL_PAGE_BYTES``) comes
+    whole: only ``LATAM_MAX_PAGE_BYTES`` cuts it, on every store."""
+    from fastapi.testclient import TestClient
+
+    from latam.api.app import create_app
+    from latam.api.messages import SMALL_PAGE_BYTES
+    from latam.keys import KeyVerifier
+    from latam.settings import Settings
+
+    budget = service.max_page_bytes = 4 * SMALL_PAGE_BYTES
+    topic = service.create_topic(name="wide")
+    rows = [
+        (topic.id, NewMessage("wide", f"w{i:02}", '{"p":"' + "y" * 30_000 + '"}', {}, BASE))
+        for i in range(30)
+    ]
+    service.store.write_messages(rows)
+    size = len(rows[0][1].data) + 2  # data and "{}" attributes
+    settings = Settings()
+    keys = KeyVerifier(service.store)  # type: ignore[arg-type]  # auth is off on loopback
+    client = TestClient(create_app(service, settings, keys))
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        page = client.get(f"/v1/topics/{topic.id}/messages?limit=1000{cursor}").json()
+        ids = [row["id"] for row in page["data"]]
+        seen.extend(ids)
+        if page["next_cursor"] is None:
+            break
+        assert (len(ids) - 1) * size < budget <= len(ids) * size, "cut by the budget only"
+        cursor = f"&cursor={page['next_cursor']}"
+    assert seen == [f"w{i:02}" for i in range(30)]

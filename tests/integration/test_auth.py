@@ -158,6 +158,84 @@ def test_rate_limit_per_key_is_429_with_retry_after(tmp_path: Path) -> None:
         assert client.get("/v1/topics", headers=bearer(other)).status_code == 200
 
 
+def test_an_address_that_keeps_failing_gets_429_and_no_more_lookups(tmp_path: Path) -> None:
+    client, keys = build(tmp_path, auth="on", failed_auth_burst=3, failed_auth_per_second=0.01)
+    _, cached = new_key(keys, "in use", ["read"])
+    _, fresh = new_key(keys, "not used yet", ["read"])
+    finds: list[str] = []
+    find = keys.store.find
+
+    def counting(key_id: str) -> object:
+        finds.append(key_id)
+        return find(key_id)
+
+    keys.store.find = counting  # type: ignore[method-assign]
+    with client:
+        assert client.get("/v1/topics", headers=bearer(cached)).status_code == 200
+        unknown = [f"lt_{os.urandom(6).hex()}_{'s' * 43}" for _ in range(5)]
+        codes = [client.get("/v1/topics", headers=bearer(t)).status_code for t in unknown]
+        assert codes == [401, 401, 401, 429, 429]
+        assert len(finds) == 1 + 3, "an address over its failure budget costs no lookup"
+        refused = client.get("/v1/topics", headers=bearer("garbage"))
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["content-type"] == "application/problem+json"
+        # A key already verified still works from that address; a lookup waits.
+        assert client.get("/v1/topics", headers=bearer(cached)).status_code == 200
+        assert client.get("/v1/topics", headers=bearer(fresh)).status_code == 429
+        assert len(finds) == 4
+    other = TestClient(client.app, client=("198.51.100.7", 40000))
+    assert other.get("/v1/topics", headers=bearer(fresh)).status_code == 200
+
+
+def test_malformed_keys_never_reach_the_key_table(tmp_path: Path) -> None:
+    client, keys = build(tmp_path, auth="on", failed_auth_per_second=0)
+    finds: list[str] = []
+    keys.store.find = finds.append  # type: ignore[method-assign, assignment]
+    with client:
+        for token in ("x", "lt_abc_def", f"lt_{'g' * 12}_{'s' * 43}", "lt_" + "a" * 5000):
+            assert client.get("/v1/topics", headers=bearer(token)).status_code == 401
+    assert finds == []
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+def test_metrics_answer_loopback_peers_without_a_key(tmp_path: Path, address: str) -> None:
+    client, _ = build(tmp_path, auth="on")
+    local = TestClient(client.app, client=(address, 40000))
+    answer = local.get("/metrics")
+    assert answer.status_code == 200
+    assert b"latam_http_requests_total" in answer.content
+
+
+def test_metrics_off_loopback_need_an_admin_key(tmp_path: Path) -> None:
+    client, keys = build(tmp_path, auth="on")
+    _, reader = new_key(keys, "reader", ["read"])
+    _, admin = new_key(keys, "admin", ["admin"])
+    remote = TestClient(client.app, client=("198.51.100.7", 40000))
+    assert remote.get("/metrics").status_code == 401
+    assert remote.get("/metrics", headers=bearer(reader)).status_code == 403
+    answer = remote.get("/metrics", headers=bearer(admin))
+    assert answer.status_code == 200
+    assert b"latam_http_requests_total" in answer.content
+
+
+def test_metrics_move_to_their_own_port(tmp_path: Path) -> None:
+    from latam.process.lifecycle import serve_metrics
+    from tests.support import free_port
+
+    client, _ = build(tmp_path, auth="off", metrics_port=free_port())
+    with client:
+        assert client.get("/metrics").status_code == 404
+    port = free_port()
+    serve_metrics("127.0.0.1", port, "API")
+    import httpx
+
+    answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert answer.status_code == 200
+    assert b"latam_" in answer.content
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/topics", timeout=5).status_code == 404
+
+
 def test_security_headers_and_cors(tmp_path: Path) -> None:
     client, _ = build(tmp_path, cors_origins=["https://dash.example"])
     with client:

@@ -33,21 +33,23 @@ KEY_ID = "test-key"
 
 
 class CertsResponse:
-    status = 200
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.headers: dict[str, str] = {}
+    def __init__(self, data: bytes, status: int = 200) -> None:
+        self.data, self.status = data, status
+        self.headers: dict[str, str] = {"Cache-Control": "public, max-age=19000"}
 
 
 class FakeCertsRequest:
-    """A google.auth transport that answers every certificate fetch with our cert."""
+    """A google.auth transport that answers every certificate fetch with our cert, and
+    counts the fetches; ``status`` other than 200 plays an outage of Google's endpoint."""
 
     def __init__(self, certs: dict[str, str]) -> None:
         self.data = orjson.dumps(certs)
+        self.fetches: list[str] = []
+        self.status = 200
 
     def __call__(self, url: str, method: str = "GET", **_: Any) -> CertsResponse:
-        return CertsResponse(self.data)
+        self.fetches.append(url)
+        return CertsResponse(self.data if self.status == 200 else b"oops", self.status)
 
 
 def make_key() -> tuple[str, str]:
@@ -211,6 +213,53 @@ def test_permanently_bad_pushes_are_400(client: TestClient, body: Any, slug: str
     assert response.status_code == 400, response.text
     assert response.json()["type"].endswith(slug)
     assert stored(client) == []
+
+
+def certs(client: TestClient) -> FakeCertsRequest:
+    fake: FakeCertsRequest = client.app.state.google_auth_request  # type: ignore[attr-defined]
+    return fake
+
+
+def test_google_certificates_are_fetched_once_not_per_push(client: TestClient) -> None:
+    for n in range(5):
+        assert push(client, envelope(message_id=f"m{n}"), token()).status_code == 204
+    assert push(client, envelope(), token(OTHER_PRIVATE)).status_code == 401
+    assert certs(client).fetches == ["https://www.googleapis.com/oauth2/v1/certs"]
+
+
+def test_an_unknown_key_id_refetches_at_most_once_a_minute(client: TestClient) -> None:
+    assert push(client, envelope(), token()).status_code == 204
+    signer = crypt.RSASigner.from_string(PRIVATE, "rotated-key")
+    now = int(time.time())
+    claims = {"iss": "https://accounts.google.com", "aud": AUDIENCE, "email": ACCOUNT}
+    rotated = jwt.encode(signer, {**claims, "iat": now, "exp": now + 600}).decode()
+    for _ in range(3):
+        assert push(client, envelope(), rotated).status_code == 401
+    assert len(certs(client).fetches) == 1, "fetched again within a minute of the last fetch"
+
+
+def test_certificate_outage_is_503_so_pubsub_retries(client: TestClient) -> None:
+    certs(client).status = 500
+    response = push(client, envelope(), token())
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert stored(client) == []
+    certs(client).status = 200
+    assert push(client, envelope(), token()).status_code == 204
+
+
+def test_an_oversized_token_is_refused_unread(client: TestClient) -> None:
+    assert push(client, envelope(), "x" * 9000).status_code == 401
+    assert certs(client).fetches == []
+
+
+def test_without_push_configured_the_route_does_not_exist(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, pubsub_push_audience=AUDIENCE)
+    service = build_service(settings)
+    app = create_app(service, settings, build_keys(settings, service.store))
+    with TestClient(app) as plain:
+        assert push(plain, envelope(), token()).status_code == 404
+        assert "/v1/pubsub/push" not in plain.get("/openapi.json").json()["paths"]
 
 
 def test_store_outage_is_503_so_pubsub_retries(client: TestClient) -> None:

@@ -67,6 +67,9 @@ class MemoryKeys:
         self.touches.append((id, when))
 
 
+SECRET = "s" * 43
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -106,10 +109,53 @@ def test_valid_keys_survive_a_flood_of_unknown_ids(store: MemoryKeys) -> None:
     verifier = KeyVerifier(store, max_keys=100, max_unknown=50)
     assert all(verifier.verify(token) for token in tokens)
     for _ in range(5_000):
-        assert verifier.verify(f"lt_{secrets.token_hex(6)}_{secrets.token_urlsafe(8)}") is None
+        assert verifier.verify(f"lt_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}") is None
     assert verifier.cached() == (20, 50)
     assert all(verifier.verify(token) for token in tokens)
     assert {store.finds[key_id] for key_id in store.rows} == {1}, "keys were read again"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "nonsense",
+        "lt_",
+        f"lt_{'a' * 12}_short",
+        f"lt_{'A' * 12}_{'s' * 43}",  # the id is lower-case hex
+        f"lt_{'a' * 11}_{'s' * 44}",
+        f"lt_{'a' * 12}_{'s' * 42}!",
+        f"xx_{'a' * 12}_{'s' * 43}",
+        f"lt_{'a' * 12}_{'s' * 43}\n",
+        "lt_" + "a" * 10_000,
+    ],
+)
+def test_a_malformed_token_is_refused_without_a_lookup(store: MemoryKeys, token: str) -> None:
+    verifier = KeyVerifier(store)
+    assert verifier.verify_cached(token) is None
+    assert verifier.verify(token) is None
+    assert not store.finds
+    assert verifier.cached() == (0, 0)
+
+
+def test_verify_cached_asks_for_a_lookup_only_when_it_needs_the_store(store: MemoryKeys) -> None:
+    clock = Clock()
+    key, token = create_key(store, name="reader", scopes=["read"])
+    unknown = f"lt_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+    verifier = KeyVerifier(store, clock=clock)
+    assert verifier.verify_cached(token) == "lookup"
+    assert verifier.verify_cached(unknown) == "lookup"
+    assert not store.finds
+    assert verifier.verify(token) == key
+    assert verifier.verify(unknown) is None
+    assert verifier.verify_cached(token) == key
+    assert verifier.verify_cached(unknown) is None
+    assert verifier.verify_cached(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    clock.now += TOUCH_SECONDS + 1  # last use is due, and the cache entry is stale
+    assert verifier.verify_cached(token) == "refresh"
+    assert verifier.verify_cached(token[:-1] + ("A" if token[-1] != "A" else "B")) == "lookup"
+    assert verifier.verify_cached(unknown) == "lookup"
+    assert sum(store.finds.values()) == 2
 
 
 def test_the_key_cache_drops_the_least_recently_used(store: MemoryKeys) -> None:
@@ -139,20 +185,20 @@ def test_revocation_shows_after_the_cache_time(store: MemoryKeys) -> None:
 def test_an_id_unknown_then_created_is_found_after_the_cache_time(store: MemoryKeys) -> None:
     clock = Clock()
     verifier = KeyVerifier(store, clock=clock)
-    assert verifier.verify("lt_aaaaaaaaaaaa_secret") is None
+    assert verifier.verify(f"lt_aaaaaaaaaaaa_{SECRET}") is None
     store.create(
         NewKey(
             key_id="aaaaaaaaaaaa",
-            secret_hash=hash_secret("secret"),
+            secret_hash=hash_secret(SECRET),
             name="late",
             scopes=frozenset({"read"}),
             topics=None,
             created_at=utcnow(),
         )
     )
-    assert verifier.verify("lt_aaaaaaaaaaaa_secret") is None
+    assert verifier.verify(f"lt_aaaaaaaaaaaa_{SECRET}") is None
     clock.now += CACHE_SECONDS + 0.1
-    assert verifier.verify("lt_aaaaaaaaaaaa_secret") is not None
+    assert verifier.verify(f"lt_aaaaaaaaaaaa_{SECRET}") is not None
     assert verifier.cached() == (1, 0)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import Lifespan
@@ -46,9 +48,18 @@ def create_app(
     app.state.anonymous_limiter = RateLimiter(
         rate=settings.anonymous_rate_limit_per_second, burst=settings.rate_limit_burst
     )
+    # A bulkhead: big pages wait here, on the event loop, for a turn in the thread pool.
+    app.state.page_slots = asyncio.Semaphore(settings.max_concurrent_pages)
+    app.state.failed_auth_limiter = RateLimiter(
+        rate=settings.failed_auth_per_second, burst=settings.failed_auth_burst
+    )
     for router in (topics, messages, stats, dead_letters, compat, health):
         app.include_router(router.router)
-    app.include_router(pubsub_push.router)
+    if not settings.metrics_port:
+        app.include_router(health.metrics_router)
+    if pubsub_push.configured(settings):
+        # Only where push is on: elsewhere the route does not exist, so costs nothing.
+        app.include_router(pubsub_push.router)
     problems.install(app)
     if settings.cors_origins:
         app.add_middleware(

@@ -11,6 +11,7 @@ from latam.api.deps import ServiceDep, authorize
 from latam.api.problems import documented
 from latam.api.render import OrjsonResponse, dead_letter_json
 from latam.api.schemas import DeadLetterList, DeadLetterOut, Purged, Replayed, ReplayIn
+from latam.broker.base import letter_bytes
 
 router = APIRouter(
     prefix="/v1/dead-letters",
@@ -22,12 +23,22 @@ router = APIRouter(
 @router.get("", response_model=DeadLetterList)
 def list_dead_letters(
     service: ServiceDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=1000,
+            description="Letters at most; a page also stops after the letter that brings its"
+            " bodies and attributes to LATAM_MAX_PAGE_BYTES (4 MiB by default).",
+        ),
+    ] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """Dead letters, oldest first, with the reason each was set aside."""
     letters = service.list_dead_letters(limit=limit, cursor=cursor)
-    next_cursor = letters[-1].id if len(letters) == limit else None
+    weight = sum(letter_bytes(d.body, d.attributes) for d in letters)
+    full = len(letters) == limit or weight >= service.max_page_bytes
+    next_cursor = letters[-1].id if letters and full else None
     return OrjsonResponse(
         {"data": [dead_letter_json(d) for d in letters], "next_cursor": next_cursor}
     )

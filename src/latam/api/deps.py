@@ -11,6 +11,7 @@ from fastapi import Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from latam.api.ratelimit import RateLimiter
 from latam.keys import ApiKey, KeyVerifier
 from latam.service import Service
 
@@ -46,6 +47,9 @@ MAX_ID = 2**63 - 1
 TopicId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 def authorize(read: str, write: str) -> Callable[[Request], Awaitable[None]]:
     """The one dependency of every route of a router: a JSON body where there is one,
     scope ``read`` for GET and ``write`` for other methods, then the caller's rate limit."""
@@ -57,8 +61,7 @@ def authorize(read: str, write: str) -> Callable[[Request], Awaitable[None]]:
         caller = request.client.host if request.client else "unknown"
         limiter = state.anonymous_limiter
         if state.settings.auth_enabled and not (scope == "read" and state.settings.anonymous_read):
-            # Verifying may read the key table: off the event loop.
-            key = await run_in_threadpool(_bearer_key, request)
+            key = await authenticate(request, caller)
             topic = request.path_params.get("topic_id")
             topic_id = int(topic) if isinstance(topic, str) and topic.isdigit() else None
             # A topic-bound key reaches only its topics' routes, not listings of every topic.
@@ -67,22 +70,58 @@ def authorize(read: str, write: str) -> Callable[[Request], Awaitable[None]]:
                 raise HTTPException(403, f"this API key may not {scope} here")
             caller, limiter = f"key:{key.key_id}", state.key_limiter
             request.state.api_key = key.key_id
-        wait = limiter.acquire(caller)
-        if wait > 0:
-            raise HTTPException(
-                429, "rate limit exceeded", headers={"Retry-After": str(math.ceil(wait))}
-            )
+        _limit(limiter, caller)
 
     return dependency
 
 
-def _bearer_key(request: Request) -> ApiKey:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+async def authenticate(request: Request, address: str) -> ApiKey:
+    """The caller's live key, else 401, or 429 once ``address`` has failed too often.
+
+    A malformed token, a cached key and a cached unknown id are answered on the event
+    loop without I/O; only a read of the key store goes to the thread pool, and an
+    address over its failure budget gets none for ids it has not shown before (keys
+    already verified keep working from it, refreshed as usual).
+    """
+    failures = request.app.state.failed_auth_limiter
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     keys: KeyVerifier = request.app.state.keys
-    key = keys.verify(token.strip()) if scheme.lower() == "bearer" else None
+    key: ApiKey | None = None
+    if scheme.lower() == "bearer":
+        token = token.strip()
+        found = keys.verify_cached(token)
+        if found == "lookup" and (wait := failures.waiting(address)) > 0:
+            raise _too_many(wait, "too many failed authentications from this address")
+        if isinstance(found, str):  # a lookup, or a refresh of a key verified before
+            key = await run_in_threadpool(keys.verify, token)
+        else:
+            key = found
     if key is None:
+        if (wait := failures.acquire(address)) > 0:
+            raise _too_many(wait, "too many failed authentications from this address")
         raise HTTPException(
             401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}
         )
     return key
+
+
+def _limit(limiter: RateLimiter, caller: str) -> None:
+    if (wait := limiter.acquire(caller)) > 0:
+        raise _too_many(wait, "rate limit exceeded")
+
+
+def _too_many(wait: float, detail: str) -> HTTPException:
+    return HTTPException(429, detail, headers={"Retry-After": str(math.ceil(wait))})
+
+
+async def metrics_access(request: Request) -> None:
+    """``/metrics`` on the API port: open with auth off; with auth on, to loopback peers
+    (a collector beside the process, e.g. Cloud Run's Managed Prometheus sidecar) and to
+    admin keys, since it names every topic."""
+    state = request.app.state
+    address = request.client.host if request.client else "unknown"
+    if not state.settings.auth_enabled or address in LOOPBACK:
+        return
+    key = await authenticate(request, address)
+    if not key.allows("admin"):
+        raise HTTPException(403, "this API key may not read metrics")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from latam import metrics
-from latam.api.deps import ServiceDep
+from latam.api.deps import ServiceDep, metrics_access
 from latam.api.problems import documented, problem
 from latam.api.schemas import Readiness
 
 router = APIRouter(tags=["operations"])
+# Mounted on the API port unless LATAM_METRICS_PORT serves it apart (``metrics_server``).
+metrics_router = APIRouter(tags=["operations"], dependencies=[Depends(metrics_access)])
 
 
 @router.get("/healthz")
@@ -38,7 +40,7 @@ def readyz(service: ServiceDep) -> Response | Readiness:
     )
 
 
-@router.get("/metrics", include_in_schema=False)
+@metrics_router.get("/metrics", include_in_schema=False)
 def prometheus_metrics() -> Response:
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)

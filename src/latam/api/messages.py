@@ -85,6 +85,7 @@ async def publish(topic_id: TopicId, request: Request, service: ServiceDep) -> R
 @router.get("/{topic_id}/messages", response_model=MessageList, responses=documented(404))
 async def read_messages(
     topic_id: TopicId,
+    request: Request,
     service: ServiceDep,
     limit: Annotated[
         int,
@@ -115,12 +116,25 @@ async def read_messages(
     continues a page of the same kind (400 otherwise); pass the same window with it.
     """
     since, until = as_utc(since), as_utc(until)
+    args = (service, topic_id, limit, cursor, since, until)
+    # Small pages first, with a budget of SMALL_PAGE_BYTES: on the event loop from the
+    # embedded store (an indexed read of a local file costs less than a thread hop),
+    # else in the thread pool. A page that may have been cut by it is read again in
+    # full, in the thread pool, LATAM_MAX_CONCURRENT_PAGES at a time: heavy readers wait
+    # for each other, never in front of small reads or /healthz.
     if service.pages is not None:
-        # One indexed range read of a local file: cheaper on the event loop than a thread hop.
-        body = page_body(service, topic_id, limit, cursor, since, until)
+        body = page_body(*args, max_bytes=SMALL_PAGE_BYTES)
     else:
-        body = await run_in_threadpool(page_body, service, topic_id, limit, cursor, since, until)
+        body = await run_in_threadpool(page_body, *args, max_bytes=SMALL_PAGE_BYTES)
+    if body is None:
+        async with request.app.state.page_slots:
+            body = await run_in_threadpool(page_body, *args)
     return Response(body, media_type="application/json")
+
+
+# What a page read before it waits for a turn may carry (and, on the embedded store, what
+# a page read on the event loop may carry): its cost is bounded by it.
+SMALL_PAGE_BYTES = 128 * 1024
 
 
 def page_body(
@@ -130,25 +144,35 @@ def page_body(
     cursor: str | None,
     since: datetime | None,
     until: datetime | None,
-) -> bytes:
-    """The response body of one page: spliced from the embedded store, else rendered."""
+    *,
+    max_bytes: int | None = None,
+) -> bytes | None:
+    """The response body of one page: spliced from the embedded store, else rendered.
+    With ``max_bytes`` below the page budget: None when the page may be bigger."""
     args: dict[str, Any] = {
         "topic_id": topic_id,
         "limit": limit,
         "cursor": cursor,
         "since": since,
         "until": until,
+        "max_bytes": max_bytes,
     }
     built = service.read_messages_json(**args)
     if built is not None:
         array, next_cursor, tail_cursor = built
         cursors = orjson.dumps({"next_cursor": next_cursor, "tail_cursor": tail_cursor})
-        return b'{"data":' + array + b"," + cursors[1:]
-    page = service.read_messages(**args)
-    return orjson.dumps(
-        {
-            "data": [message_json(m) for m in page.items],
-            "next_cursor": page.next_cursor,
-            "tail_cursor": page.tail_cursor,
-        }
-    )
+        body = b'{"data":' + array + b"," + cursors[1:]
+    else:
+        page = service.read_messages(**args)
+        body = orjson.dumps(
+            {
+                "data": [message_json(m) for m in page.items],
+                "next_cursor": page.next_cursor,
+                "tail_cursor": page.tail_cursor,
+            }
+        )
+    # The JSON outweighs the data and attributes it holds, so a shorter body was not cut
+    # by a budget below the page's; this one may have been.
+    if max_bytes is not None and max_bytes < service.max_page_bytes and len(body) >= max_bytes:
+        return None
+    return body

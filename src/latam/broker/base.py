@@ -11,7 +11,7 @@ how long to wait before the next one) is the worker's, in one place: ``worker.py
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -84,10 +84,32 @@ class DeliveryPolicy:
         return attempt >= self.max_delivery_attempts
 
 
+def letter_bytes(body: bytes, attributes: Mapping[str, str]) -> int:
+    """What a dead letter weighs against a page's byte budget: its body and attributes."""
+    return len(body) + sum(len(k) + len(v) for k, v in attributes.items())
+
+
+def within_bytes(letters: Iterable[DeadLetter], max_bytes: int) -> list[DeadLetter]:
+    """The letters up to and including the one that brings their weight to ``max_bytes``
+    (at least one), as a page of messages is cut."""
+    kept: list[DeadLetter] = []
+    total = 0
+    for letter in letters:
+        if kept and total >= max_bytes:
+            break
+        kept.append(letter)
+        total += letter_bytes(letter.body, letter.attributes)
+    return kept
+
+
 class DeadLetterStore(Protocol):
     """Where an adapter keeps its dead letters (a table, a stream, a subscription)."""
 
-    def list_letters(self, *, limit: int, after: str | None) -> list[DeadLetter]: ...
+    def list_letters(self, *, limit: int, after: str | None, max_bytes: int) -> list[DeadLetter]:
+        """Oldest first after ``after``: ``limit`` letters at most, and no more once their
+        bodies and attributes reach ``max_bytes`` (``within_bytes``)."""
+        ...
+
     def get(self, dead_letter_id: str) -> DeadLetter: ...
     def replay(self, ids: Sequence[str] | None) -> int: ...
     def purge(self, ids: Sequence[str] | None) -> int: ...
@@ -101,8 +123,10 @@ class DeadLettersIn:
     def dead_letters(self) -> DeadLetterStore:
         raise NotImplementedError
 
-    def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]:
-        return self.dead_letters.list_letters(limit=limit, after=after)
+    def list_dead_letters(
+        self, *, limit: int, after: str | None = None, max_bytes: int = 4 * 1024 * 1024
+    ) -> list[DeadLetter]:
+        return self.dead_letters.list_letters(limit=limit, after=after, max_bytes=max_bytes)
 
     def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
         return self.dead_letters.get(dead_letter_id)
@@ -138,7 +162,9 @@ class Broker(Protocol):
         ...
 
     def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None: ...
-    def list_dead_letters(self, *, limit: int, after: str | None = None) -> list[DeadLetter]: ...
+    def list_dead_letters(
+        self, *, limit: int, after: str | None = None, max_bytes: int = ...
+    ) -> list[DeadLetter]: ...
     def get_dead_letter(self, dead_letter_id: str) -> DeadLetter: ...
     def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int: ...
     def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int: ...

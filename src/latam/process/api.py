@@ -6,13 +6,14 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from latam.errors import SchemaNotCurrent, TransientError
-from latam.process.lifecycle import exit_with_parent
+from latam.process.lifecycle import exit_with_parent, serve_metrics
 from latam.settings import Settings
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ def run_api(settings: Settings) -> None:
             "authentication is OFF (bound to loopback %s); set LATAM_AUTH=on to require keys",
             settings.host,
         )
+    if settings.metrics_port:
+        # In this process, before uvicorn starts the API processes: one exposition of
+        # them all (multiprocess mode), never reachable on the API port.
+        serve_metrics(settings.host, settings.metrics_port, "API")
     uvicorn.run(
         "latam.process.api:api_process_app",
         factory=True,
@@ -94,4 +99,7 @@ def api_process_app() -> FastAPI:
 
     app = create_app(service, settings, build_keys(settings, service.store), lifespan=lifespan)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of GC passes
+    # The event loop waits at most this long for the GIL held by a thread building a big
+    # page (default 5 ms): /healthz and small reads stay fast beside heavy readers.
+    sys.setswitchinterval(0.001)
     return app

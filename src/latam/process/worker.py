@@ -6,10 +6,15 @@ import logging
 import os
 import signal
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
-from latam.process.lifecycle import EARLY_SIGNALS, PARENT_PID_ENV, exit_with_parent, hard_exit
+from latam.process.lifecycle import (
+    EARLY_SIGNALS,
+    PARENT_PID_ENV,
+    exit_with_parent,
+    hard_exit,
+    serve_metrics,
+)
 from latam.settings import Settings
 
 log = logging.getLogger("latam")
@@ -45,7 +50,7 @@ def run_worker(settings: Settings) -> None:
     if EARLY_SIGNALS:
         on_signal(EARLY_SIGNALS[0], None)
     if settings.worker_metrics_port:
-        serve_worker_metrics(settings.host, settings.worker_metrics_port)
+        serve_metrics(settings.host, settings.worker_metrics_port, "worker")
     if parent := os.environ.get(PARENT_PID_ENV):
         threading.Thread(
             target=exit_with_parent, args=(int(parent), on_signal), daemon=True
@@ -61,31 +66,3 @@ def run_worker(settings: Settings) -> None:
     finally:
         worker.store.close()
         worker.broker.close()
-
-
-class _MetricsHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        from latam import metrics
-
-        if self.path == "/metrics":
-            body, content_type = metrics.exposition()
-        elif self.path == "/healthz":
-            body, content_type = b'{"status":"ok"}', "application/json"
-        else:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
-
-
-def serve_worker_metrics(host: str, port: int) -> None:
-    """/metrics and /healthz of the worker on their own port, in a daemon thread."""
-    server = ThreadingHTTPServer((host, port), _MetricsHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    log.info("worker metrics on http://%s:%d/metrics", host, port)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -188,22 +188,37 @@ def in_time_order(
     return query.where(later_than).order_by(published, seq).limit(limit)
 
 
-def within_bytes(probe: Subquery, max_bytes: int, *, in_time: bool) -> Select[Any]:
-    """The rows of ``probe`` (a page's SELECT with its ``row_bytes``) up to and including
-    the one that brings their bytes to ``max_bytes``, in the page's order, each with the
-    number of rows the probe found (``probed``, last column).
+def within_bytes(
+    probe: Subquery, columns: Sequence[ColumnElement[Any]], max_bytes: int, *, in_time: bool
+) -> Select[Any]:
+    """``columns`` of the rows of ``probe`` (a page's keys: ``seq``, ``published_at`` when
+    ``in_time``, and ``row_bytes``) up to and including the one that brings their bytes
+    to ``max_bytes``, in the page's order, each with the number of rows the probe found
+    (``probed``, last column).
 
-    The running sum is a window over the probe's few rows (the probe has its LIMIT), so
-    the database reads no more than before and sends no more than the page.
+    The running sum is a window over the probe's few rows (the probe has its LIMIT), and
+    only the rows kept are joined back to ``messages`` for their data: a large message
+    past the budget is never read, on a store that materialises the probe too (MariaDB,
+    SQLite).
     """
     order = [probe.c.published_at, probe.c.seq] if in_time else [probe.c.seq]
     running = func.sum(probe.c.row_bytes).over(order_by=order, rows=(None, 0))
-    sized = select(probe, running.label("running"), func.count().over().label("probed")).subquery()
-    return (
-        select(*(column for column in sized.c if column.name not in {"running", "probed"}))
-        .add_columns(sized.c.probed)
+    sized = select(
+        probe.c.seq,
+        probe.c.row_bytes,
+        running.label("running"),
+        func.count().over().label("probed"),
+    ).subquery()
+    kept = (
+        select(sized.c.seq, sized.c.probed)
         .where(sized.c.running - sized.c.row_bytes < max_bytes)
-        .order_by(*(sized.c[column.name] for column in order))
+        .subquery()
+    )
+    order_by = [messages.c.published_at, messages.c.seq] if in_time else [messages.c.seq]
+    return (
+        select(*columns, kept.c.probed)
+        .join_from(kept, messages, messages.c.seq == kept.c.seq)
+        .order_by(*order_by)
     )
 
 

@@ -21,9 +21,17 @@ import orjson
 from latam.domain import Position, window_start
 from latam.errors import StoreUnavailable
 
-SELECT = (
-    "SELECT seq, message_id, data, attributes, published_at, ingested_at,"
-    " size_bytes + length(attributes) AS row_bytes FROM messages WHERE topic_id = :topic"
+# A page is read in two statements: the probe walks an index for the keys and sizes of
+# at most ``limit + 1`` rows and a running sum cuts it at the byte budget (``CUT``); then
+# only the rows kept are read, by rowid, for their data: a 250 KB message past the
+# budget is never read, and nothing is sorted with its data. The sizes are the last
+# column of both page indexes on SQLite (migration 0006), so the probes read no row.
+SEQ_KEYS = (
+    "SELECT seq, size_bytes + length(attributes) AS row_bytes FROM messages WHERE topic_id = :topic"
+)
+KEYS = (
+    "SELECT seq, published_at, size_bytes + length(attributes) AS row_bytes"
+    " FROM messages WHERE topic_id = :topic"
 )
 IN_INGEST_ORDER = " AND seq > :after ORDER BY seq LIMIT :probe"
 # Publish-time order (domain.Position), as storage.dialects.in_time_order reads it on
@@ -33,21 +41,23 @@ UNTIL = " AND published_at < :until"
 IN_TIME_ORDER = " ORDER BY published_at, seq LIMIT :probe"
 # Built from the constants above and placeholders only.
 AFTER_IN_TIME = (
-    f"SELECT * FROM ({SELECT} AND published_at = :after_time AND seq > :after{{until}}"  # noqa: S608  # nosec B608
+    f"SELECT * FROM ({KEYS} AND published_at = :after_time AND seq > :after{{until}}"  # noqa: S608  # nosec B608
     " ORDER BY seq LIMIT :probe)"
-    f" UNION ALL SELECT * FROM ({SELECT} AND published_at > :after_time{{until}}{IN_TIME_ORDER})"
-    " ORDER BY 5, 1 LIMIT :probe"  # published_at, seq
+    f" UNION ALL SELECT * FROM ({KEYS} AND published_at > :after_time{{until}}{IN_TIME_ORDER})"
+    " ORDER BY 2, 1 LIMIT :probe"  # published_at, seq
 )
-# A page bounded in bytes (storage.dialects.within_bytes): the rows of the probe up to the
-# one that brings their bytes to :budget, and how many rows the probe found.
-WITHIN_BYTES = (
-    "SELECT seq, message_id, data, attributes, published_at, ingested_at, probed FROM ("
-    "SELECT *, SUM(row_bytes) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) AS running,"
-    " COUNT(*) OVER () AS probed FROM ({page}))"
+# The probe's seqs up to the one that brings their bytes to :budget (as
+# storage.dialects.within_bytes cuts), in the page's order, and how many rows it found.
+CUT = (
+    "SELECT seq, probed FROM (SELECT *, SUM(row_bytes) OVER (ORDER BY {order} ROWS"
+    " UNBOUNDED PRECEDING) AS running, COUNT(*) OVER () AS probed FROM ({page}))"
     " WHERE running - row_bytes < :budget ORDER BY {order}"
 )
-ROW = b'{"id":%s,"data":%s,"attributes":%s,"published_at":"%sT%sZ","ingested_at":"%sT%sZ"}'
-PLAIN_ID_ROW = ROW.replace(b'"id":%s', b'"id":"%s"')
+ROWS = (
+    "SELECT seq, message_id, data, attributes, published_at, ingested_at FROM messages"
+    " WHERE seq IN ({marks})"
+)
+NO_BUDGET = 2**62
 
 
 def _stored(value: datetime) -> str:
@@ -91,51 +101,54 @@ class SqlitePages:
         the page stops after the row that brings its bytes there."""
         values: dict[str, Any] = {"topic": topic_id, "after": after_seq, "probe": limit + 1}
         if since is None and until is None:
-            sql = SELECT + IN_INGEST_ORDER
+            sql = SEQ_KEYS + IN_INGEST_ORDER
         else:
             if until is not None:
                 values["until"] = _stored(until)
             start = window_start(since, Position(after_seq, after_time))
             upper = UNTIL if until is not None else ""
             if start is None:
-                sql = SELECT + upper + IN_TIME_ORDER
+                sql = KEYS + upper + IN_TIME_ORDER
             elif start[1] == 0:  # from ``since`` itself: every row at that instant
                 values["after_time"] = _stored(start[0])
-                sql = SELECT + SINCE + upper + IN_TIME_ORDER
+                sql = KEYS + SINCE + upper + IN_TIME_ORDER
             else:
                 values["after_time"], values["after"] = _stored(start[0]), start[1]
                 sql = AFTER_IN_TIME.format(until=upper)
-        if max_bytes is not None:
-            order = "seq" if since is None and until is None else "published_at, seq"
-            sql = WITHIN_BYTES.format(order=order, page=sql)
-            values["budget"] = max_bytes
+        order = "seq" if since is None and until is None else "published_at, seq"
+        values["budget"] = NO_BUDGET if max_bytes is None else max_bytes
         try:
-            rows = self._connection().execute(sql, values).fetchall()
+            conn = self._connection()
+            keys = conn.execute(CUT.format(order=order, page=sql), values).fetchall()
+            seqs = [seq for seq, _ in keys[:limit]]
+            found = conn.execute(ROWS.format(marks=",".join("?" * len(seqs))), seqs).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not be read ({type(exc).__name__})") from exc
-        shown = rows[:limit]
+        where = {seq: n for n, seq in enumerate(seqs)}
+        # A row deleted between the two reads (its topic deleted) is left out.
+        shown = sorted(found, key=lambda row: where[row[0]])
         last = (shown[-1][0], _published(shown[-1][4])) if shown else None
-        if max_bytes is None:
-            return b"[" + _rows(shown) + b"]", last, len(rows) > limit
-        probed = rows[0][6] if rows else 0
-        return b"[" + _rows(shown) + b"]", last, probed > len(shown)
+        probed = keys[0][1] if keys else 0
+        return _array(shown), last, probed > len(seqs)
 
 
 def _published(stored: bytes) -> datetime:
     return datetime.fromisoformat(stored.decode()).replace(tzinfo=UTC)
 
 
-def _rows(rows: list[tuple[Any, ...]]) -> bytes:
-    """Rows as comma-separated JSON objects. Ids are printable (domain.validate_message_id),
-    so only a quote or a backslash needs escaping, and a page rarely holds one."""
+def _array(rows: list[tuple[Any, ...]]) -> bytes:
+    """Rows as a JSON array, joined once from their parts (a ``%`` format copies a large
+    ``data`` several times). Ids are printable (domain.validate_message_id), so only a
+    quote or a backslash needs escaping, and a page rarely holds one."""
     ids = b"".join([row[1] for row in rows])
-    if b'"' in ids or b"\\" in ids:
-        return b",".join(
-            [
-                ROW % (_quoted(m), d, a, p[:10], p[11:], i[:10], i[11:])
-                for _, m, d, a, p, i, *_ in rows
-            ]
-        )
-    return b",".join(
-        [PLAIN_ID_ROW % (m, d, a, p[:10], p[11:], i[:10], i[11:]) for _, m, d, a, p, i, *_ in rows]
-    )
+    plain = b'"' not in ids and b"\\" not in ids
+    parts: list[bytes] = []
+    for _, m, d, a, p, i in rows:
+        parts += (b',{"id":"', m, b'","data":') if plain else (b',{"id":', _quoted(m), b',"data":')
+        parts += (d, b',"attributes":', a, b',"published_at":"', p[:10], b"T", p[11:])
+        parts += (b'Z","ingested_at":"', i[:10], b"T", i[11:], b'Z"}')
+    if not parts:
+        return b"[]"
+    parts[0] = b"[" + parts[0][1:]
+    parts.append(b"]")
+    return b"".join(parts)

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Select, delete, func, select, update
 
 from latam.domain import NewMessage, Position, Topic, utcnow, window_start
 from latam.errors import NotFound, SchemaNotCurrent, StoreUnavailable, TransientError
@@ -30,6 +30,15 @@ from latam.storage.schema import messages, topics
 from latam.storage.schema import rollups as rollups_table
 from latam.storage.stats import all_totals, topic_buckets
 
+# A stored message's columns, in ``StoredMessage`` order.
+PAGE_COLUMNS = (
+    messages.c.seq,
+    messages.c.message_id,
+    messages.c.data,
+    messages.c.attributes,
+    messages.c.published_at,
+    messages.c.ingested_at,
+)
 log = logging.getLogger("latam")
 
 TOPIC_COLUMNS = (topics.c.id, topics.c.name, topics.c.created_at, topics.c.updated_at)
@@ -187,7 +196,7 @@ class SqlStore:
         """A page in ingest order or, with ``since``/``until``, in publish-time order
         (see ``domain.Position``); ``after_time`` with ``after_seq`` is where the latter
         continues."""
-        query = self._page_query(topic_id, limit, after_seq, since, until, after_time)
+        query = self._page_query(PAGE_COLUMNS, topic_id, limit, after_seq, since, until, after_time)
         with self._errors(), self.engine.connect() as conn:
             return [StoredMessage(*row[:6]) for row in conn.execute(query)]
 
@@ -204,9 +213,13 @@ class SqlStore:
     ) -> tuple[list[StoredMessage], bool]:
         """``list_messages`` bounded in bytes as well, cut by the database (so no more
         than the page is ever read into memory), and whether more rows follow."""
-        probe = self._page_query(topic_id, limit + 1, after_seq, since, until, after_time)
         in_time = since is not None or until is not None
-        query = within_bytes(probe.subquery(), max_bytes, in_time=in_time)
+        keys = [messages.c.seq, messages.c.published_at] if in_time else [messages.c.seq]
+        row_bytes = (messages.c.size_bytes + func.length(messages.c.attributes)).label("row_bytes")
+        probe = self._page_query(
+            [*keys, row_bytes], topic_id, limit + 1, after_seq, since, until, after_time
+        )
+        query = within_bytes(probe.subquery(), PAGE_COLUMNS, max_bytes, in_time=in_time)
         with self._errors(), self.engine.connect() as conn:
             rows = conn.execute(query).all()
         shown = [StoredMessage(*row[:6]) for row in rows[:limit]]
@@ -215,6 +228,7 @@ class SqlStore:
 
     def _page_query(
         self,
+        columns: Sequence[ColumnElement[Any]],
         topic_id: int,
         limit: int,
         after_seq: int,
@@ -222,15 +236,7 @@ class SqlStore:
         until: datetime | None,
         after_time: datetime | None,
     ) -> Select[Any]:
-        query: Select[Any] = select(
-            messages.c.seq,
-            messages.c.message_id,
-            messages.c.data,
-            messages.c.attributes,
-            messages.c.published_at,
-            messages.c.ingested_at,
-            (messages.c.size_bytes + func.length(messages.c.attributes)).label("row_bytes"),
-        ).where(messages.c.topic_id == topic_id)
+        query: Select[Any] = select(*columns).where(messages.c.topic_id == topic_id)
         if since is None and until is None:
             query = through(query, SEQ_INDEX).where(messages.c.seq > after_seq)
             return query.order_by(messages.c.seq).limit(limit)

@@ -15,7 +15,7 @@ from typing import Any
 from nats.js.errors import NotFoundError
 
 from latam.broker import letters
-from latam.broker.base import DeadLetter
+from latam.broker.base import DeadLetter, letter_bytes
 from latam.broker.nats.config import NatsConfig
 from latam.broker.nats.link import NatsLink
 from latam.errors import NotFound
@@ -33,11 +33,11 @@ class DeadLetterStream:
         self._link = link
         self._ready = ready
 
-    async def _walk(self, after: int, limit: int) -> list[Any]:
+    async def _walk(self, after: int, limit: int, max_bytes: int) -> list[Any]:
         js = await self._ready()
         found: list[Any] = []
-        seq = after + 1
-        while len(found) < limit:
+        seq, weight = after + 1, 0
+        while len(found) < limit and weight < max_bytes:
             try:
                 raw = await js.get_msg(
                     self.config.dead_letter_stream,
@@ -48,6 +48,7 @@ class DeadLetterStream:
             except NotFoundError:
                 break
             found.append(raw)
+            weight += letter_bytes(raw.data or b"", raw.headers or {})
             seq = raw.seq + 1
         return found
 
@@ -58,9 +59,10 @@ class DeadLetterStream:
         except NotFoundError as exc:
             raise NotFound(f"dead letter {seq} does not exist") from exc
 
-    def list_letters(self, *, limit: int, after: str | None) -> list[DeadLetter]:
+    def list_letters(self, *, limit: int, after: str | None, max_bytes: int) -> list[DeadLetter]:
         start = int(after) if after and after.isdigit() else 0
-        return [_dead_letter(raw) for raw in self._link.run(self._walk(start, limit))]
+        found = self._link.run(self._walk(start, limit, max_bytes))
+        return [_dead_letter(raw) for raw in found]
 
     def get(self, dead_letter_id: str) -> DeadLetter:
         if not dead_letter_id.isdigit():
@@ -102,7 +104,7 @@ class DeadLetterStream:
 
     async def _chosen(self, ids: Sequence[str] | None) -> list[Any]:
         if ids is None:
-            return await self._walk(0, 10**9)
+            return await self._walk(0, 10**9, 2**62)
         chosen = []
         for seq in sorted({int(i) for i in ids if i.isdigit()}):
             try:

@@ -22,7 +22,7 @@ from typing import Any
 from google.api_core import exceptions as google_errors
 
 from latam.broker import letters
-from latam.broker.base import REASON_MAX_ATTEMPTS, DeadLetter
+from latam.broker.base import REASON_MAX_ATTEMPTS, DeadLetter, within_bytes
 from latam.broker.pubsub.config import PubsubConfig
 from latam.broker.pubsub.publish import publish_rpc
 from latam.errors import BrokerUnavailable, NotFound
@@ -40,11 +40,11 @@ class DeadLetterStore:
         self._publisher = publisher
         self._subscriber = subscriber
 
-    def list_letters(self, *, limit: int, after: str | None) -> list[DeadLetter]:
+    def list_letters(self, *, limit: int, after: str | None, max_bytes: int) -> list[DeadLetter]:
         letters = self._with_snapshot(lambda held: [])
         start = _sort_key(after) if after else None
         chosen = [d for d in letters if start is None or _sort_key(d.id) > start]
-        return chosen[:limit]
+        return within_bytes(chosen[:limit], max_bytes)
 
     def get(self, dead_letter_id: str) -> DeadLetter:
         for letter in self._with_snapshot(lambda held: []):

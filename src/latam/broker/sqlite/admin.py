@@ -131,13 +131,18 @@ class QueueFile:
 
     def read_one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
         """A read-only look outside any write transaction (no write lock taken)."""
+        rows = self.read_all(sql, params)
+        return rows[0] if rows else None
+
+    def read_all(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Every row of a read-only query, outside any write transaction."""
         with self.lock:
             try:
-                row: tuple[object, ...] | None = self.connect().execute(sql, params).fetchone()
+                rows: list[tuple[object, ...]] = self.connect().execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 self.reset()
                 raise BrokerUnavailable(f"embedded broker failed: {exc}") from exc
-        return row
+        return rows
 
     def close(self) -> None:
         with self.lock:

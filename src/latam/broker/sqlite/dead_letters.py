@@ -11,7 +11,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from latam.broker.base import DeadLetter
+from latam.broker.base import DeadLetter, within_bytes
 from latam.broker.sqlite.admin import QueueFile, read_attributes, read_body, read_time
 from latam.domain import ATTR_MESSAGE_ID, ATTR_TOPIC
 from latam.errors import NotFound
@@ -19,6 +19,13 @@ from latam.errors import NotFound
 MAX_ROW_ID = 2**63 - 1
 MAX_REASON = 1000  # characters of a reason kept
 COLUMNS = "id, body, attributes, published_at, reason, attempts, dead_at"
+# Ids of a page: rows after ?, ? at most, up to the one whose body reaches ? bytes (what
+# ``within_bytes`` then cuts, attributes counted, is never more than this).
+WITHIN_BYTES = (
+    "SELECT id FROM (SELECT id, sum(length(body)) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED"
+    " PRECEDING AND 1 PRECEDING) AS before FROM (SELECT id, body FROM dead_letters"
+    " WHERE id > ? ORDER BY id LIMIT ?)) WHERE coalesce(before, 0) < ?"
+)
 
 
 def move_to_dead_letters(
@@ -55,27 +62,26 @@ class DeadLetterTable:
     def __init__(self, file: QueueFile) -> None:
         self.file = file
 
-    def list_letters(self, *, limit: int, after: str | None) -> list[DeadLetter]:
+    def list_letters(self, *, limit: int, after: str | None, max_bytes: int) -> list[DeadLetter]:
         after_id = _row_id(after) or 0
-        with self.file.tx() as conn:
-            rows = conn.execute(
-                f"SELECT {COLUMNS} FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608 - constant columns  # nosec B608
-                (after_id, limit),
-            ).fetchall()
-        return [_dead_letter(row) for row in rows]
+        # The byte budget is applied on lengths alone: bodies past it are never read.
+        rows = self.file.read_all(
+            f"SELECT {COLUMNS} FROM dead_letters WHERE id IN ({WITHIN_BYTES}) ORDER BY id",  # noqa: S608 - constant columns  # nosec B608
+            (after_id, limit, max_bytes),
+        )
+        return within_bytes(map(_dead_letter, rows), max_bytes)  # type: ignore[arg-type]
 
     def get(self, dead_letter_id: str) -> DeadLetter:
         row_id = _row_id(dead_letter_id)
         row = None
         if row_id is not None:
-            with self.file.tx() as conn:
-                row = conn.execute(
-                    f"SELECT {COLUMNS} FROM dead_letters WHERE id = ?",  # noqa: S608 - constant columns  # nosec B608
-                    (row_id,),
-                ).fetchone()
+            row = self.file.read_one(
+                f"SELECT {COLUMNS} FROM dead_letters WHERE id = ?",  # noqa: S608 - constant columns  # nosec B608
+                (row_id,),
+            )
         if row is None:
             raise NotFound(f"dead letter {dead_letter_id!r} does not exist")
-        return _dead_letter(row)
+        return _dead_letter(row)  # type: ignore[arg-type]
 
     def replay(self, ids: Sequence[str] | None) -> int:
         now = time.time()
