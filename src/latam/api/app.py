@@ -10,6 +10,7 @@ from starlette.types import Lifespan
 
 from latam import __version__
 from latam.api import compat, dead_letters, health, messages, problems, pubsub_push, stats, topics
+from latam.api.deps import RefuseRepeatOffenders
 from latam.api.middleware import RequestMiddleware
 from latam.api.ratelimit import RateLimiter
 from latam.keys import KeyVerifier
@@ -68,6 +69,8 @@ def create_app(
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID", "traceparent"],
         )
+    if settings.auth_enabled:
+        app.add_middleware(RefuseRepeatOffenders)
     app.add_middleware(
         RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,
