@@ -186,14 +186,15 @@ class Service:
         since: datetime | None = None,
         until: datetime | None = None,
         max_bytes: int | None = None,
-    ) -> tuple[bytes, str | None, str | None] | None:
+    ) -> tuple[bytes, str | None, str | None, int] | None:
         """A page as a JSON array read straight from the store, with the next and the
-        tail cursor (as in ``MessagePage``), or None where the store has no such path
-        (``read_messages`` serves those). ``max_bytes`` lowers the page's byte budget."""
+        tail cursor (as in ``MessagePage``) and its number of rows, or None where the
+        store has no such path (``read_messages`` serves those). ``max_bytes`` lowers the
+        page's byte budget."""
         if self.pages is None:
             return None
         after = _page_start(topic_id, cursor, since, until)
-        array, last, more = self.pages.page(
+        array, last, more, rows = self.pages.page(
             topic_id,
             limit=limit,
             after_seq=after.seq,
@@ -205,7 +206,7 @@ class Service:
         if last is None:
             self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
         tail = _cursor(topic_id, *last, since, until) if last else cursor
-        return array, tail if more else None, tail
+        return array, tail if more else None, tail, rows
 
     # -- analytics --------------------------------------------------------------------
     def topic_stats(

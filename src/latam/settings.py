@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     failed_auth_burst: int = Field(
         30, ge=1, description="Failed authentications a client address may burst."
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Addresses whose X-Forwarded-For names the client (uvicorn's"
+        " forwarded_allow_ips): per-address limits and the loopback check of /metrics"
+        " see the real client only behind a proxy listed here.",
+    )
     metrics_port: int = Field(
         0,
         ge=0,

@@ -53,7 +53,7 @@ def test_pages_stop_at_the_byte_budget(service: Service, window: bool) -> None:
                     topic_id=topic, limit=1000, cursor=cursor, since=since
                 )
                 assert built is not None
-                array, cursor, _tail = built
+                array, cursor, _tail, _rows = built
                 ids = [row["id"] for row in orjson.loads(array)]
             else:
                 page = service.read_messages(topic_id=topic, limit=1000, cursor=cursor, since=since)
@@ -101,3 +101,52 @@ def test_http_pages_are_cut_by_the_budget_not_by_the_small_page_try(service: Ser
         assert (len(ids) - 1) * size < budget <= len(ids) * size, "cut by the budget only"
         cursor = f"&cursor={page['next_cursor']}"
     assert seen == [f"w{i:02}" for i in range(30)]
+
+
+class CountingSlots:
+    """Stands in for the API's bulkhead and counts who waits for a slot."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+
+    async def __aenter__(self) -> None:
+        self.entered += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
+def test_only_pages_cut_by_the_small_budget_wait_for_a_slot(service: Service) -> None:
+    """A full page of small messages (its JSON far past ``SMALL_PAGE_BYTES``, its data
+    not) is served at once; a page of big messages waits for a bulkhead slot."""
+    from fastapi.testclient import TestClient
+
+    from latam.api.app import create_app
+    from latam.api.messages import SMALL_PAGE_BYTES
+    from latam.keys import KeyVerifier
+    from latam.settings import Settings
+
+    tiny = service.create_topic(name="tiny")
+    service.store.write_messages(
+        [
+            (tiny.id, NewMessage("tiny", f"t{i}", '{"flight":"LA800"}', {}, BASE))
+            for i in range(1000)
+        ]
+    )
+    wide = service.create_topic(name="wide")
+    body = '{"p":"' + "z" * SMALL_PAGE_BYTES + '"}'
+    service.store.write_messages(
+        [(wide.id, NewMessage("wide", f"w{i}", body, {}, BASE)) for i in range(3)]
+    )
+    settings = Settings()
+    keys = KeyVerifier(service.store)  # type: ignore[arg-type]  # auth is off on loopback
+    app = create_app(service, settings, keys)
+    slots = app.state.page_slots = CountingSlots()
+    client = TestClient(app)
+    page = client.get(f"/v1/topics/{tiny.id}/messages?limit=1000")
+    assert len(page.content) > SMALL_PAGE_BYTES
+    assert len(page.json()["data"]) == 1000
+    assert slots.entered == 0
+    page = client.get(f"/v1/topics/{wide.id}/messages?limit=1000")
+    assert len(page.json()["data"]) == 3
+    assert slots.entered == 1

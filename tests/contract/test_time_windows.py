@@ -55,7 +55,7 @@ def walk(
                 topic_id=topic_id, limit=7, cursor=cursor, since=since, until=until
             )
             assert built is not None
-            array, cursor, _tail = built
+            array, cursor, _tail, _rows = built
             rows = [
                 (row["id"], datetime.fromisoformat(row["published_at"]))
                 for row in orjson.loads(array)

@@ -43,8 +43,8 @@ MEMORY_BOUND = 1024**3  # the process tree's resident memory, all processes toge
 HEALTHZ_P99_MS = 50
 # The normal reader's p99. On PostgreSQL the database shares the machine's two cores with
 # the API and the load generator, and spends them serving the heavy pages: its small
-# reads wait for CPU there (p50 12-25 ms under this load against 5.7 ms idle, p99 33 to
-# 150 ms over runs). The 100 ms target holds on the embedded store; see
+# reads wait for CPU there (p50 9-23 ms under this load against 5.7 ms idle, p99 22 to
+# 116 ms over 7 runs). The 100 ms target holds on the embedded store; see
 # docs/reliability.md.
 NORMAL_P99_MS = {"sqlite": 100, "postgresql": 250}
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -158,18 +158,20 @@ def test_heavy_readers_and_a_key_flood_do_not_stall_the_api(kind: str, tmp_path:
 def run_scenario(base: str, pid: int, big: int, small: int, token: str) -> dict[str, float]:
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, timeout=30) as client:
-        # Each API process verifies the key once, before the flood spends the budget.
+        # A new connection each time, so that both API processes verify the key before
+        # the flood spends the address's failure budget.
         for _ in range(20):
-            answer = client.get(f"/v1/topics/{small}/messages?limit=10", headers=auth)
+            fresh = {**auth, "Connection": "close"}
+            answer = client.get(f"/v1/topics/{small}/messages?limit=10", headers=fresh)
             assert answer.status_code == 200, answer.text
         one = client.get(f"/v1/topics/{big}/messages?limit=1000", headers=auth)
         page_mb = len(one.content) / 1024**2
         rss_idle = tree_rss(pid)
 
         before = key_lookups(base)
-        for _ in range(200):  # malformed tokens only: refused on their shape
+        for _ in range(25):  # malformed tokens only, within the failure budget: all 401
             bad = client.get(f"/v1/topics/{big}/messages", headers={"Authorization": "Bearer x"})
-            assert bad.status_code in (401, 429)
+            assert bad.status_code == 401
         time.sleep(1.5)
         malformed = key_lookups(base) - before
 

@@ -239,13 +239,27 @@ def test_an_unknown_key_id_refetches_at_most_once_a_minute(client: TestClient) -
 
 
 def test_certificate_outage_is_503_so_pubsub_retries(client: TestClient) -> None:
+    from latam.api.pubsub_push import CERTS_RETRY_SECONDS, GoogleCerts
+
+    clock = [1000.0]
+    client.app.state.google_certs = GoogleCerts(certs(client), clock=lambda: clock[0])  # type: ignore[attr-defined]
     certs(client).status = 500
     response = push(client, envelope(), token())
     assert response.status_code == 503
     assert response.headers["retry-after"]
+    assert push(client, envelope(), token()).status_code == 503
+    assert len(certs(client).fetches) == 1, "no second fetch right after a failed one"
     assert stored(client) == []
     certs(client).status = 200
+    clock[0] += CERTS_RETRY_SECONDS
     assert push(client, envelope(), token()).status_code == 204
+    assert len(certs(client).fetches) == 2
+
+
+def test_a_token_header_of_the_wrong_shape_is_401(client: TestClient) -> None:
+    for header in (b"[1]", b'{"alg": "RS256", "kid": [1]}', b'"x"'):
+        part = base64.urlsafe_b64encode(header).rstrip(b"=").decode()
+        assert push(client, envelope(), f"{part}.e30.c2ln").status_code == 401
 
 
 def test_an_oversized_token_is_refused_unread(client: TestClient) -> None:

@@ -130,7 +130,8 @@ async def metrics_access(request: Request) -> None:
         raise HTTPException(403, "this API key may not read metrics")
 
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# Probes, and Pub/Sub's pushes (Google's tokens, verified by their own route).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v1/pubsub/push"})
 TARPIT_SECONDS = 1.0
 
 
@@ -159,7 +160,10 @@ class RefuseRepeatOffenders:
                 if token is not None and state.keys.verify_cached(token) in (None, "lookup"):
                     # Held before it is sent: a client that does not wait for Retry-After
                     # gets one answer a second per connection, at no CPU cost here.
-                    await asyncio.sleep(min(wait, TARPIT_SECONDS))
+                    # (RequestMiddleware leaves the hold out of the latency histogram.)
+                    hold = min(wait, TARPIT_SECONDS)
+                    scope.setdefault("state", {})["held_seconds"] = hold
+                    await asyncio.sleep(hold)
                     detail = "too many failed authentications from this address"
                     refused = problem(429, detail, headers={"Retry-After": str(math.ceil(wait))})
                     await refused(scope, receive, send)

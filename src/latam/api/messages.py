@@ -159,20 +159,19 @@ def page_body(
     }
     built = service.read_messages_json(**args)
     if built is not None:
-        array, next_cursor, tail_cursor = built
+        array, next_cursor, tail_cursor, rows = built
         cursors = orjson.dumps({"next_cursor": next_cursor, "tail_cursor": tail_cursor})
         body = b'{"data":' + array + b"," + cursors[1:]
     else:
         page = service.read_messages(**args)
+        next_cursor, rows = page.next_cursor, len(page.items)
         body = orjson.dumps(
             {
                 "data": [message_json(m) for m in page.items],
-                "next_cursor": page.next_cursor,
+                "next_cursor": next_cursor,
                 "tail_cursor": page.tail_cursor,
             }
         )
-    # The JSON outweighs the data and attributes it holds, so a shorter body was not cut
-    # by a budget below the page's; this one may have been.
-    if max_bytes is not None and max_bytes < service.max_page_bytes and len(body) >= max_bytes:
-        return None
-    return body
+    # Fewer rows than asked with more to come: cut by bytes, so by the lower budget.
+    lowered = max_bytes is not None and max_bytes < service.max_page_bytes
+    return None if lowered and next_cursor is not None and rows < limit else body

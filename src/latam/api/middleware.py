@@ -91,7 +91,10 @@ class RequestMiddleware:
             finally:
                 metrics.HTTP_IN_FLIGHT.dec()
                 elapsed = time.perf_counter() - started
-                self._record(scope, state["status"], elapsed)
+                # A refusal held on purpose (deps.RefuseRepeatOffenders) is not slowness.
+                self._record(
+                    scope, state["status"], elapsed - scope["state"].get("held_seconds", 0)
+                )
                 if log.isEnabledFor(logging.INFO):
                     fields = {"request_id": request_id, **self._trace_fields(span)}
                     self._log(scope, state["status"], elapsed, fields)

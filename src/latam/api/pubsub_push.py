@@ -46,6 +46,7 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 CERTS_TIMEOUT_SECONDS = 5.0
 CERTS_DEFAULT_SECONDS = 3600.0  # when Google's answer carries no max-age
 CERTS_REFETCH_SECONDS = 60.0  # at most one early fetch a minute, for a key id not seen yet
+CERTS_RETRY_SECONDS = 5.0  # after a failed fetch
 
 
 def configured(settings: Settings) -> bool:
@@ -60,12 +61,15 @@ class CertsUnavailable(Exception):
 class GoogleCerts:
     """Google's token-signing certificates, fetched once and kept for the max-age Google
     gives them (they rotate about daily); fetched again early, at most once a minute, for
-    a key id not seen yet. google-auth's ``verify_token`` would fetch them on every push."""
+    a key id not seen yet. google-auth's ``verify_token`` would fetch them on every push.
+    After a failed fetch none is tried for ``CERTS_RETRY_SECONDS``: the certificates held
+    serve meanwhile (Google's keys overlap when they rotate), or the push gets 503 at
+    once instead of queueing behind a fetch that will time out."""
 
     def __init__(self, request: transport.Request, clock: Callable[[], float] = time.monotonic):
         self._request, self._clock = request, clock
         self._certs: dict[str, str] = {}
-        self._expires = self._fetched = -math.inf
+        self._expires = self._fetched = self._failed = -math.inf
         self._lock = threading.Lock()
 
     def for_token(self, token: str) -> dict[str, str]:
@@ -74,8 +78,16 @@ class GoogleCerts:
             now = self._clock()
             stale = now >= self._expires
             unseen = kid is not None and kid not in self._certs
-            if stale or (unseen and now - self._fetched >= CERTS_REFETCH_SECONDS):
-                self._fetch(now)
+            due = stale or (unseen and now - self._fetched >= CERTS_REFETCH_SECONDS)
+            if due and now - self._failed >= CERTS_RETRY_SECONDS:
+                try:
+                    self._fetch(now)
+                except CertsUnavailable:
+                    self._failed = now
+                    if not self._certs:
+                        raise
+            elif due and not self._certs:
+                raise CertsUnavailable("the last fetch failed; retrying shortly")
             return self._certs
 
     def _fetch(self, now: float) -> None:
@@ -122,7 +134,8 @@ def _authorize(request: Request, settings: Settings) -> Response | None:
     except CertsUnavailable as exc:
         log.warning("Google's certificates cannot be fetched: %s", exc)
         return problem(503, "token certificates unavailable; retry later", headers=RETRY)
-    except (ValueError, auth_errors.GoogleAuthError) as exc:
+    except (ValueError, TypeError, AttributeError, auth_errors.GoogleAuthError) as exc:
+        # (A header that is not a JSON object, or a "kid" that is not a string, is one.)
         log.warning("push token rejected: %s", type(exc).__name__)
         return problem(401, "the bearer token is not a valid Google ID token")
     if claims.get("iss") not in GOOGLE_ISSUERS:

@@ -59,6 +59,8 @@ def run_api(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
     )
 

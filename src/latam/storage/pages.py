@@ -95,7 +95,7 @@ class SqlitePages:
         until: datetime | None = None,
         after_time: datetime | None = None,
         max_bytes: int | None = None,
-    ) -> tuple[bytes, tuple[int, datetime] | None, bool]:
+    ) -> tuple[bytes, tuple[int, datetime] | None, bool, int]:
         """The page as a JSON array, the seq and publish time of the last row shown
         (None for an empty page), and whether another page follows; with ``max_bytes``,
         the page stops after the row that brings its bytes there."""
@@ -129,7 +129,7 @@ class SqlitePages:
         shown = sorted(found, key=lambda row: where[row[0]])
         last = (shown[-1][0], _published(shown[-1][4])) if shown else None
         probed = keys[0][1] if keys else 0
-        return _array(shown), last, probed > len(seqs)
+        return _array(shown), last, probed > len(seqs), len(shown)
 
 
 def _published(stored: bytes) -> datetime:

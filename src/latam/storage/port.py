@@ -121,7 +121,8 @@ class PageReader(Protocol):
         until: datetime | None = None,
         after_time: datetime | None = None,
         max_bytes: int | None = None,
-    ) -> tuple[bytes, tuple[int, datetime] | None, bool]:
+    ) -> tuple[bytes, tuple[int, datetime] | None, bool, int]:
         """The page as JSON (in ``Store.list_messages``'s order), the seq and publish
-        time of the last row shown (None when empty), and whether more follow."""
+        time of the last row shown (None when empty), whether more follow, and how many
+        rows it holds."""
         ...

@@ -15,7 +15,7 @@ from typing import Any
 from nats.js.errors import NotFoundError
 
 from latam.broker import letters
-from latam.broker.base import DeadLetter, letter_bytes
+from latam.broker.base import DeadLetter, within_bytes
 from latam.broker.nats.config import NatsConfig
 from latam.broker.nats.link import NatsLink
 from latam.errors import NotFound
@@ -48,7 +48,8 @@ class DeadLetterStream:
             except NotFoundError:
                 break
             found.append(raw)
-            weight += letter_bytes(raw.data or b"", raw.headers or {})
+            # Bodies only: never more than ``within_bytes`` weighs, so it cuts, not this.
+            weight += len(raw.data or b"")
             seq = raw.seq + 1
         return found
 
@@ -62,7 +63,7 @@ class DeadLetterStream:
     def list_letters(self, *, limit: int, after: str | None, max_bytes: int) -> list[DeadLetter]:
         start = int(after) if after and after.isdigit() else 0
         found = self._link.run(self._walk(start, limit, max_bytes))
-        return [_dead_letter(raw) for raw in found]
+        return within_bytes(map(_dead_letter, found), max_bytes)
 
     def get(self, dead_letter_id: str) -> DeadLetter:
         if not dead_letter_id.isdigit():

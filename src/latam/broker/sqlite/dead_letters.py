@@ -22,9 +22,9 @@ COLUMNS = "id, body, attributes, published_at, reason, attempts, dead_at"
 # Ids of a page: rows after ?, ? at most, up to the one whose body reaches ? bytes (what
 # ``within_bytes`` then cuts, attributes counted, is never more than this).
 WITHIN_BYTES = (
-    "SELECT id FROM (SELECT id, sum(length(body)) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED"
-    " PRECEDING AND 1 PRECEDING) AS before FROM (SELECT id, body FROM dead_letters"
-    " WHERE id > ? ORDER BY id LIMIT ?)) WHERE coalesce(before, 0) < ?"
+    "SELECT id FROM (SELECT id, sum(weight) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED"
+    " PRECEDING AND 1 PRECEDING) AS before FROM (SELECT id, length(body) AS weight"
+    " FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?)) WHERE coalesce(before, 0) < ?"
 )
 
 
