@@ -90,17 +90,24 @@ async def authenticate(request: Request, address: str) -> ApiKey:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     keys: KeyVerifier = request.app.state.keys
     key: ApiKey | None = None
+    charged = False
     if scheme.lower() == "bearer":
         token = token.strip()
         found = keys.verify_cached(token)
-        if found == "lookup" and (wait := failures.waiting(address)) > 0:
-            raise _too_many(wait, "too many failed authentications from this address")
+        if found == "lookup":
+            # Charged before the lookup, so concurrent lookups cannot overdraw the
+            # budget; given back when the key turns out valid.
+            if (wait := failures.acquire(address)) > 0:
+                raise _too_many(wait, "too many failed authentications from this address")
+            charged = True
         if isinstance(found, str):  # a lookup, or a refresh of a key verified before
             key = await run_in_threadpool(keys.verify, token)
         else:
             key = found
+        if key is not None and charged:
+            failures.refund(address)
     if key is None:
-        if (wait := failures.acquire(address)) > 0:
+        if not charged and (wait := failures.acquire(address)) > 0:
             raise _too_many(wait, "too many failed authentications from this address")
         raise HTTPException(
             401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"}

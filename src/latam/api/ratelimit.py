@@ -20,6 +20,14 @@ class RateLimiter:
         """0 when allowed; otherwise the seconds to wait before a retry can succeed."""
         return self._take(caller, cost)
 
+    def refund(self, caller: str, cost: float = 1.0) -> None:
+        """Give back tokens an ``acquire`` took for something that did not count."""
+        if self.rate <= 0:
+            return
+        with self._lock:
+            if (entry := self._buckets.get(caller)) is not None:
+                self._buckets[caller] = (min(float(self.burst), entry[0] + cost), entry[1])
+
     def waiting(self, caller: str) -> float:
         """What ``acquire`` would answer for one token, without taking it."""
         return self._take(caller, 1.0, take=False)
