@@ -3,9 +3,10 @@
 #
 #   scripts/monitor.sh [extra prometheus flags...]
 #
-# Listens on 127.0.0.1:9090 only, scrapes `latam serve` on 127.0.0.1:8000 and a separate
-# `latam worker` on 127.0.0.1:9464 (deploy/prometheus/prometheus.yml), evaluates the latam
-# recording and alerting rules, and keeps its data under .latam/prometheus.
+# Listens on 127.0.0.1:9090 only, scrapes `latam serve` on 127.0.0.1:8000 and, when
+# LATAM_MONITOR_WORKER=host:port names one, a separate `latam worker`
+# (deploy/prometheus/prometheus.yml), evaluates the latam recording and alerting rules, and
+# keeps its data under .latam/prometheus.
 #
 # Installs Debian's `prometheus` package when the binary is missing. Only the binary is
 # used: the package's system service is never started (and stopped if a systemd host
@@ -46,6 +47,17 @@ if ! command -v prometheus >/dev/null 2>&1; then
     install_prometheus_package
 fi
 stop_system_service
+
+# The separate worker is scraped only when it runs: a target nobody runs is down and
+# would fire LatamTargetDown on a healthy system.
+targets=deploy/prometheus/targets
+mkdir -p "$targets"
+if [[ -n ${LATAM_MONITOR_WORKER:-} ]]; then
+    printf '[{"targets": ["%s"], "labels": {"env": "local"}}]\n' "$LATAM_MONITOR_WORKER" \
+        > "$targets/latam-worker.json"
+else
+    rm -f "$targets/latam-worker.json"
+fi
 
 mkdir -p "$data_dir"
 echo "Prometheus on http://$listen (config $config, data $data_dir); Ctrl-C to stop" >&2

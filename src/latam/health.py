@@ -7,6 +7,10 @@ from latam.broker.base import Broker
 from latam.errors import LatamError
 from latam.storage.port import Store
 
+# How often the API and the worker re-check their dependencies (and their gauges) on their
+# own, so ``latam_dependency_up`` is current whether or not anybody calls /readyz.
+REFRESH_SECONDS = 5.0
+
 
 def check_dependencies(store: Store, broker: Broker) -> dict[str, str | None]:
     """Per dependency, None when it answers, else what is wrong (and what to do about

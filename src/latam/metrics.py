@@ -90,19 +90,26 @@ FRESHNESS = Histogram(
     "Delay from publish (accepted) to stored: the end-to-end freshness SLI.",
     buckets=FRESHNESS_BUCKETS,
 )
+# Broker-side gauges carry the broker's name and exist only once the broker has answered:
+# a broker that cannot tell (Pub/Sub: the truth is its own subscription metrics,
+# num_undelivered_messages and oldest_unacked_message_age) exports nothing, never a fake 0.
 BACKLOG = Gauge(
     "latam_broker_backlog_messages",
-    "Messages waiting on the broker for the worker.",
+    "Messages waiting on the broker for the worker; absent where the broker cannot tell.",
+    ["broker"],
     multiprocess_mode="mostrecent",
 )
 OLDEST_UNACKED = Gauge(
     "latam_broker_oldest_unacked_age_seconds",
-    "Age of the oldest message not yet acknowledged; 0 when the backlog is empty.",
+    "Age of the oldest message not yet acknowledged; 0 when the backlog is empty, absent "
+    "where the broker cannot tell.",
+    ["broker"],
     multiprocess_mode="mostrecent",
 )
 DEAD_LETTERS = Gauge(
     "latam_dead_letter_messages",
-    "Messages currently in the dead-letter queue.",
+    "Messages currently in the dead-letter queue; absent where the broker cannot tell.",
+    ["broker"],
     multiprocess_mode="mostrecent",
 )
 DEPENDENCY_UP = Gauge(

@@ -26,13 +26,12 @@ from latam import metrics
 from latam.broker.base import REASON_MAX_ATTEMPTS, Broker, Delivery, DeliveryPolicy
 from latam.domain import ATTR_MESSAGE_ID, NewMessage
 from latam.errors import InvalidMessage, LatamError, TransientError
-from latam.health import check_dependencies
+from latam.health import REFRESH_SECONDS, check_dependencies
 from latam.ingest import Aside, Ingest
 from latam.storage.port import Store
 
 log = logging.getLogger(__name__)
 IDLE_PULL_SECONDS = 0.5  # how long one pull waits on an empty broker
-GAUGE_REFRESH_SECONDS = 5.0
 
 
 def _failure(written: Future[None]) -> TransientError | None:
@@ -276,14 +275,15 @@ class Worker:
             dead = self.broker.dead_letter_count()
         except LatamError:
             return
+        broker = self.broker.name
         if dead is not None:
-            metrics.DEAD_LETTERS.set(dead)
+            metrics.DEAD_LETTERS.labels(broker=broker).set(dead)
         if backlog is not None:
-            metrics.BACKLOG.set(backlog.messages)
-            metrics.OLDEST_UNACKED.set(backlog.oldest_age_seconds or 0.0)
+            metrics.BACKLOG.labels(broker=broker).set(backlog.messages)
+            metrics.OLDEST_UNACKED.labels(broker=broker).set(backlog.oldest_age_seconds or 0.0)
 
     def refresh_gauges_forever(self) -> None:
-        while not self.stop.wait(GAUGE_REFRESH_SECONDS):
+        while not self.stop.wait(REFRESH_SECONDS):
             self.refresh_gauges()
 
 

@@ -233,3 +233,46 @@ def test_backlog_reports_waiting_messages(harness: Harness, broker: Broker) -> N
 
 def test_ping_answers(broker: Broker) -> None:
     broker.ping()
+
+
+def test_broker_gauges_never_export_a_fake_zero(harness: Harness, broker: Broker) -> None:
+    """Where the broker cannot tell its backlog or dead letters (Pub/Sub: the truth is in
+    Cloud Monitoring), /metrics has no sample at all for them, not a healthy-looking 0."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from latam import metrics
+    from latam.worker import Worker
+    from tests.fakes import MemoryStore
+
+    broker.publish([outbound(i) for i in range(2)])
+    Worker(store=MemoryStore(), broker=broker).refresh_gauges()
+    exposed, _ = metrics.exposition()
+    names = {
+        "latam_broker_backlog_messages",
+        "latam_broker_oldest_unacked_age_seconds",
+        "latam_dead_letter_messages",
+    }
+    samples = {
+        name: [
+            s
+            for f in text_string_to_metric_families(exposed.decode())
+            for s in f.samples
+            if s.name == name
+        ]
+        for name in names
+    }
+    for name, found in samples.items():
+        assert all("broker" in s.labels for s in found), f"{name} exported without its broker"
+        mine = [s.value for s in found if s.labels["broker"] == broker.name]
+        if broker.name == "pubsub":
+            assert mine == [], f"{name} claims {mine} on Pub/Sub, which cannot tell"
+        else:
+            assert len(mine) == 1, f"{name}: {mine}"
+    if broker.name != "pubsub":
+        backlog = [
+            s.value
+            for s in samples["latam_broker_backlog_messages"]
+            if s.labels["broker"] == broker.name
+        ]
+        assert backlog == [2.0]
+    broker.ack(pull_all(broker, 2))

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from latam.errors import SchemaNotCurrent, TransientError
+from latam.health import REFRESH_SECONDS
 from latam.process.lifecycle import exit_with_parent, serve_metrics
 from latam.settings import Settings
 
@@ -91,11 +92,21 @@ def api_process_app() -> FastAPI:
     except TransientError as exc:
         log.warning("the store does not answer yet: %s", exc.detail)
 
+    stop_checks = threading.Event()
+
+    def check_dependencies_forever() -> None:
+        # Cloud probes call /healthz, not /readyz: without this, latam_dependency_up in an
+        # API process would be absent, or frozen at the last /readyz.
+        while not stop_checks.wait(REFRESH_SECONDS):
+            service.readiness()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=check_dependencies_forever, daemon=True).start()
         try:
             yield
         finally:
+            stop_checks.set()
             service.store.close()
             service.broker.close()
 
