@@ -4,7 +4,8 @@
 #   docker run IMAGE worker     -> broker consumer (health and metrics on $PORT or 9464)
 #   docker run IMAGE migrate    -> database migrations, then exit
 
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# By digest: a rebuilt tag cannot change what ships (Renovate/Dependabot bump tag and digest).
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -14,9 +15,14 @@ WORKDIR /src
 # Every runtime dependency ships a binary wheel, so no compiler is needed even here.
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+# Dependencies from the hash-checked runtime lock (the versions pip-audit checks), then the
+# package alone: pip resolves nothing afresh.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps . \
+    && pip check \
     && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE} AS runtime

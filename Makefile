@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help run test unit chaos lint fmt typecheck venv clean bench soak monitor promtool security diagram smoke
+.PHONY: help run test unit chaos lint fmt typecheck venv clean bench soak monitor promtool security diagram smoke infra-check
 
 # Dependencies come from the hash-checked lock (requirements/lock.txt, regenerated from
 # pyproject.toml with the command in its header); the project itself installs on top.
@@ -26,8 +26,12 @@ venv: $(STAMP) ## create or refresh the virtualenv from the hash-checked lock
 run: venv ## API + worker on http://127.0.0.1:8000 with the embedded defaults
 	LATAM_LOG_FORMAT=$${LATAM_LOG_FORMAT:-console} $(BIN)/latam serve
 
-test: venv ## the whole test suite
-	$(BIN)/pytest
+# Coverage of src/latam, in the test process and in the latam processes the tests start
+# ([tool.coverage.*] in pyproject.toml): the total is printed and coverage.xml written.
+COVERAGE_ARGS := --cov --cov-report=term:skip-covered --cov-report=xml:coverage.xml
+
+test: venv ## the whole test suite, measuring coverage (total printed, coverage.xml written)
+	$(BIN)/pytest $(COVERAGE_ARGS)
 
 unit: venv ## the fast unit tests: in process, on in-memory fakes, no server (seconds)
 	$(BIN)/pytest tests/unit -q -m "not slow"
@@ -56,6 +60,9 @@ soak: venv ## 10 minutes at 2,000 messages/s with concurrent reads (not in CI)
 
 security: ## bandit, pip-audit of the lock, secrets scan
 	bash scripts/ci/security.sh
+
+infra-check: venv ## offline: every setting set in Cloud Run or left to its default, every Google call bound in IAM
+	$(BIN)/python scripts/ci/infra_contract.py
 
 promtool: ## check and unit-test the Prometheus rules and config
 	bash scripts/ci/promtool.sh

@@ -20,7 +20,8 @@ def live_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _pubsub_emulator_lifetime() -> Iterator[None]:
-    """Stop the Pub/Sub emulator (started on first use) when the session ends."""
+    """Stop the Pub/Sub emulator the session started on first use, if any, when it ends
+    (never one that PUBSUB_EMULATOR_HOST named before the tests started)."""
     from tests.pubsub_emulator import EMULATOR
 
     yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -43,14 +44,36 @@ def reachable(url: str, default_port: int) -> bool:
         return False
 
 
-def require(url: str, default_port: int, what: str) -> None:
-    """Skip on a laptop without the server; fail under CI, where it must be there."""
-    if reachable(url, default_port):
-        return
-    message = f"{what} is not reachable at {url}"
+# Which server a broker test gets (one rule, here; tests/pubsub_emulator.py applies it):
+# - tests that only use a broker share one: the server named by the environment
+#   (LATAM_TEST_NATS_URL, default nats://127.0.0.1:4222; PUBSUB_EMULATOR_HOST when set before
+#   the tests start), which they never start or stop, each test on names of its own; without
+#   PUBSUB_EMULATOR_HOST the session starts one emulator itself and stops it by its PID;
+# - tests that kill or restart a broker start a private one from the local binary
+#   (``local_binary``), whatever the environment names, and stop it by its PID;
+# - whatever is missing (a server that does not answer, a binary not installed) skips the
+#   test on a laptop and fails it under CI (``unavailable``).
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip on a laptop without the server or binary; fail under CI, where it must be there."""
     if IN_CI:
         pytest.fail(f"{message} (CI requires it)")
-    pytest.skip(f"{message}; start it or set the URL env var")
+    pytest.skip(message)
+
+
+def require(url: str, default_port: int, what: str) -> None:
+    """A shared server named by the environment must answer."""
+    if not reachable(url, default_port):
+        unavailable(f"{what} is not reachable at {url}; start it or set its URL env var")
+
+
+def local_binary(path: str, what: str) -> str:
+    """The executable of a server a test starts itself (a private broker it may kill)."""
+    found = shutil.which(path)
+    if found is None:
+        unavailable(f"{what} is not installed ({path} not found)")
+    return found
 
 
 def unique(prefix: str = "t") -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Supply-chain and static security checks: bandit over src, pip-audit over the locked
-# dependencies (requirements/lock.txt), and a secrets scan of the tracked files against
-# the committed .secrets.baseline. Tools live in .venv-sec (pinned in
+# dependencies (requirements/lock.txt), the image's runtime lock pinned to the same
+# versions, and a secrets scan of the tracked files against the committed .secrets.baseline.
+# Tools live in .venv-sec (pinned in
 # requirements/security-tools.txt), apart from the application's virtualenv and from
 # .venv-tools, whose checkov pins conflict. Prints one ok:/FAIL:/skip: line per check;
 # exits 1 if any check failed.
@@ -58,7 +59,26 @@ else
   echo "skip: pip-audit (pypi.org is not reachable; no vulnerability data)"
 fi
 
-# 3. Secrets in tracked files: any finding not in the reviewed baseline fails.
+# 3. The image installs requirements/runtime.txt: the same versions as the audited lock.
+status=0
+"$BIN/python" - >"$LOG_DIR/runtime.log" 2>&1 <<'PY' || status=$?
+import re
+import sys
+
+def pins(path):
+    text = open(path, encoding="utf-8").read()
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n]+)", text, re.M))
+
+lock, runtime = pins("requirements/lock.txt"), pins("requirements/runtime.txt")
+drift = {name: (version, lock.get(name)) for name, version in runtime.items() if lock.get(name) != version}
+for name, (shipped, audited) in sorted(drift.items()):
+    print(f"{name}: runtime.txt {shipped}, lock.txt {audited}")
+print(f"{len(runtime)} runtime pins, {len(drift)} differ from the audited lock")
+sys.exit(1 if drift or not runtime else 0)
+PY
+report "requirements/runtime.txt pins = requirements/lock.txt pins" "$status" "$LOG_DIR/runtime.log"
+
+# 4. Secrets in tracked files: any finding not in the reviewed baseline fails.
 status=0
 git ls-files -z | xargs -0 "$BIN/detect-secrets-hook" --baseline .secrets.baseline \
   >"$LOG_DIR/secrets.log" 2>&1 || status=$?

@@ -26,7 +26,7 @@ from latam.storage.repository import SqlStore
 from latam.worker import Worker
 from tests.contract.brokers import HARNESSES
 from tests.databases import temporary_database
-from tests.support import IN_CI, create_topic, free_port, reachable, running_serve, unique
+from tests.support import create_topic, free_port, local_binary, reachable, running_serve, unique
 from tests.support import read_all as read_stored
 
 pytestmark = pytest.mark.slow
@@ -37,9 +37,10 @@ class PrivateNats:
     """A nats-server of our own on a free port with its own store (never the shared one)."""
 
     def __init__(self, store: Path) -> None:
+        binary = local_binary(NATS_SERVER, "nats-server")
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}/LATAM_FAULTS"
-        self.args = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(store)]
+        self.args = [binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(store)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -64,10 +65,6 @@ class PrivateNats:
 
 @contextmanager
 def private_nats(store: Path) -> Iterator[PrivateNats]:
-    if not Path(NATS_SERVER).exists():
-        if IN_CI:
-            pytest.fail("nats-server is required in CI")
-        pytest.skip("nats-server is not installed")
     server = PrivateNats(store)
     server.start()
     try:
@@ -86,28 +83,26 @@ def nats_broker(store: Path) -> Iterator[tuple[str, Callable[[], None]]]:
 
 @contextmanager
 def emulator_broker() -> Iterator[tuple[str, Callable[[], None]]]:
-    """Private Pub/Sub resources; restart = emulator restart + bootstrap again."""
-    from latam.broker.pubsub.admin import ensure_resources, teardown
+    """A private emulator (never the shared one: it is restarted) with latam's resources;
+    restart = emulator restart + bootstrap again."""
+    from latam.broker.pubsub.admin import ensure_resources
     from latam.broker.pubsub.config import parse_pubsub_url
-    from tests.pubsub_emulator import EMULATOR, PROJECT
+    from tests.pubsub_emulator import PROJECT, private_emulator
 
-    EMULATOR.ensure()
-    topic = unique("faults-")
-    url = f"pubsub://{PROJECT}/{topic}?subscription={topic}-sub"
-    config = parse_pubsub_url(url)
-    policy = DeliveryPolicy(backoff_min_seconds=0.2, backoff_max_seconds=2)
-    ensure_resources(config, policy)
-
-    def restart() -> None:
-        # The emulator keeps nothing across a restart: the resources are created again,
-        # as `latam pubsub setup` would on a fresh project.
-        EMULATOR.restart()
+    with private_emulator() as emulator:
+        topic = unique("faults-")
+        url = f"pubsub://{PROJECT}/{topic}?subscription={topic}-sub"
+        config = parse_pubsub_url(url)
+        policy = DeliveryPolicy(backoff_min_seconds=0.2, backoff_max_seconds=2)
         ensure_resources(config, policy)
 
-    try:
+        def restart() -> None:
+            # The emulator keeps nothing across a restart: the resources are created
+            # again, as `latam pubsub setup` would on a fresh project.
+            emulator.restart()
+            ensure_resources(config, policy)
+
         yield url, restart
-    finally:
-        teardown(config)
 
 
 class Publisher(threading.Thread):

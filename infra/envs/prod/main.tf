@@ -1,5 +1,5 @@
 # production environment of latam. State lives in GCS; the bucket is given at init:
-#   terraform init -backend-config="bucket=<state bucket>" -backend-config="prefix=latam/prod"
+#   terraform init -backend-config="bucket=<state bucket>" -backend-config="prefix=latam/production"
 
 terraform {
   required_version = ">= 1.6.0"
@@ -39,9 +39,10 @@ module "latam" {
   api_invokers                    = var.api_invokers
   github_repository               = var.github_repository
   github_environment              = "production"
-  github_deploy_branch            = "main"
   terraform_service_account_email = var.terraform_service_account_email
   alert_notification_email        = var.alert_notification_email
+  terraform_state_bucket          = var.terraform_state_bucket
+  slos_enabled                    = var.slos_enabled
 
   api_min_instances    = 2
   api_max_instances    = 20

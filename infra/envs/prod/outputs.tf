@@ -24,7 +24,7 @@ output "artifact_registry_repository" {
 }
 
 output "service_accounts" {
-  description = "Service account e-mails (deployer goes into the GitHub environment)."
+  description = "Service account e-mails (builder, deployer and planner go into GitHub variables)."
   value       = module.latam.service_accounts
 }
 
@@ -51,4 +51,14 @@ output "bigquery_table" {
 output "api_token_secret" {
   description = "Secret holding the API key."
   value       = module.latam.api_token_secret
+}
+
+output "binauthz_attestor" {
+  description = "Attestor the build job signs for (GitHub variable BINAUTHZ_ATTESTOR)."
+  value       = module.latam.binauthz_attestor
+}
+
+output "binauthz_key_version" {
+  description = "KMS key version that signs (GitHub variable BINAUTHZ_KEY_VERSION)."
+  value       = module.latam.binauthz_key_version
 }

@@ -39,9 +39,10 @@ module "latam" {
   api_invokers                    = var.api_invokers
   github_repository               = var.github_repository
   github_environment              = "staging"
-  github_deploy_branch            = "develop"
   terraform_service_account_email = var.terraform_service_account_email
   alert_notification_email        = var.alert_notification_email
+  terraform_state_bucket          = var.terraform_state_bucket
+  slos_enabled                    = var.slos_enabled
 
   api_min_instances    = 0
   api_max_instances    = 4

@@ -42,3 +42,15 @@ variable "alert_notification_email" {
   description = "Where SLO and uptime alerts go."
   type        = string
 }
+
+variable "terraform_state_bucket" {
+  description = "GCS bucket of this environment's state; the pull-request planner gets read access to it."
+  type        = string
+  default     = ""
+}
+
+variable "slos_enabled" {
+  description = "Create the SLOs and burn-rate alerts; the pipeline sets it once the app's metrics exist (infra/README.md, bootstrap)."
+  type        = bool
+  default     = false
+}

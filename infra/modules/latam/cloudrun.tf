@@ -3,20 +3,36 @@
 
 locals {
   common_env = {
-    LATAM_ENVIRONMENT                     = var.environment
-    LATAM_LOG_FORMAT                      = "json"
-    LATAM_LOG_LEVEL                       = "INFO"
-    LATAM_BROKER_URL                      = local.broker_url
-    LATAM_CLOUDSQL_INSTANCE               = google_sql_database_instance.main.connection_name
+    LATAM_ENVIRONMENT       = var.environment
+    LATAM_LOG_FORMAT        = "json"
+    LATAM_LOG_LEVEL         = "INFO"
+    LATAM_BROKER_URL        = local.broker_url
+    LATAM_CLOUDSQL_INSTANCE = google_sql_database_instance.main.connection_name
+    # The instance has a public address only (connector-only, see database.tf); the app's
+    # default is PRIVATE, so without this the connector dials an address that does not exist.
+    LATAM_CLOUDSQL_IP_TYPE                = "PUBLIC"
     LATAM_PUBSUB_DEAD_LETTER_TOPIC        = google_pubsub_topic.dead_letter.name
     LATAM_PUBSUB_DEAD_LETTER_SUBSCRIPTION = google_pubsub_subscription.dead_letter.name
     LATAM_MAX_DELIVERY_ATTEMPTS           = tostring(var.max_delivery_attempts)
     LATAM_DB_POOL_SIZE                    = "5"
     LATAM_DB_MAX_OVERFLOW                 = "5"
+    # Log lines carry logging.googleapis.com/trace (joined to their request) only with it.
+    LATAM_GCP_PROJECT = var.project_id
+    # Keys required whatever the bind address ("auto" is on at 0.0.0.0 too; this does not drift).
+    LATAM_AUTH = "on"
+    # Cloud Run's front end connects from a link-local address and names the client in
+    # X-Forwarded-For. Trusting only it and loopback (the metrics sidecar) gives per-address
+    # limits the real client; a forged X-Forwarded-For cannot pass for loopback on /metrics.
+    LATAM_FORWARDED_ALLOW_IPS = "127.0.0.1,169.254.0.0/16"
+    # Cloud Run sends SIGKILL 10 s after SIGTERM: settle the batch in hand and exit first.
+    LATAM_SHUTDOWN_TIMEOUT_SECONDS = "8"
   }
 
+  # Push: the audience the worker compares with the token's `aud` is the very string the
+  # subscription asks Pub/Sub to put there (local.push_audience, pubsub.tf), so they cannot drift.
   push_env = var.worker_delivery == "push" ? {
     LATAM_PUBSUB_PUSH_SERVICE_ACCOUNT = google_service_account.push[0].email
+    LATAM_PUBSUB_PUSH_AUDIENCE        = local.push_audience
   } : {}
 
   # Environment variable => Secret Manager secret it is read from.
@@ -37,6 +53,11 @@ resource "google_cloud_run_v2_service" "api" {
   ingress             = "INGRESS_TRAFFIC_ALL"
   deletion_protection = false
   labels              = local.labels
+
+  # Only images the pipeline attested (binauthz.tf) are admitted.
+  binary_authorization {
+    use_default = true
+  }
 
   template {
     service_account                  = google_service_account.api.email
@@ -165,6 +186,11 @@ resource "google_cloud_run_v2_service" "worker" {
   deletion_protection = false
   labels              = local.labels
 
+  # Only images the pipeline attested (binauthz.tf) are admitted.
+  binary_authorization {
+    use_default = true
+  }
+
   template {
     service_account                  = google_service_account.worker.email
     max_instance_request_concurrency = var.worker_delivery == "push" ? 50 : 10
@@ -198,13 +224,18 @@ resource "google_cloud_run_v2_service" "worker" {
       }
 
       dynamic "env" {
-        for_each = merge(local.common_env, local.push_env, var.worker_delivery == "push" ? {
-          LATAM_PUBSUB_PUSH_AUDIENCE = "https://${local.name}-worker-${data.google_project.this.number}.${var.region}.run.app"
-        } : {})
+        for_each = merge(local.common_env, local.push_env)
         content {
           name  = env.key
           value = env.value
         }
+      }
+
+      # Push mode runs `latam api` here: one API process per vCPU, as on the API service
+      # (unset, it would start one per CPU the container sees, up to 4). Pull mode ignores it.
+      env {
+        name  = "LATAM_API_WORKERS"
+        value = tostring(max(1, floor(tonumber(var.worker_cpu))))
       }
 
       dynamic "env" {
@@ -318,6 +349,10 @@ resource "google_cloud_run_v2_job" "migrate" {
   location            = var.region
   deletion_protection = false
   labels              = local.labels
+
+  binary_authorization {
+    use_default = true
+  }
 
   template {
     task_count = 1

@@ -18,6 +18,7 @@ resource "google_sql_database_instance" "main" {
     disk_type                   = "PD_SSD"
     disk_size                   = var.db_disk_size_gb
     disk_autoresize             = true
+    disk_autoresize_limit       = var.db_disk_autoresize_limit_gb
     deletion_protection_enabled = var.db_deletion_protection
     connector_enforcement       = "REQUIRED"
     user_labels                 = local.labels
@@ -104,6 +105,13 @@ resource "google_sql_database_instance" "main" {
       name  = "log_statement"
       value = "ddl"
     }
+  }
+
+  # Autoresize grows the disk behind Terraform's back; without this every later plan would
+  # shrink it back (impossible: it means replacing the instance, which deletion protection
+  # turns into a failed apply on every deploy). The size given is the initial size only.
+  lifecycle {
+    ignore_changes = [settings[0].disk_size]
   }
 
   depends_on = [google_project_service.this]

@@ -1,4 +1,6 @@
-# Three identities, each with only what its job needs. No primitive roles, no keys.
+# Identities, each with only what its job needs. No primitive roles, no keys: api, worker
+# (runtime); builder (push and sign images, no deploy rights), deployer (roll out revisions);
+# planner (wif.tf, read-only plans of pull requests); push (push mode only).
 
 resource "google_service_account" "api" {
   project      = var.project_id
@@ -16,6 +18,12 @@ resource "google_service_account" "deployer" {
   project      = var.project_id
   account_id   = "${local.name}-deployer"
   display_name = "latam deployer: GitHub Actions pushes images and rolls out Cloud Run (${var.environment})"
+}
+
+resource "google_service_account" "builder" {
+  project      = var.project_id
+  account_id   = "${local.name}-builder"
+  display_name = "latam builder: GitHub Actions pushes, scans and signs images (${var.environment})"
 }
 
 resource "google_service_account" "push" {
@@ -57,11 +65,27 @@ resource "google_project_iam_member" "deployer_run" {
   member  = google_service_account.deployer.member
 }
 
-resource "google_artifact_registry_repository_iam_member" "deployer_push" {
+# The builder pushes images; the deployer only reads them (rollout checks the provenance).
+resource "google_artifact_registry_repository_iam_member" "builder_push" {
   project    = var.project_id
   location   = google_artifact_registry_repository.images.location
   repository = google_artifact_registry_repository.images.name
   role       = "roles/artifactregistry.writer"
+  member     = google_service_account.builder.member
+}
+
+# The canary bake reads the SLO metrics of the new revision (Managed Prometheus queries).
+resource "google_project_iam_member" "deployer_monitoring" {
+  project = var.project_id
+  role    = "roles/monitoring.viewer"
+  member  = google_service_account.deployer.member
+}
+
+resource "google_artifact_registry_repository_iam_member" "deployer_read" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.reader"
   member     = google_service_account.deployer.member
 }
 

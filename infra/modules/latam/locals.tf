@@ -11,6 +11,8 @@ locals {
   image = var.image != "" ? var.image : "us-docker.pkg.dev/cloudrun/container/hello"
 
   pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  # Signs the OIDC token of authenticated uptime checks (and publishes to Pub/Sub channels).
+  monitoring_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
 
   # IAM database users are the service-account e-mails without ".gserviceaccount.com".
   api_db_user    = trimsuffix(google_service_account.api.email, ".gserviceaccount.com")
@@ -26,10 +28,18 @@ locals {
   worker_subscription_name = "${local.name}-worker"
   broker_url               = "pubsub://${var.project_id}/${local.ingest_topic_name}?subscription=${local.worker_subscription_name}"
 
+  # Push delivery: the OIDC audience Pub/Sub puts in its token and the worker checks. The
+  # deterministic URL (SERVICE-PROJECT_NUMBER.REGION.run.app) is known before the service
+  # exists, unlike the hash-style `uri` attribute; both reach the same service.
+  push_audience = "https://${local.name}-worker-${data.google_project.this.number}.${var.region}.run.app"
+
   services = [
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
+    "binaryauthorization.googleapis.com",
+    "cloudkms.googleapis.com",
     "cloudresourcemanager.googleapis.com",
+    "containeranalysis.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "logging.googleapis.com",

@@ -2,6 +2,7 @@
 # and multi-window burn-rate alerts.
 
 locals {
+  runbooks = "https://github.com/${var.github_repository}/blob/main/docs/runbooks.md"
   api_host = trimprefix(google_cloud_run_v2_service.api.uri, "https://")
 
   # Prometheus series land in Cloud Monitoring as prometheus.googleapis.com/<name>/<kind>
@@ -20,11 +21,13 @@ locals {
     slow = { lookback = "21600s", threshold = 6, duration = "900s" }
   }
 
-  slos = {
-    availability = google_monitoring_slo.availability.name
-    read_latency = google_monitoring_slo.read_latency.name
-    freshness    = google_monitoring_slo.freshness.name
-  }
+  # Empty until var.slos_enabled: Cloud Monitoring refuses an SLO on a metric it has never
+  # received, so the SLOs (and their alerts) wait for the first image's metrics.
+  slos = var.slos_enabled ? {
+    availability = google_monitoring_slo.availability[0].name
+    read_latency = google_monitoring_slo.read_latency[0].name
+    freshness    = google_monitoring_slo.freshness[0].name
+  } : {}
 }
 
 resource "google_monitoring_notification_channel" "email" {
@@ -72,6 +75,21 @@ resource "google_monitoring_uptime_check_config" "api" {
   }
 }
 
+# An IAM-only API answers the uptime check only if the Monitoring service agent, which
+# signs its OIDC token, may invoke it. The agent is created with the first authenticated
+# uptime check, hence the dependency.
+resource "google_cloud_run_v2_service_iam_member" "uptime_invoker" {
+  count = var.api_public ? 0 : 1
+
+  project  = var.project_id
+  location = google_cloud_run_v2_service.api.location
+  name     = google_cloud_run_v2_service.api.name
+  role     = "roles/run.invoker"
+  member   = local.monitoring_agent
+
+  depends_on = [google_monitoring_uptime_check_config.api]
+}
+
 resource "google_monitoring_alert_policy" "uptime" {
   project      = var.project_id
   display_name = "${local.name}-api uptime check failing"
@@ -108,6 +126,8 @@ resource "google_monitoring_custom_service" "latam" {
 
 # Availability: non-5xx responses / all responses >= 99.9 % over 28 days.
 resource "google_monitoring_slo" "availability" {
+  count = var.slos_enabled ? 1 : 0
+
   project             = var.project_id
   service             = google_monitoring_custom_service.latam.service_id
   slo_id              = "availability"
@@ -125,6 +145,8 @@ resource "google_monitoring_slo" "availability" {
 
 # Read latency: GET requests faster than 300 ms >= 99 % over 28 days.
 resource "google_monitoring_slo" "read_latency" {
+  count = var.slos_enabled ? 1 : 0
+
   project             = var.project_id
   service             = google_monitoring_custom_service.latam.service_id
   slo_id              = "read-latency"
@@ -146,6 +168,8 @@ resource "google_monitoring_slo" "read_latency" {
 
 # Freshness: messages stored within 60 s of publication >= 99 % over 28 days.
 resource "google_monitoring_slo" "freshness" {
+  count = var.slos_enabled ? 1 : 0
+
   project             = var.project_id
   service             = google_monitoring_custom_service.latam.service_id
   slo_id              = "freshness"
@@ -189,7 +213,39 @@ resource "google_monitoring_alert_policy" "burn_rate" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "The ${each.value.slo} SLO of latam (${var.environment}) is consuming its 28-day error budget ${local.burn_rate_windows[each.value.window].threshold}x faster than sustainable. See docs/architecture.md and the runbook in the repository README."
+    content   = "The ${each.value.slo} SLO of latam (${var.environment}) is consuming its 28-day error budget ${local.burn_rate_windows[each.value.window].threshold}x faster than sustainable. Runbook: ${local.runbooks}#latam${replace(each.value.slo, "_", "")}budgetburn"
+  }
+
+  notification_channels = [google_monitoring_notification_channel.email.id]
+}
+
+# The backlog's truth on Pub/Sub is Pub/Sub's own metric (the app exports none there):
+# the twin of the Prometheus rule LatamBacklogTooOld, same threshold and runbook.
+resource "google_monitoring_alert_policy" "backlog_too_old" {
+  project      = var.project_id
+  display_name = "${local.name} LatamBacklogTooOld"
+  combiner     = "OR"
+  severity     = "CRITICAL"
+
+  conditions {
+    display_name = "oldest unacknowledged message on the worker subscription older than 300 s"
+
+    condition_threshold {
+      filter          = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" resource.type=\"pubsub_subscription\" resource.label.\"subscription_id\"=\"${google_pubsub_subscription.worker.name}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 300
+      duration        = "300s"
+
+      aggregations {
+        alignment_period   = "60s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Messages wait on the worker subscription of latam (${var.environment}) for more than 5 minutes: freshness is already lost. Runbook: ${local.runbooks}#latambacklogtooold"
   }
 
   notification_channels = [google_monitoring_notification_channel.email.id]
@@ -216,6 +272,11 @@ resource "google_monitoring_alert_policy" "dead_letters" {
         per_series_aligner = "ALIGN_MAX"
       }
     }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Messages of latam (${var.environment}) were dead-lettered and wait in the dead-letter subscription. Runbook: ${local.runbooks}#latamdeadletterqueuenotempty"
   }
 
   notification_channels = [google_monitoring_notification_channel.email.id]

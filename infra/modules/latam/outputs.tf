@@ -24,11 +24,13 @@ output "artifact_registry_repository" {
 }
 
 output "service_accounts" {
-  description = "E-mails of the runtime and deployer service accounts."
+  description = "E-mails of the runtime and pipeline service accounts."
   value = {
     api      = google_service_account.api.email
     worker   = google_service_account.worker.email
+    builder  = google_service_account.builder.email
     deployer = google_service_account.deployer.email
+    planner  = google_service_account.planner.email
   }
 }
 
@@ -61,4 +63,14 @@ output "bigquery_table" {
 output "api_token_secret" {
   description = "Secret Manager secret holding the API key (read it with gcloud, never print it in CI)."
   value       = google_secret_manager_secret.this["api-token"].secret_id
+}
+
+output "binauthz_attestor" {
+  description = "Binary Authorization attestor the build job signs for (BINAUTHZ_ATTESTOR)."
+  value       = google_binary_authorization_attestor.built_by_ci.id
+}
+
+output "binauthz_key_version" {
+  description = "KMS key version that signs attestations (BINAUTHZ_KEY_VERSION)."
+  value       = data.google_kms_crypto_key_version.attestor.id
 }

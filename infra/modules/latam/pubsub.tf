@@ -54,7 +54,7 @@ resource "google_pubsub_subscription" "worker" {
 
       oidc_token {
         service_account_email = google_service_account.push[0].email
-        audience              = google_cloud_run_v2_service.worker.uri
+        audience              = local.push_audience
       }
     }
   }
@@ -116,6 +116,26 @@ resource "google_pubsub_topic_iam_member" "worker_replay_publisher" {
   project = var.project_id
   topic   = google_pubsub_topic.ingest.name
   role    = "roles/pubsub.publisher"
+  member  = google_service_account.worker.member
+}
+
+# The API serves /v1/dead-letters straight from the dead-letter subscription: list and show
+# pull it (Pull, then ModifyAckDeadline 0 to hand the leases back), purge and replay
+# acknowledge on it (replay publishes to the ingest topic first: api_publisher).
+resource "google_pubsub_subscription_iam_member" "api_dead_letter_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.dead_letter.name
+  role         = "roles/pubsub.subscriber"
+  member       = google_service_account.api.member
+}
+
+# The worker checks its broker with GetTopic on the ingest topic every few seconds
+# (latam_dependency_up, and /readyz in push mode); publisher and subscriber roles lack
+# pubsub.topics.get, so without this the worker reports Pub/Sub down while it works.
+resource "google_pubsub_topic_iam_member" "worker_viewer" {
+  project = var.project_id
+  topic   = google_pubsub_topic.ingest.name
+  role    = "roles/pubsub.viewer"
   member  = google_service_account.worker.member
 }
 

@@ -143,6 +143,12 @@ variable "db_disk_size_gb" {
   default     = 20
 }
 
+variable "db_disk_autoresize_limit_gb" {
+  description = "Ceiling of the automatic disk growth in GB (0 = no ceiling); a runaway writer cannot grow the bill without bound."
+  type        = number
+  default     = 500
+}
+
 variable "db_deletion_protection" {
   description = "Protect the Cloud SQL instance from deletion (Terraform and API)."
   type        = bool
@@ -176,13 +182,14 @@ variable "github_environment" {
   type        = string
 }
 
-variable "github_deploy_branch" {
-  description = "Branch whose pushes build and deploy to this environment (develop or main)."
-  type        = string
-}
-
 variable "terraform_service_account_email" {
   description = "Existing service account that runs terraform apply from CI (created at bootstrap). Empty: no federation binding for it."
+  type        = string
+  default     = ""
+}
+
+variable "terraform_state_bucket" {
+  description = "GCS bucket of the Terraform state (created at bootstrap). Set: the pull-request planner may read the state. Empty: grant it by hand."
   type        = string
   default     = ""
 }
@@ -196,6 +203,12 @@ variable "gmp_sidecar_image" {
   description = "Managed Service for Prometheus collector sidecar for Cloud Run."
   type        = string
   default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0"
+}
+
+variable "slos_enabled" {
+  description = "Create the SLOs and their burn-rate alerts. Cloud Monitoring rejects an SLO on a metric it has never received, so this stays false until the first image has run and exported latam_* metrics; the deploy pipeline turns it on once the metric exists (infra/README.md, bootstrap)."
+  type        = bool
+  default     = false
 }
 
 variable "labels" {

@@ -24,9 +24,11 @@ resource "google_iam_workload_identity_pool_provider" "github" {
     "attribute.environment"      = "assertion.environment"
   }
 
-  # Only this repository, and only runs of its deploy branch, its GitHub environment, or its
-  # pull requests (plan); tokens of any other repository or context are rejected.
-  attribute_condition = "assertion.sub == \"repo:${var.github_repository}:environment:${var.github_environment}\" || assertion.sub == \"repo:${var.github_repository}:ref:refs/heads/${var.github_deploy_branch}\" || assertion.sub == \"repo:${var.github_repository}:pull_request\""
+  # Only this repository, and only runs of its GitHub environments (<env>, whose reviewers
+  # approve the apply and rollout; <env>-plan, which plans merged code) or of its pull
+  # requests (read-only plans). A branch push outside an environment gets no token; which
+  # account each subject may act as is decided by the bindings below, not here.
+  attribute_condition = join(" || ", [for subject in local.github_subjects_all : "assertion.sub == \"${subject}\""])
 
   oidc {
     issuer_uri = "https://token.actions.githubusercontent.com"
@@ -34,19 +36,77 @@ resource "google_iam_workload_identity_pool_provider" "github" {
 }
 
 locals {
-  github_principal = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/attribute.repository/${var.github_repository}"
+  # GitHub's OIDC subject for a job that runs in environment E is
+  # repo:OWNER/NAME:environment:E, for a pull-request run repo:OWNER/NAME:pull_request.
+  github_subjects = {
+    environment  = "repo:${var.github_repository}:environment:${var.github_environment}"
+    plan         = "repo:${var.github_repository}:environment:${var.github_environment}-plan"
+    pull_request = "repo:${var.github_repository}:pull_request"
+  }
+  github_subjects_all = values(local.github_subjects)
+
+  github_pool_subject = "principal://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/subject"
+
+  # Which subject may act as which account. A pull request (anyone who can push a branch can
+  # edit a workflow in one) gets the read-only planner only; the admin and deployer accounts
+  # answer only to jobs of this environment, which GitHub restricts to the deploy branch and,
+  # for <env>, to the environment's reviewers.
+  wif_bindings = merge(
+    {
+      "deployer/environment" = { account = google_service_account.deployer.name, subject = local.github_subjects.environment }
+      "builder/plan"         = { account = google_service_account.builder.name, subject = local.github_subjects.plan }
+      "planner/pull_request" = { account = google_service_account.planner.name, subject = local.github_subjects.pull_request }
+    },
+    var.terraform_service_account_email == "" ? {} : {
+      "terraform/environment" = { account = local.terraform_account, subject = local.github_subjects.environment }
+      "terraform/plan"        = { account = local.terraform_account, subject = local.github_subjects.plan }
+    },
+  )
+  terraform_account = "projects/${var.project_id}/serviceAccounts/${var.terraform_service_account_email}"
 }
 
-resource "google_service_account_iam_member" "deployer_wif" {
-  service_account_id = google_service_account.deployer.name
+resource "google_service_account_iam_member" "wif" {
+  for_each = local.wif_bindings
+
+  service_account_id = each.value.account
   role               = "roles/iam.workloadIdentityUser"
-  member             = local.github_principal
+  member             = "${local.github_pool_subject}/${each.value.subject}"
 }
 
-resource "google_service_account_iam_member" "terraform_wif" {
-  count = var.terraform_service_account_email != "" ? 1 : 0
+# Pull-request plans: read the state and the project, change nothing. They run with
+# -refresh=false, so they never read a secret's payload either (see infra/README.md).
+resource "google_service_account" "planner" {
+  project      = var.project_id
+  account_id   = "${local.name}-planner"
+  display_name = "latam planner: read-only Terraform plans of pull requests (${var.environment})"
+}
 
-  service_account_id = "projects/${var.project_id}/serviceAccounts/${var.terraform_service_account_email}"
-  role               = "roles/iam.workloadIdentityUser"
-  member             = local.github_principal
+resource "google_project_iam_member" "planner_browser" {
+  project = var.project_id
+  role    = "roles/browser" # data.google_project; nothing else is read without refresh
+  member  = google_service_account.planner.member
+}
+
+# The plan reads whether the app's metrics exist yet (slos_enabled) ...
+resource "google_project_iam_member" "planner_monitoring" {
+  project = var.project_id
+  role    = "roles/monitoring.viewer"
+  member  = google_service_account.planner.member
+}
+
+# ... and the attestor's public key, a data source read even without refresh.
+resource "google_kms_crypto_key_iam_member" "planner_public_key" {
+  for_each = toset(["roles/cloudkms.viewer", "roles/cloudkms.publicKeyViewer"])
+
+  crypto_key_id = google_kms_crypto_key.attestor.id
+  role          = each.value
+  member        = google_service_account.planner.member
+}
+
+resource "google_storage_bucket_iam_member" "planner_state" {
+  count = var.terraform_state_bucket != "" ? 1 : 0
+
+  bucket = var.terraform_state_bucket
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.planner.member
 }

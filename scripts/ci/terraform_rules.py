@@ -1,0 +1,323 @@
+"""Delivery rules that fmt, validate and checkov cannot see, checked offline.
+
+Each rule is a mistake that would only show on a real Google Cloud project: the first apply
+failing, a plan that wants to replace the database forever, a push subscription every
+message of which is refused, a pull request acting as the production admin, an image that
+is not the one that was audited. Run with the delivery tools' Python (python-hcl2):
+
+    .venv-tools/bin/python scripts/ci/terraform_rules.py              # check the repository
+    .venv-tools/bin/python scripts/ci/terraform_rules.py --self-test  # rules catch their mistakes
+
+Prints one ok:/FAIL: line per rule and exits 1 if any rule failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import hcl2
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = "infra/modules/latam"
+ENV_ROOTS = {"infra/envs/staging": "staging", "infra/envs/prod": "production"}
+Files = Mapping[str, str]
+
+
+def load_files(root: Path) -> dict[str, str]:
+    """Every file the rules read, by path relative to the repository."""
+    paths = [*root.joinpath("infra").rglob("*.tf"), root / "Dockerfile", root / ".dockerignore"]
+    paths += [root / env / ".terraform.lock.hcl" for env in ENV_ROOTS]
+    paths += sorted(root.joinpath(".github/workflows").glob("*.yml"))
+    paths.append(root / "infra/README.md")
+    return {str(p.relative_to(root)): p.read_text(encoding="utf-8") for p in paths if p.exists()}
+
+
+def parse(files: Files, path: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = hcl2.load(io.StringIO(files[path]))
+    return parsed
+
+
+def resources(files: Files, kind: str) -> dict[str, dict[str, Any]]:
+    """Resources of one type in the module, by name."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in files:
+        if path.startswith(MODULE) and path.endswith(".tf"):
+            for block in parse(files, path).get("resource", []):
+                found.update(block.get(kind, {}))
+    return found
+
+
+def first(value: Any) -> Any:
+    """python-hcl2 wraps attribute values and blocks in lists."""
+    return value[0] if isinstance(value, list) and value else value
+
+
+def local_map(files: Files, name: str) -> str:
+    """The source text of `name = { ... }` inside a locals block of the module."""
+    for path, text in files.items():
+        if path.startswith(MODULE) and path.endswith(".tf"):
+            match = re.search(rf"^\s*{name}\s*=\s*(.*?)^\s*\}}", text, re.M | re.S)
+            if match:
+                return match.group(1)
+    return ""
+
+
+# --- the rules: each returns a list of problems ---
+
+
+def cloudsql_ip_type(files: Files) -> list[str]:
+    """#1: the connector dials the address type the instance has."""
+    problems = []
+    for name, instance in resources(files, "google_sql_database_instance").items():
+        ip = first(first(first(instance["settings"])["ip_configuration"]))
+        public = first(ip.get("ipv4_enabled", [False])) is True
+        private = "private_network" in ip
+        want = "PUBLIC" if public and not private else "PRIVATE"
+        env = local_map(files, "common_env")
+        match = re.search(r'LATAM_CLOUDSQL_IP_TYPE\s*=\s*"(\w+)"', env)
+        got = match.group(1) if match else "PRIVATE (the application's default)"
+        if got != want:
+            problems.append(f"{name}: instance reachable by {want} address, Cloud Run dials {got}")
+    return problems
+
+
+def slos_wait_for_metrics(files: Files) -> list[str]:
+    """#2: nothing that names a latam_* metric is created before the metric exists."""
+    problems = []
+    for name, slo in resources(files, "google_monitoring_slo").items():
+        if "var.slos_enabled" not in str(slo.get("count", "")):
+            problems.append(f"google_monitoring_slo.{name} is not behind var.slos_enabled")
+    if "var.slos_enabled" not in local_map(files, "slos"):
+        problems.append(
+            "local.slos (the burn-rate alerts' for_each) is not behind var.slos_enabled"
+        )
+    for name, policy in resources(files, "google_monitoring_alert_policy").items():
+        if "prometheus.googleapis.com" in str(policy) and "slos_enabled" not in str(policy):
+            problems.append(f"alert policy {name} filters on a latam_* metric without the gate")
+    return problems
+
+
+def disk_growth_ignored(files: Files) -> list[str]:
+    """#3: an autoresized disk never makes a plan replace the instance."""
+    problems = []
+    for name, instance in resources(files, "google_sql_database_instance").items():
+        settings = first(instance["settings"])
+        if first(settings.get("disk_autoresize", [False])) is True:
+            ignored = str(first(instance.get("lifecycle", [{}])).get("ignore_changes", ""))
+            if "settings[0].disk_size" not in ignored:
+                problems.append(
+                    f"{name}: disk_autoresize without ignore_changes on settings[0].disk_size"
+                )
+    return problems
+
+
+def push_audience_matches(files: Files) -> list[str]:
+    """#4: the token's audience is the very string the worker compares with."""
+    problems = []
+    worker_env = local_map(files, "push_env")
+    match = re.search(r"LATAM_PUBSUB_PUSH_AUDIENCE\s*=\s*(\S+)", worker_env)
+    for name, sub in resources(files, "google_pubsub_subscription").items():
+        text = str(sub.get("dynamic", "")) + str(sub.get("push_config", ""))
+        found = re.search(r"'audience': \['([^']+)'\]", text)
+        if not found:
+            continue
+        audience = found.group(1).strip("${}")
+        if not match or match.group(1) != audience:
+            expected = match.group(1) if match else "nothing"
+            problems.append(f"{name}: subscription audience {audience}, worker expects {expected}")
+    return problems
+
+
+def uptime_agent_may_invoke(files: Files) -> list[str]:
+    """#4: an authenticated uptime check's service agent may invoke the API."""
+    checks = resources(files, "google_monitoring_uptime_check_config")
+    if "service_agent_authentication" not in str(checks):
+        return []
+    for binding in resources(files, "google_cloud_run_v2_service_iam_member").values():
+        member = str(binding.get("member"))
+        if "run.invoker" in str(binding.get("role")) and "monitoring_agent" in member:
+            return []
+    return [
+        "uptime check authenticates as the Monitoring agent, which has no run.invoker on the API"
+    ]
+
+
+ALLOWED_SUBJECTS = {
+    "planner": {"pull_request"},
+    "builder": {"plan"},
+    "terraform": {"environment", "plan"},
+    "deployer": {"environment"},
+}
+
+
+def federation_least_privilege(files: Files) -> list[str]:
+    """#8: a pull request never acts as the admin or the deployer."""
+    problems = []
+    text = "\n".join(t for p, t in files.items() if p.startswith(MODULE) and p.endswith(".tf"))
+    if "attribute.repository/" in text and "principalSet://" in text:
+        problems.append("an account is bound to every identity of the repository (principalSet)")
+    pairs = re.findall(
+        r'"(\w+)/\w+"\s*=\s*\{[^}]*subject\s*=\s*local\.github_subjects\.(\w+)', text
+    )
+    if not pairs:
+        problems.append("no subject-bound federation (local.wif_bindings) found")
+    for account, subject in pairs:
+        if subject not in ALLOWED_SUBJECTS.get(account, set()):
+            problems.append(f"{account} may be used by GitHub subject {subject}")
+    return problems
+
+
+def image_is_what_was_audited(files: Files) -> list[str]:
+    """#10: base image by digest, dependencies from the hash-checked lock."""
+    problems = []
+    dockerfile = files.get("Dockerfile", "")
+    for line in dockerfile.splitlines():
+        image = re.match(r"\s*(?:FROM\s+(\S+)|ARG\s+\w*IMAGE\w*=(\S+))", line)
+        ref = image and (image.group(1) or image.group(2))
+        if ref and not ref.startswith("$") and "@sha256:" not in ref:
+            problems.append(f"Dockerfile: {ref} is not pinned by digest")
+    if "--require-hashes" not in dockerfile or "--no-deps" not in dockerfile:
+        problems.append("Dockerfile: dependencies are not installed from the hash-checked lock")
+    if "!requirements/runtime.txt" not in files.get(".dockerignore", ""):
+        problems.append(".dockerignore excludes requirements/runtime.txt")
+    return problems
+
+
+def providers_locked(files: Files) -> list[str]:
+    """#10: every root commits its provider lock, and its state prefix is what CI uses."""
+    problems = []
+    workflows = "\n".join(t for p, t in files.items() if p.startswith(".github/"))
+    for env_root, environment in ENV_ROOTS.items():
+        lock = files.get(f"{env_root}/.terraform.lock.hcl", "")
+        main = files.get(f"{env_root}/main.tf", "")
+        for source in re.findall(r'source\s*=\s*"([\w-]+/[\w-]+)"', main):
+            if f'"registry.terraform.io/{source}"' not in lock:
+                problems.append(f"{env_root}: {source} is not in .terraform.lock.hcl")
+        prefix = re.search(r"prefix=(latam/[\w-]+)", main)
+        if not prefix or prefix.group(1) != f"latam/{environment}":
+            problems.append(f"{env_root}: state prefix comment is not latam/{environment}")
+        if workflows and "prefix=latam/$ENVIRONMENT" not in workflows.replace('"', ""):
+            problems.append("workflows do not use the state prefix latam/$ENVIRONMENT")
+    return problems
+
+
+def checkov_skips_explained(files: Files) -> list[str]:
+    """Done-when: checkov has no unexplained skip (inline reason, and listed in the README)."""
+    problems = []
+    readme = files.get("infra/README.md", "")
+    for path, text in files.items():
+        for check_id, reason in re.findall(r"#checkov:skip=(CKV\w+):?(.*)", text):
+            if len(reason.strip()) < 20:
+                problems.append(f"{path}: {check_id} skipped without a reason")
+            if f"{check_id} " not in readme and f"{check_id} |" not in readme:
+                problems.append(f"{path}: {check_id} skipped but not listed in infra/README.md")
+    return problems
+
+
+RULES: dict[str, Callable[[Files], list[str]]] = {
+    "Cloud SQL address type (LATAM_CLOUDSQL_IP_TYPE)": cloudsql_ip_type,
+    "SLOs wait for the metrics (slos_enabled)": slos_wait_for_metrics,
+    "autoresized disk ignored by plans": disk_growth_ignored,
+    "push audience = what the worker checks": push_audience_matches,
+    "uptime check may invoke an IAM-only API": uptime_agent_may_invoke,
+    "federation: pull requests never get admin or deployer": federation_least_privilege,
+    "image: base by digest, dependencies from the lock": image_is_what_was_audited,
+    "providers locked; state prefix matches CI": providers_locked,
+    "checkov skips explained inline and in infra/README.md": checkov_skips_explained,
+}
+
+# Each mistake of the issue, as an edit of the real files, and the rule that must catch it.
+MUTATIONS: list[tuple[str, str, str, str]] = [
+    (cloudsql_ip_type.__name__, f"{MODULE}/cloudrun.tf", '= "PUBLIC"', '= "PRIVATE"'),
+    (
+        slos_wait_for_metrics.__name__,
+        f"{MODULE}/monitoring.tf",
+        "count = var.slos_enabled ? 1 : 0",
+        "",
+    ),
+    (
+        disk_growth_ignored.__name__,
+        f"{MODULE}/database.tf",
+        "ignore_changes = [settings[0].disk_size]",
+        "",
+    ),
+    (
+        push_audience_matches.__name__,
+        f"{MODULE}/pubsub.tf",
+        "audience              = local.push_audience",
+        "audience              = google_cloud_run_v2_service.worker.uri",
+    ),
+    (
+        uptime_agent_may_invoke.__name__,
+        f"{MODULE}/monitoring.tf",
+        "member   = local.monitoring_agent",
+        "",
+    ),
+    (
+        federation_least_privilege.__name__,
+        f"{MODULE}/wif.tf",
+        "subject = local.github_subjects.plan }",
+        "subject = local.github_subjects.pull_request }",
+    ),
+    (image_is_what_was_audited.__name__, "Dockerfile", "@sha256:", ":"),
+    (image_is_what_was_audited.__name__, "Dockerfile", "--require-hashes", ""),
+    (providers_locked.__name__, "infra/envs/prod/.terraform.lock.hcl", "hashicorp/random", "x"),
+    (
+        providers_locked.__name__,
+        "infra/envs/prod/main.tf",
+        "prefix=latam/production",
+        "prefix=latam/prod",
+    ),
+    (checkov_skips_explained.__name__, "infra/README.md", "| CKV_GCP_43 |", "|"),
+]
+
+
+def check(files: Files) -> dict[str, list[str]]:
+    return {name: rule(files) for name, rule in RULES.items()}
+
+
+def self_test(files: Files) -> list[str]:
+    """Each mutation must make exactly its rule fail (and the real files must pass)."""
+    failures = [f"the repository itself fails: {n}" for n, p in check(files).items() if p]
+    by_function = {rule.__name__: name for name, rule in RULES.items()}
+    for function, path, old, new in MUTATIONS:
+        if old not in files.get(path, ""):
+            failures.append(f"{function}: {path} no longer contains {old!r}")
+            continue
+        mutated = dict(files)
+        mutated[path] = files[path].replace(old, new)
+        if not RULES[by_function[function]](mutated):
+            failures.append(f"{function} did not catch {path}: {old!r} -> {new!r}")
+    return failures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--self-test", action="store_true", help="prove each rule catches its mistake"
+    )
+    args = parser.parse_args()
+    files = load_files(ROOT)
+    if args.self_test:
+        failures = self_test(files)
+        for failure in failures:
+            print(f"FAIL: {failure}")
+        print(f"self-test: {len(MUTATIONS)} mutations, {len(failures)} not caught")
+        return 1 if failures else 0
+    failed = False
+    for name, problems in check(files).items():
+        print(("FAIL: " if problems else "ok: ") + name)
+        for problem in problems:
+            print(f"    {problem}")
+        failed = failed or bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
