@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Checks the Prometheus configuration and rules, and runs the rule unit tests.
+# Checks the Prometheus configuration and rules, runs the rule unit tests, and checks the
+# Alertmanager configuration and its routing cases (deploy/alertmanager/routing-cases.txt).
 #
 #   scripts/ci/promtool.sh
 #
-# Installs Debian's `prometheus` package (which ships promtool) when promtool is missing,
-# without letting the package start a Prometheus service. Prints one "ok:" or "FAIL:"
+# Installs Debian's `prometheus` and `prometheus-alertmanager` packages (promtool, amtool)
+# when missing, without letting either package start a service. Prints one "ok:" or "FAIL:"
 # line per step and exits non-zero if any step failed.
 set -euo pipefail
 
@@ -17,17 +18,17 @@ as_root() {
 
 # Install the package with service start-up denied (policy-rc.d exit code 101 is
 # honoured by invoke-rc.d and deb-systemd-invoke), then make sure nothing runs.
-install_prometheus_package() {
+install_debian_package() {
     local policy=/usr/sbin/policy-rc.d created_policy=0
     if [[ ! -e $policy ]]; then
         as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
         created_policy=1
     fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$1" \
         || { [[ $created_policy -eq 1 ]] && as_root rm -f "$policy"; return 1; }
     [[ $created_policy -eq 1 ]] && as_root rm -f "$policy"
-    if [[ -d /run/systemd/system ]] && systemctl is-active --quiet prometheus 2>/dev/null; then
-        as_root systemctl stop prometheus
+    if [[ -d /run/systemd/system ]] && systemctl is-active --quiet "$1" 2>/dev/null; then
+        as_root systemctl stop "$1"
     fi
 }
 
@@ -47,7 +48,7 @@ step() {
 }
 
 if ! command -v promtool >/dev/null 2>&1; then
-    step "install promtool (Debian package prometheus)" install_prometheus_package
+    step "install promtool (Debian package prometheus)" install_debian_package prometheus
     command -v promtool >/dev/null 2>&1 || { echo "FAIL: promtool not available"; exit 1; }
 fi
 
@@ -78,6 +79,24 @@ for i in "${!test_files[@]}"; do
     step "promtool test rules ${test_files[$i]}" \
         sh -c 'cat "$1"; exit "$(cat "$2")"' _ "$results/$i.out" "$results/$i.rc"
 done
+
+# Alertmanager: the configuration loads, and every routing case reaches its receiver.
+am_dir=deploy/alertmanager
+if ! command -v amtool >/dev/null 2>&1; then
+    step "install amtool (Debian package prometheus-alertmanager)" install_debian_package prometheus-alertmanager
+fi
+if command -v amtool >/dev/null 2>&1; then
+    step "amtool check-config $am_dir/alertmanager.yml" amtool check-config "$am_dir/alertmanager.yml"
+    while read -r receiver labels; do
+        [[ -z $receiver || $receiver == \#* ]] && continue
+        # shellcheck disable=SC2086 # the labels are separate arguments
+        step "amtool route: $labels -> $receiver" amtool config routes test \
+            --config.file="$am_dir/alertmanager.yml" --verify.receivers="$receiver" $labels
+    done <"$am_dir/routing-cases.txt"
+else
+    echo "FAIL: amtool not available"
+    failures=$((failures + 1))
+fi
 
 if [[ $failures -gt 0 ]]; then
     echo "$failures step(s) failed"

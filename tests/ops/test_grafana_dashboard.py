@@ -288,7 +288,9 @@ def test_anchor_rules_match_github() -> None:
 
 @pytest.mark.parametrize("alert", ALERTS, ids=lambda a: f"{a['alert']}-{a['labels']['severity']}")
 def test_alert_has_annotations_and_runbook(alert: dict[str, Any]) -> None:
-    assert alert["labels"]["severity"] in {"page", "ticket"}
+    # A person now, a person this week; the watchdog reaches no person (a dead-man's switch).
+    allowed = {"none"} if alert["alert"] == "LatamWatchdog" else {"page", "ticket"}
+    assert alert["labels"]["severity"] in allowed
     annotations = alert["annotations"]
     for key in ("summary", "description", "runbook_url"):
         assert annotations.get(key, "").strip(), f"missing {key}"
