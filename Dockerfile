@@ -15,13 +15,18 @@ WORKDIR /src
 # Every runtime dependency ships a binary wheel, so no compiler is needed even here.
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Dependencies from the hash-checked runtime lock (the versions pip-audit checks), then the
-# package alone: pip resolves nothing afresh.
-COPY requirements/runtime.txt ./requirements/runtime.txt
-RUN pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
+# Dependencies from the hash-checked runtime lock (the versions pip-audit checks); the
+# package is built by hash-checked build tools in a virtualenv of their own (no build
+# isolation, so pip fetches nothing unpinned), then installed alone: nothing is resolved
+# afresh, and no build tool ships.
+COPY requirements/runtime.txt requirements/build.txt ./requirements/
+RUN pip install --no-cache-dir --require-hashes -r requirements/runtime.txt \
+    && python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir --require-hashes -r requirements/build.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir --no-deps . \
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation -w /tmp/wheels . \
+    && pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
     && pip check \
     && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
 

@@ -53,8 +53,8 @@ urllib.request.urlopen("https://pypi.org/pypi/pip/json", timeout=10).read(1)
 PY
   status=0
   "$BIN/pip-audit" --progress-spinner off --disable-pip --no-deps \
-    -r requirements/lock.txt >"$LOG_DIR/audit.log" 2>&1 || status=$?
-  report "pip-audit -r requirements/lock.txt" "$status" "$LOG_DIR/audit.log"
+    -r requirements/lock.txt -r requirements/build.txt >"$LOG_DIR/audit.log" 2>&1 || status=$?
+  report "pip-audit -r requirements/lock.txt -r requirements/build.txt" "$status" "$LOG_DIR/audit.log"
 else
   echo "skip: pip-audit (pypi.org is not reachable; no vulnerability data)"
 fi

@@ -139,9 +139,12 @@ def uptime_agent_may_invoke(files: Files) -> list[str]:
     checks = resources(files, "google_monitoring_uptime_check_config")
     if "service_agent_authentication" not in str(checks):
         return []
+    agent = re.search(r'monitoring_agent\s*=\s*"([^"]+)"', "\n".join(files.values()))
+    if not agent or "@gcp-sa-monitoring-notification.iam.gserviceaccount.com" not in agent.group(1):
+        return ["local.monitoring_agent is not the Monitoring notification service agent"]
     for binding in resources(files, "google_cloud_run_v2_service_iam_member").values():
         member = str(binding.get("member"))
-        if "run.invoker" in str(binding.get("role")) and "monitoring_agent" in member:
+        if "run.invoker" in str(binding.get("role")) and "local.monitoring_agent" in member:
             return []
     return [
         "uptime check authenticates as the Monitoring agent, which has no run.invoker on the API"
@@ -150,7 +153,7 @@ def uptime_agent_may_invoke(files: Files) -> list[str]:
 
 ALLOWED_SUBJECTS = {
     "planner": {"pull_request"},
-    "builder": {"plan"},
+    "builder": {"build"},
     "terraform": {"environment", "plan"},
     "deployer": {"environment"},
 }
@@ -162,6 +165,10 @@ def federation_least_privilege(files: Files) -> list[str]:
     text = "\n".join(t for p, t in files.items() if p.startswith(MODULE) and p.endswith(".tf"))
     if "attribute.repository/" in text and "principalSet://" in text:
         problems.append("an account is bound to every identity of the repository (principalSet)")
+    for name, binding in resources(files, "google_service_account_iam_member").items():
+        federation = "workloadIdentityUser" in str(binding.get("role"))
+        if federation and "local.wif_bindings" not in str(binding.get("for_each", "")):
+            problems.append(f"federation binding {name} bypasses local.wif_bindings")
     pairs = re.findall(
         r'"(\w+)/\w+"\s*=\s*\{[^}]*subject\s*=\s*local\.github_subjects\.(\w+)', text
     )
@@ -182,7 +189,8 @@ def image_is_what_was_audited(files: Files) -> list[str]:
         ref = image and (image.group(1) or image.group(2))
         if ref and not ref.startswith("$") and "@sha256:" not in ref:
             problems.append(f"Dockerfile: {ref} is not pinned by digest")
-    if "--require-hashes" not in dockerfile or "--no-deps" not in dockerfile:
+    runs = re.findall(r"^RUN\b(?:.*\\\n)*.*$", dockerfile, re.M)
+    if not any("--require-hashes" in r for r in runs) or not any("--no-deps" in r for r in runs):
         problems.append("Dockerfile: dependencies are not installed from the hash-checked lock")
     if "!requirements/runtime.txt" not in files.get(".dockerignore", ""):
         problems.append(".dockerignore excludes requirements/runtime.txt")
@@ -267,6 +275,21 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (image_is_what_was_audited.__name__, "Dockerfile", "@sha256:", ":"),
     (image_is_what_was_audited.__name__, "Dockerfile", "--require-hashes", ""),
+    (
+        federation_least_privilege.__name__,
+        f"{MODULE}/wif.tf",
+        "# Pull-request plans: read the state",
+        'resource "google_service_account_iam_member" "extra" {\n'
+        '  service_account_id = "x"\n  role = "roles/iam.workloadIdentityUser"\n'
+        '  member = "principal://x/subject/repo:o/r:pull_request"\n}\n'
+        "# Pull-request plans: read the state",
+    ),
+    (
+        uptime_agent_may_invoke.__name__,
+        f"{MODULE}/locals.tf",
+        "@gcp-sa-monitoring-notification.iam",
+        "@gcp-sa-pubsub.iam",
+    ),
     (providers_locked.__name__, "infra/envs/prod/.terraform.lock.hcl", "hashicorp/random", "x"),
     (
         providers_locked.__name__,

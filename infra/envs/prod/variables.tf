@@ -54,3 +54,9 @@ variable "slos_enabled" {
   type        = bool
   default     = false
 }
+
+variable "binauthz_enforcement_mode" {
+  description = "Binary Authorization: ENFORCED_BLOCK_AND_AUDIT_LOG, or DRYRUN_AUDIT_LOG_ONLY for one deploy of an environment that predates it."
+  type        = string
+  default     = "ENFORCED_BLOCK_AND_AUDIT_LOG"
+}

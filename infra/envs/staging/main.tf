@@ -2,18 +2,18 @@
 #   terraform init -backend-config="bucket=<state bucket>" -backend-config="prefix=latam/staging"
 
 terraform {
-  required_version = ">= 1.6.0"
+  required_version = ">= 1.11.0" # write-only arguments
 
   backend "gcs" {}
 
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.14.0, < 7.0.0"
+      version = ">= 6.23.0, < 7.0.0" # secret_data_wo
     }
     random = {
       source  = "hashicorp/random"
-      version = ">= 3.6.0, < 4.0.0"
+      version = ">= 3.7.0, < 4.0.0" # ephemeral random_password
     }
   }
 }
@@ -43,6 +43,7 @@ module "latam" {
   alert_notification_email        = var.alert_notification_email
   terraform_state_bucket          = var.terraform_state_bucket
   slos_enabled                    = var.slos_enabled
+  binauthz_enforcement_mode       = var.binauthz_enforcement_mode
 
   api_min_instances    = 0
   api_max_instances    = 4

@@ -76,7 +76,7 @@ resource "google_binary_authorization_policy" "this" {
 
   default_admission_rule {
     evaluation_mode         = "REQUIRE_ATTESTATION"
-    enforcement_mode        = "ENFORCED_BLOCK_AND_AUDIT_LOG"
+    enforcement_mode        = var.binauthz_enforcement_mode
     require_attestations_by = [google_binary_authorization_attestor.built_by_ci.name]
   }
 }

@@ -175,6 +175,7 @@ resource "google_cloud_run_v2_service" "api" {
     google_project_service.this,
     google_secret_manager_secret_iam_member.readers,
     google_secret_manager_secret_version.this,
+    google_secret_manager_secret_version.api_token,
   ]
 }
 
@@ -306,6 +307,7 @@ resource "google_cloud_run_v2_service" "worker" {
     google_project_service.this,
     google_secret_manager_secret_iam_member.readers,
     google_secret_manager_secret_version.this,
+    google_secret_manager_secret_version.api_token,
   ]
 }
 
@@ -406,5 +408,6 @@ resource "google_cloud_run_v2_job" "migrate" {
     google_project_service.this,
     google_secret_manager_secret_iam_member.readers,
     google_secret_manager_secret_version.this,
+    google_secret_manager_secret_version.api_token,
   ]
 }

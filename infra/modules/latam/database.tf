@@ -138,16 +138,7 @@ resource "google_sql_user" "worker" {
   type     = "CLOUD_IAM_SERVICE_ACCOUNT"
 }
 
-# Break-glass administrator with a generated password kept only in Secret Manager
-# (used once to grant the IAM users their privileges; see infra/README.md).
-resource "random_password" "db_admin" {
-  length  = 32
-  special = false
-}
-
-resource "google_sql_user" "admin" {
-  project  = var.project_id
-  instance = google_sql_database_instance.main.name
-  name     = "latam_admin"
-  password = random_password.db_admin.result
-}
+# The break-glass administrator (a built-in user with a password) is created by a person at
+# bootstrap, its password only in Secret Manager `latam-<env>-db-admin-password`
+# (infra/README.md, step 3): a password generated here would sit in the Terraform state,
+# which the pull-request planner can read.

@@ -71,6 +71,6 @@ output "binauthz_attestor" {
 }
 
 output "binauthz_key_version" {
-  description = "KMS key version that signs attestations (BINAUTHZ_KEY_VERSION)."
-  value       = data.google_kms_crypto_key_version.attestor.id
+  description = "KMS key version that signs attestations (BINAUTHZ_KEY_VERSION), as the relative name gcloud's --keyversion takes."
+  value       = data.google_kms_crypto_key_version.attestor.name
 }

@@ -1,12 +1,21 @@
 # Credentials live in Secret Manager; Cloud Run reads them at start-up as environment
-# variables. Each runtime identity can read only the secrets it uses.
+# variables. Each runtime identity can read only the secrets it uses. No credential is in
+# the Terraform state or a plan (anyone who may plan can read those): the API key is
+# generated as an ephemeral value and written write-only; the break-glass database password
+# is created by a person at bootstrap (infra/README.md, step 3).
 
 locals {
   secrets = {
-    "api-token"           = { value = random_password.api_token.result, readers = ["api", "deployer"] }
-    "db-admin-password"   = { value = random_password.db_admin.result, readers = [] }
-    "api-database-url"    = { value = local.api_database_url, readers = ["api"] }
-    "worker-database-url" = { value = local.worker_database_url, readers = ["worker"] }
+    "api-token"           = { readers = ["api", "deployer"] }
+    "db-admin-password"   = { readers = [] }
+    "api-database-url"    = { readers = ["api"] }
+    "worker-database-url" = { readers = ["worker"] }
+  }
+
+  # Values Terraform may keep: the database URLs name an IAM user and carry no password.
+  plain_secret_values = {
+    "api-database-url"    = local.api_database_url
+    "worker-database-url" = local.worker_database_url
   }
 
   secret_readers = merge([
@@ -23,7 +32,8 @@ locals {
   }
 }
 
-resource "random_password" "api_token" {
+# Never stored: generated in memory for the one apply that creates the secret's version.
+ephemeral "random_password" "api_token" {
   length  = 48
   special = false
 }
@@ -47,10 +57,18 @@ resource "google_secret_manager_secret" "this" {
 }
 
 resource "google_secret_manager_secret_version" "this" {
-  for_each = local.secrets
+  for_each = local.plain_secret_values
 
   secret      = google_secret_manager_secret.this[each.key].id
-  secret_data = each.value.value
+  secret_data = each.value
+}
+
+# Write-only: the provider sends it to Secret Manager and keeps nothing. To rotate the key,
+# bump secret_data_wo_version (a new version is created, and "latest" moves to it).
+resource "google_secret_manager_secret_version" "api_token" {
+  secret                 = google_secret_manager_secret.this["api-token"].id
+  secret_data_wo         = ephemeral.random_password.api_token.result
+  secret_data_wo_version = 1
 }
 
 resource "google_secret_manager_secret_iam_member" "readers" {

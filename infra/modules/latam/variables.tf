@@ -211,6 +211,17 @@ variable "slos_enabled" {
   default     = false
 }
 
+variable "binauthz_enforcement_mode" {
+  description = "ENFORCED_BLOCK_AND_AUDIT_LOG (default), or DRYRUN_AUDIT_LOG_ONLY for one deploy of an environment that already runs images signed by no attestor (infra/README.md)."
+  type        = string
+  default     = "ENFORCED_BLOCK_AND_AUDIT_LOG"
+
+  validation {
+    condition     = contains(["ENFORCED_BLOCK_AND_AUDIT_LOG", "DRYRUN_AUDIT_LOG_ONLY"], var.binauthz_enforcement_mode)
+    error_message = "binauthz_enforcement_mode must be ENFORCED_BLOCK_AND_AUDIT_LOG or DRYRUN_AUDIT_LOG_ONLY."
+  }
+}
+
 variable "labels" {
   description = "Labels added to every resource that takes them."
   type        = map(string)

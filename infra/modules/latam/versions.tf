@@ -1,14 +1,14 @@
 terraform {
-  required_version = ">= 1.6.0"
+  required_version = ">= 1.11.0" # write-only arguments
 
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.14.0, < 7.0.0"
+      version = ">= 6.23.0, < 7.0.0" # secret_data_wo
     }
     random = {
       source  = "hashicorp/random"
-      version = ">= 3.6.0, < 4.0.0"
+      version = ">= 3.7.0, < 4.0.0" # ephemeral random_password
     }
   }
 }

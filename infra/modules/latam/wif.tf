@@ -25,8 +25,8 @@ resource "google_iam_workload_identity_pool_provider" "github" {
   }
 
   # Only this repository, and only runs of its GitHub environments (<env>, whose reviewers
-  # approve the apply and rollout; <env>-plan, which plans merged code) or of its pull
-  # requests (read-only plans). A branch push outside an environment gets no token; which
+  # approve the apply and rollout; <env>-plan, which plans merged code; <env>-build, which
+  # builds and signs the image) or of its pull requests (read-only plans). A branch push outside an environment gets no token; which
   # account each subject may act as is decided by the bindings below, not here.
   attribute_condition = join(" || ", [for subject in local.github_subjects_all : "assertion.sub == \"${subject}\""])
 
@@ -41,20 +41,22 @@ locals {
   github_subjects = {
     environment  = "repo:${var.github_repository}:environment:${var.github_environment}"
     plan         = "repo:${var.github_repository}:environment:${var.github_environment}-plan"
+    build        = "repo:${var.github_repository}:environment:${var.github_environment}-build"
     pull_request = "repo:${var.github_repository}:pull_request"
   }
   github_subjects_all = values(local.github_subjects)
 
   github_pool_subject = "principal://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/subject"
 
-  # Which subject may act as which account. A pull request (anyone who can push a branch can
-  # edit a workflow in one) gets the read-only planner only; the admin and deployer accounts
-  # answer only to jobs of this environment, which GitHub restricts to the deploy branch and,
-  # for <env>, to the environment's reviewers.
+  # Which subject may act as which account: one subject, one job, one account. A pull
+  # request (anyone who can push a branch can edit a workflow in one) gets the read-only
+  # planner only; the build job (third-party build and scan actions) only the builder; the
+  # admin and deployer accounts answer only to jobs of this environment, which GitHub
+  # restricts to the deploy branch and, for <env>, to the environment's reviewers.
   wif_bindings = merge(
     {
       "deployer/environment" = { account = google_service_account.deployer.name, subject = local.github_subjects.environment }
-      "builder/plan"         = { account = google_service_account.builder.name, subject = local.github_subjects.plan }
+      "builder/build"        = { account = google_service_account.builder.name, subject = local.github_subjects.build }
       "planner/pull_request" = { account = google_service_account.planner.name, subject = local.github_subjects.pull_request }
     },
     var.terraform_service_account_email == "" ? {} : {
