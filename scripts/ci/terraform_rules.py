@@ -1,9 +1,10 @@
-"""Delivery rules that fmt, validate and checkov cannot see, checked offline.
+"""Delivery rules that fmt, validate, checkov and actionlint cannot see, checked offline.
 
-Each rule is a mistake that would only show on a real Google Cloud project: the first apply
-failing, a plan that wants to replace the database forever, a push subscription every
-message of which is refused, a pull request acting as the production admin, an image that
-is not the one that was audited. Run with the delivery tools' Python (python-hcl2):
+Each rule is a mistake that would only show on a real Google Cloud project or a real
+deploy: the first apply failing, a plan that wants to replace the database forever, a push
+subscription every message of which is refused, a pull request acting as the production
+admin, an image that is not the one that was audited, a deploy that does not wait for CI,
+traffic on a canary nobody tested. Run with the delivery tools' Python (python-hcl2, PyYAML):
 
     .venv-tools/bin/python scripts/ci/terraform_rules.py              # check the repository
     .venv-tools/bin/python scripts/ci/terraform_rules.py --self-test  # rules catch their mistakes
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import hcl2
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = "infra/modules/latam"
@@ -228,6 +230,91 @@ def checkov_skips_explained(files: Files) -> list[str]:
     return problems
 
 
+def workflow(files: Files, name: str) -> dict[Any, Any]:
+    loaded: dict[Any, Any] = yaml.safe_load(files.get(f".github/workflows/{name}", "")) or {}
+    return loaded
+
+
+def steps_text(job: dict[str, Any]) -> list[str]:
+    """Each step's own text (uses, with, if, run), as written."""
+    return [
+        " ".join(str(step.get(key, "")) for key in ("name", "uses", "with", "if", "run"))
+        for step in job.get("steps", [])
+    ]
+
+
+def deploy_is_gated(files: Files) -> list[str]:
+    """#9: nothing deploys unless CI and security passed on the very commit."""
+    problems = []
+    for name in ("ci.yml", "security.yml"):
+        triggers = workflow(files, name).get(True, {})  # YAML 1.1 reads `on` as True
+        if "workflow_call" not in triggers:
+            problems.append(f"{name} cannot be called by deploy.yml (no workflow_call)")
+        if "push" in triggers:
+            problems.append(f"{name} also runs on push, beside deploy.yml's own call")
+    jobs = workflow(files, "deploy.yml").get("jobs", {})
+    for gate in ("ci", "security"):
+        if f"/.github/workflows/{gate}.yml" not in str(jobs.get(gate, {}).get("uses", "")):
+            problems.append(f"deploy.yml has no `{gate}` job calling {gate}.yml")
+
+    def upstream(job: str) -> set[str]:
+        needs = jobs.get(job, {}).get("needs", [])
+        direct = {needs} if isinstance(needs, str) else set(needs)
+        return direct.union(*(upstream(n) for n in direct)) if direct else set()
+
+    for job in jobs:
+        if job not in ("ci", "security") and not {"ci", "security"} <= upstream(job):
+            problems.append(f"deploy.yml job {job} does not wait for ci and security")
+    return problems
+
+
+def shipped_digest_is_scanned(files: Files) -> list[str]:
+    """#9: Trivy scans the digest that was pushed, before it is signed or deployed."""
+    build = workflow(files, "deploy.yml").get("jobs", {}).get("build", {})
+    texts = steps_text(build)
+    scan = next((i for i, t in enumerate(texts) if "trivy-action" in t), None)
+    if scan is None:
+        return ["the build job runs no Trivy scan"]
+    problems = []
+    if "steps.image.outputs.image" not in texts[scan]:
+        problems.append("Trivy does not scan the pushed digest (steps.image.outputs.image)")
+    for marker in ("attest-build-provenance", "binauthz attestations"):
+        at = next((i for i, t in enumerate(texts) if marker in t), None)
+        if at is None or at < scan:
+            problems.append(f"{marker} is missing or comes before the scan")
+    return problems
+
+
+def rollout_is_careful(files: Files) -> list[str]:
+    """#9: smoke before any traffic, a bake at 10 %, 100 % only after it, rollback always."""
+    jobs = workflow(files, "deploy.yml").get("jobs", {})
+    texts = steps_text(jobs.get("rollout", {}))
+
+    def first(marker: str) -> int:
+        return next((i for i, t in enumerate(texts) if marker in t), -1)
+
+    smoke, ten, bake, full = (
+        first("scripts/smoke.py"),
+        first('=10"'),
+        first("canary_bake.py"),
+        first('=100"'),
+    )
+    problems = []
+    if not 0 <= smoke < ten:
+        problems.append("no smoke test on the canary before it gets traffic")
+    if not 0 <= ten < bake < full:
+        problems.append("no bake between 10 % and 100 %")
+    if "saved plan" not in " ".join(texts) and "apply -input=false tfplan" not in " ".join(texts):
+        problems.append("the rollout does not apply the saved plan")
+    if any("|| true" in t and "identity-token" in t for t in texts):
+        problems.append("an identity token failure is swallowed")
+    restore = [t for t in texts if "cancelled()" in t and "update-traffic" in t]
+    rollback = jobs.get("rollback", {})
+    if not restore or "always()" not in str(rollback.get("if", "")):
+        problems.append("traffic is not restored on failure, cancel and timeout")
+    return problems
+
+
 RULES: dict[str, Callable[[Files], list[str]]] = {
     "Cloud SQL address type (LATAM_CLOUDSQL_IP_TYPE)": cloudsql_ip_type,
     "SLOs wait for the metrics (slos_enabled)": slos_wait_for_metrics,
@@ -238,6 +325,9 @@ RULES: dict[str, Callable[[Files], list[str]]] = {
     "image: base by digest, dependencies from the lock": image_is_what_was_audited,
     "providers locked; state prefix matches CI": providers_locked,
     "checkov skips explained inline and in infra/README.md": checkov_skips_explained,
+    "deploy waits for ci and security on the commit": deploy_is_gated,
+    "Trivy scans the pushed digest before it is signed": shipped_digest_is_scanned,
+    "smoke at 0 %, bake at 10 %, then 100 %; rollback always": rollout_is_careful,
 }
 
 # Each mistake of the issue, as an edit of the real files, and the rule that must catch it.
@@ -298,6 +388,38 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "prefix=latam/prod",
     ),
     (checkov_skips_explained.__name__, "infra/README.md", "| CKV_GCP_43 |", "|"),
+    (deploy_is_gated.__name__, ".github/workflows/ci.yml", "  workflow_call:\n", "  push:\n"),
+    (
+        deploy_is_gated.__name__,
+        ".github/workflows/deploy.yml",
+        "    needs: [ci, security]",
+        "    needs: [ci]",
+    ),
+    (
+        shipped_digest_is_scanned.__name__,
+        ".github/workflows/deploy.yml",
+        "image-ref: ${{ steps.image.outputs.image }}",
+        "image-ref: latam:scan",
+    ),
+    (
+        rollout_is_careful.__name__,
+        ".github/workflows/deploy.yml",
+        '.venv/bin/python scripts/smoke.py --base-url "$CANARY_URL"',
+        "true",
+    ),
+    (rollout_is_careful.__name__, ".github/workflows/deploy.yml", "canary_bake.py", "x.py"),
+    (
+        deploy_is_gated.__name__,
+        ".github/workflows/deploy.yml",
+        "uses: $/.github/workflows/security.yml",
+        "uses: $/.github/workflows/ci.yml",
+    ),
+    (
+        rollout_is_careful.__name__,
+        ".github/workflows/deploy.yml",
+        "(failure() || cancelled())",
+        "failure()",
+    ),
 ]
 
 
