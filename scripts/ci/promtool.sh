@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks the Prometheus configuration and rules, runs the rule unit tests, and checks the
+# Checks the Prometheus configuration and rules, runs the rule unit tests, evaluates the
+# rules on what a healthy local `latam serve` exposes (none may fire), and checks the
 # Alertmanager configuration and its routing cases (deploy/alertmanager/routing-cases.txt).
 #
 #   scripts/ci/promtool.sh
@@ -79,6 +80,16 @@ for i in "${!test_files[@]}"; do
     step "promtool test rules ${test_files[$i]}" \
         sh -c 'cat "$1"; exit "$(cat "$2")"' _ "$results/$i.out" "$results/$i.rc"
 done
+
+# A healthy `make run`, as `make monitor` scrapes it, fires no alert (needs the app's
+# virtualenv: `make venv`).
+if [[ -x .venv/bin/python ]]; then
+    step "a healthy latam serve fires no alert (scripts/ci/local_alerts.py)" \
+        .venv/bin/python scripts/ci/local_alerts.py
+else
+    echo "FAIL: .venv missing: run make venv first (scripts/ci/local_alerts.py needs it)"
+    failures=$((failures + 1))
+fi
 
 # Alertmanager: the configuration loads, and every routing case reaches its receiver.
 am_dir=deploy/alertmanager
