@@ -21,8 +21,9 @@ from latam.settings import Settings
 from latam.storage.dialects import build_engine
 from latam.storage.keys import SqlKeyStore
 from latam.storage.pages import SqlitePages
-from latam.storage.port import Store
+from latam.storage.port import PageReader, RenderedPages, Store
 from latam.storage.repository import SqlStore
+from latam.storage.server_pages import AsyncPgPages, EnginePages
 
 if TYPE_CHECKING:
     from latam.broker.pubsub.config import PubsubConfig
@@ -124,16 +125,31 @@ def build_service(settings: Settings) -> Service:
         broker=build_broker(settings),
         max_message_bytes=settings.max_message_bytes,
         max_page_bytes=settings.max_page_bytes,
-        pages=sqlite_pages(store),
+        pages=page_reader(store, settings),
     )
 
 
-def sqlite_pages(store: SqlStore) -> SqlitePages | None:
-    """The direct page reader when the store is a SQLite file."""
+def page_reader(store: SqlStore, settings: Settings) -> PageReader:
+    """How the API reads pages of messages from ``store``: the one place that chooses.
+
+    A SQLite file: ``SqlitePages``, on its own read-only connections. PostgreSQL through
+    psycopg: ``AsyncPgPages``, on the event loop. PostgreSQL through the Cloud SQL
+    connector, and MySQL/MariaDB: ``EnginePages`` on the store's engine. Each returns the
+    bytes ``RenderedPages`` would (tests/contract/test_page_json.py)."""
     url = store.engine.url
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return SqlitePages(Path(url.database))
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return RenderedPages(store)
+        return SqlitePages(Path(url.database))
+    if backend == "postgresql" and driver == "psycopg" and not settings.cloudsql_instance:
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return AsyncPgPages(
+            conninfo,
+            max_size=settings.db_pool_size + settings.db_max_overflow,
+            timeout=settings.db_pool_timeout_seconds,
+        )
+    return EnginePages(store, store.engine, concurrency=settings.db_pool_size)
 
 
 def build_key_store(settings: Settings, store: Store | Engine | None = None) -> KeyStore:

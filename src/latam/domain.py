@@ -60,7 +60,8 @@ def new_message_id() -> str:
 @functools.lru_cache(maxsize=4096)
 def isoformat(value: datetime) -> str:
     """ISO 8601 in UTC with a ``Z`` suffix and microseconds."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: "%Y" does not pad years before 1000 to four digits.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -5,11 +5,15 @@ Keyword-only functions over the two ports; no HTTP, no SQL, no broker specifics 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from latam import metrics
 from latam.broker.base import Broker, DeadLetter
@@ -28,10 +32,22 @@ from latam.domain import (
     validate_message_id,
     validate_topic_name,
 )
-from latam.errors import InvalidRequest, StoreUnavailable
+from latam.errors import InvalidRequest, NotFound, StoreUnavailable
 from latam.health import check_dependencies
 from latam.ingest import Ingest
-from latam.storage.port import Bucket, PageReader, Store, StoredMessage, TopicTotals
+from latam.storage.port import (
+    Bucket,
+    PageReader,
+    PageRequest,
+    RenderedPages,
+    Store,
+    StoredMessage,
+    TopicTotals,
+)
+
+# What a page read before it waits for a turn may carry (and, on the embedded store, what
+# a page read on the event loop may carry): its cost is bounded by it.
+SMALL_PAGE_BYTES = 128 * 1024
 
 # Bounds the size of one stats response; a wider range must use a larger bucket.
 MAX_BUCKETS = 10_000
@@ -81,7 +97,8 @@ class Service:
     max_message_bytes: int
     # A page of messages stops at this many bytes of data and attributes (at least one row).
     max_page_bytes: int = 4 * 1024 * 1024
-    # The store's own JSON page reader where it has one (None: pages go through ``store``).
+    # How pages of messages are read as JSON: the store's own reader
+    # (``bootstrap.page_reader``), else ``RenderedPages`` over ``store`` (``page_reader``).
     pages: PageReader | None = None
     # Topic names last read, so publishing goes on (into the broker) while the store is down.
     known_topics: dict[int, str] = field(default_factory=dict, repr=False)
@@ -93,6 +110,7 @@ class Service:
     def __post_init__(self) -> None:
         # The worker's ingest, for messages that reach the API (Pub/Sub push).
         self.ingest = Ingest(self.store, self.max_message_bytes)
+        self.page_reader: PageReader = self.pages or RenderedPages(self.store)
 
     # -- topics -----------------------------------------------------------------------
     def create_topic(self, *, name: str) -> Topic:
@@ -177,7 +195,7 @@ class Service:
             last = _cursor(topic_id, items[-1].seq, items[-1].published_at, since, until)
         return MessagePage(items, last if more else None, last)
 
-    def read_messages_json(
+    async def read_page(
         self,
         *,
         topic_id: int,
@@ -185,28 +203,37 @@ class Service:
         cursor: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        max_bytes: int | None = None,
-    ) -> tuple[bytes, str | None, str | None, int] | None:
-        """A page as a JSON array read straight from the store, with the next and the
-        tail cursor (as in ``MessagePage``) and its number of rows, or None where the
-        store has no such path (``read_messages`` serves those). ``max_bytes`` lowers the
-        page's byte budget."""
-        if self.pages is None:
-            return None
+        slots: AbstractAsyncContextManager[Any] | None = None,
+    ) -> bytes:
+        """The response body of a page of messages (``{"data": [...], "next_cursor",
+        "tail_cursor"}``) as the store's page reader builds it.
+
+        A page is first read with a budget of ``SMALL_PAGE_BYTES``; one that may have
+        been cut by it (fewer rows than asked, more to come) is read again with the full
+        ``max_page_bytes``, as a heavy page, after waiting for one of ``slots``: heavy
+        readers wait for each other, never in front of small reads.
+        """
         after = _page_start(topic_id, cursor, since, until)
-        array, last, more, rows = self.pages.page(
+        request = PageRequest(
             topic_id,
-            limit=limit,
-            after_seq=after.seq,
-            after_time=after.published_at,
-            since=since,
-            until=until,
-            max_bytes=min(max_bytes or self.max_page_bytes, self.max_page_bytes),
+            limit,
+            min(SMALL_PAGE_BYTES, self.max_page_bytes),
+            after.seq,
+            after.published_at,
+            since,
+            until,
         )
-        if last is None:
-            self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
-        tail = _cursor(topic_id, *last, since, until) if last else cursor
-        return array, tail if more else None, tail, rows
+        first_try = self.max_page_bytes > SMALL_PAGE_BYTES
+        page = await self.page_reader.page(request, heavy=False, first_try=first_try)
+        if first_try and page.more and page.rows < limit:
+            request = replace(request, max_bytes=self.max_page_bytes)
+            async with slots or contextlib.nullcontext():
+                page = await self.page_reader.page(request, heavy=True)
+        if not page.topic_exists:
+            raise NotFound(f"topic {topic_id} does not exist")
+        tail = _cursor(topic_id, *page.last, since, until) if page.last else cursor
+        cursors = orjson.dumps({"next_cursor": tail if page.more else None, "tail_cursor": tail})
+        return b"".join((b'{"data":', page.array, b",", cursors[1:]))  # one copy
 
     # -- analytics --------------------------------------------------------------------
     def topic_stats(

@@ -4,11 +4,14 @@ store and the in-memory fake (``tests/fakes.py``), so the fake cannot drift."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
-from latam.bootstrap import sqlite_pages
+from latam.bootstrap import page_reader
 from latam.service import Service
 from latam.settings import Settings
 from latam.storage import migrate
@@ -35,7 +38,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyStore]:
 
 @pytest.fixture(params=[*STORES, "memory"])
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
-    """A service on the store, with the store's own JSON page reader where it has one."""
+    """A service on the store, with the store's own page reader (``bootstrap.page_reader``)."""
     if request.param == "memory":
         yield Service(store=MemoryStore(), broker=MemoryBroker(), max_message_bytes=1 << 18)
         return
@@ -43,7 +46,26 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
         engine = build_engine(url, Settings(data_dir=tmp_path))
         migrate.upgrade(engine)
         store = SqlStore(engine)
-        yield Service(
-            store=store, broker=MemoryBroker(), max_message_bytes=1 << 18, pages=sqlite_pages(store)
-        )
+        pages = page_reader(store, Settings(data_dir=tmp_path))
+        yield Service(store=store, broker=MemoryBroker(), max_message_bytes=1 << 18, pages=pages)
         store.close()
+
+
+async def read_json_pages(
+    service: Service, topic_id: int, *, limit: int, **window: datetime | None
+) -> list[list[dict[str, Any]]]:
+    """Every page of a topic (or of a window) as ``Service.read_page`` serves it over HTTP,
+    walked in one event loop; each page's rows, parsed."""
+    pages: list[list[dict[str, Any]]] = []
+    cursor: str | None = None
+    try:
+        while True:
+            body = orjson.loads(
+                await service.read_page(topic_id=topic_id, limit=limit, cursor=cursor, **window)
+            )
+            pages.append(body["data"])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return pages
+    finally:
+        await service.page_reader.aclose()  # in the loop that opened it

@@ -4,6 +4,7 @@ at least one row, and its cursor continues with the next row, none skipped or re
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ import pytest
 
 from latam.domain import NewMessage
 from latam.service import Service
+from tests.contract.conftest import read_json_pages
 
 BUDGET = 64 * 1024
 BASE = datetime(2026, 6, 1, tzinfo=UTC)
@@ -42,31 +44,25 @@ def test_pages_stop_at_the_byte_budget(service: Service, window: bool) -> None:
     sizes = load(service)
     topic = service.store.topic_ids(["big"])["big"]
     since = BASE if window else None
-    paths = [False, True] if service.pages is not None else [False]
-    for json in paths:
-        seen: list[str] = []
-        cursor = None
-        pages = 0
-        while True:
-            if json:
-                built = service.read_messages_json(
-                    topic_id=topic, limit=1000, cursor=cursor, since=since
-                )
-                assert built is not None
-                array, cursor, _tail, _rows = built
-                ids = [row["id"] for row in orjson.loads(array)]
-            else:
+    for json in (False, True):
+        if json:
+            pages = asyncio.run(read_json_pages(service, topic, limit=1000, since=since))
+            walked = [[row["id"] for row in page] for page in pages]
+        else:
+            walked, cursor = [], None
+            while True:
                 page = service.read_messages(topic_id=topic, limit=1000, cursor=cursor, since=since)
-                ids, cursor = [m.message_id for m in page.items], page.next_cursor
-            pages += 1
+                walked.append([m.message_id for m in page.items])
+                if (cursor := page.next_cursor) is None:
+                    break
+        seen: list[str] = []
+        for ids in walked:
             assert ids, "a page holds at least one message"
             assert sum(sizes[mid] for mid in ids[:-1]) < BUDGET, "only the last row may cross"
             seen.extend(ids)
-            if cursor is None:
-                break
+        assert len(walked) > 3
         assert sorted(seen) == sorted(sizes), "every row once"
         assert len(seen) == len(set(seen))
-        assert pages > 3
 
 
 def test_http_pages_are_cut_by_the_budget_not_by_the_small_page_try(service: Service) -> None:
@@ -75,8 +71,8 @@ def test_http_pages_are_cut_by_the_budget_not_by_the_small_page_try(service: Ser
     from fastapi.testclient import TestClient
 
     from latam.api.app import create_app
-    from latam.api.messages import SMALL_PAGE_BYTES
     from latam.keys import KeyVerifier
+    from latam.service import SMALL_PAGE_BYTES
     from latam.settings import Settings
 
     budget = service.max_page_bytes = 4 * SMALL_PAGE_BYTES
@@ -89,17 +85,17 @@ def test_http_pages_are_cut_by_the_budget_not_by_the_small_page_try(service: Ser
     size = len(rows[0][1].data) + 2  # data and "{}" attributes
     settings = Settings()
     keys = KeyVerifier(service.store)  # type: ignore[arg-type]  # auth is off on loopback
-    client = TestClient(create_app(service, settings, keys))
     seen: list[str] = []
     cursor = ""
-    while True:
-        page = client.get(f"/v1/topics/{topic.id}/messages?limit=1000{cursor}").json()
-        ids = [row["id"] for row in page["data"]]
-        seen.extend(ids)
-        if page["next_cursor"] is None:
-            break
-        assert (len(ids) - 1) * size < budget <= len(ids) * size, "cut by the budget only"
-        cursor = f"&cursor={page['next_cursor']}"
+    with TestClient(create_app(service, settings, keys)) as client:
+        while True:
+            page = client.get(f"/v1/topics/{topic.id}/messages?limit=1000{cursor}").json()
+            ids = [row["id"] for row in page["data"]]
+            seen.extend(ids)
+            if page["next_cursor"] is None:
+                break
+            assert (len(ids) - 1) * size < budget <= len(ids) * size, "cut by the budget only"
+            cursor = f"&cursor={page['next_cursor']}"
     assert seen == [f"w{i:02}" for i in range(30)]
 
 
@@ -122,8 +118,8 @@ def test_only_pages_cut_by_the_small_budget_wait_for_a_slot(service: Service) ->
     from fastapi.testclient import TestClient
 
     from latam.api.app import create_app
-    from latam.api.messages import SMALL_PAGE_BYTES
     from latam.keys import KeyVerifier
+    from latam.service import SMALL_PAGE_BYTES
     from latam.settings import Settings
 
     tiny = service.create_topic(name="tiny")
@@ -142,11 +138,11 @@ def test_only_pages_cut_by_the_small_budget_wait_for_a_slot(service: Service) ->
     keys = KeyVerifier(service.store)  # type: ignore[arg-type]  # auth is off on loopback
     app = create_app(service, settings, keys)
     slots = app.state.page_slots = CountingSlots()
-    client = TestClient(app)
-    page = client.get(f"/v1/topics/{tiny.id}/messages?limit=1000")
-    assert len(page.content) > SMALL_PAGE_BYTES
-    assert len(page.json()["data"]) == 1000
-    assert slots.entered == 0
-    page = client.get(f"/v1/topics/{wide.id}/messages?limit=1000")
-    assert len(page.json()["data"]) == 3
-    assert slots.entered == 1
+    with TestClient(app) as client:
+        page = client.get(f"/v1/topics/{tiny.id}/messages?limit=1000")
+        assert len(page.content) > SMALL_PAGE_BYTES
+        assert len(page.json()["data"]) == 1000
+        assert slots.entered == 0
+        page = client.get(f"/v1/topics/{wide.id}/messages?limit=1000")
+        assert len(page.json()["data"]) == 3
+        assert slots.entered == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -30,8 +32,21 @@ def create_app(
 ) -> FastAPI:
     """Wire routers, error handlers and middleware around one ``Service``; ``keys``
     verifies bearer tokens (``bootstrap.build_keys``) when authentication is on."""
+
+    @asynccontextmanager
+    async def lifespan_and_pages(app: FastAPI) -> AsyncIterator[None]:
+        """``lifespan``, then the page reader's connections closed in the loop that used them."""
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            await service.page_reader.aclose()
+
     app = FastAPI(
-        lifespan=lifespan,
+        lifespan=lifespan_and_pages,
         # RequestMiddleware makes the one server span per request (latam.http); FastAPI's
         # own would be a second, plus operation spans, on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -15,10 +14,10 @@ from starlette.responses import Response
 from latam import tracing
 from latam.api.deps import ServiceDep, TopicId, as_utc, authorize
 from latam.api.problems import documented
-from latam.api.render import OrjsonResponse, message_json
+from latam.api.render import OrjsonResponse
 from latam.api.schemas import BatchIn, MessageIn, MessageList, PublishOut
 from latam.domain import loads_exact
-from latam.service import PublishItem, Service
+from latam.service import PublishItem
 
 router = APIRouter(
     prefix="/v1/topics",
@@ -115,63 +114,12 @@ async def read_messages(
     page's cost does not depend on where the window falls in the topic. A cursor only
     continues a page of the same kind (400 otherwise); pass the same window with it.
     """
-    since, until = as_utc(since), as_utc(until)
-    args = (service, topic_id, limit, cursor, since, until)
-    # Small pages first, with a budget of SMALL_PAGE_BYTES: on the event loop from the
-    # embedded store (an indexed read of a local file costs less than a thread hop),
-    # else in the thread pool. A page that may have been cut by it is read again in
-    # full, in the thread pool, LATAM_MAX_CONCURRENT_PAGES at a time: heavy readers wait
-    # for each other, never in front of small reads or /healthz.
-    if service.pages is not None:
-        body = page_body(*args, max_bytes=SMALL_PAGE_BYTES)
-    else:
-        body = await run_in_threadpool(page_body, *args, max_bytes=SMALL_PAGE_BYTES)
-    if body is None:
-        async with request.app.state.page_slots:
-            body = await run_in_threadpool(page_body, *args)
+    body = await service.read_page(
+        topic_id=topic_id,
+        limit=limit,
+        cursor=cursor,
+        since=as_utc(since),
+        until=as_utc(until),
+        slots=request.app.state.page_slots,
+    )
     return Response(body, media_type="application/json")
-
-
-# What a page read before it waits for a turn may carry (and, on the embedded store, what
-# a page read on the event loop may carry): its cost is bounded by it.
-SMALL_PAGE_BYTES = 128 * 1024
-
-
-def page_body(
-    service: Service,
-    topic_id: int,
-    limit: int,
-    cursor: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    *,
-    max_bytes: int | None = None,
-) -> bytes | None:
-    """The response body of one page: spliced from the embedded store, else rendered.
-    With ``max_bytes`` below the page budget: None when the page may be bigger."""
-    args: dict[str, Any] = {
-        "topic_id": topic_id,
-        "limit": limit,
-        "cursor": cursor,
-        "since": since,
-        "until": until,
-        "max_bytes": max_bytes,
-    }
-    built = service.read_messages_json(**args)
-    if built is not None:
-        array, next_cursor, tail_cursor, rows = built
-        cursors = orjson.dumps({"next_cursor": next_cursor, "tail_cursor": tail_cursor})
-        body = b'{"data":' + array + b"," + cursors[1:]
-    else:
-        page = service.read_messages(**args)
-        next_cursor, rows = page.next_cursor, len(page.items)
-        body = orjson.dumps(
-            {
-                "data": [message_json(m) for m in page.items],
-                "next_cursor": next_cursor,
-                "tail_cursor": page.tail_cursor,
-            }
-        )
-    # Fewer rows than asked with more to come: cut by bytes, so by the lower budget.
-    lowered = max_bytes is not None and max_bytes < service.max_page_bytes
-    return None if lowered and next_cursor is not None and rows < limit else body

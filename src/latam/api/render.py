@@ -10,7 +10,9 @@ from starlette.responses import Response
 
 from latam.broker.base import DeadLetter
 from latam.domain import isoformat
-from latam.storage.port import StoredMessage
+from latam.storage.port import message_json
+
+__all__ = ["OrjsonResponse", "dead_letter_json", "message_json"]
 
 
 class OrjsonResponse(Response):
@@ -18,16 +20,6 @@ class OrjsonResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
-
-
-def message_json(message: StoredMessage) -> dict[str, Any]:
-    return {
-        "id": message.message_id,
-        "data": orjson.Fragment(message.data),
-        "attributes": orjson.Fragment(message.attributes),
-        "published_at": isoformat(message.published_at),
-        "ingested_at": isoformat(message.ingested_at),
-    }
 
 
 def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:

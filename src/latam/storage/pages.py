@@ -1,4 +1,5 @@
-"""Pages of messages from the embedded SQLite store, rendered straight to JSON bytes.
+"""The page reader (``storage.port.PageReader``) of the embedded SQLite store: pages of
+messages rendered straight to JSON bytes.
 
 The read path is the hottest one of the API, so on SQLite it skips every layer it can:
 one indexed statement on a read-only connection of the calling thread, rows fetched as
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from anyio.to_thread import run_sync
 
 from latam.domain import Position, window_start
 from latam.errors import StoreUnavailable
+from latam.storage.port import JsonPage, PageRequest
 
 # A page is read in two statements: the probe walks an index for the keys and sizes of
 # at most ``limit + 1`` rows and a running sum cuts it at the byte budget (``CUT``); then
@@ -57,7 +60,7 @@ ROWS = (
     "SELECT seq, message_id, data, attributes, published_at, ingested_at FROM messages"
     " WHERE seq IN ({marks})"
 )
-NO_BUDGET = 2**62
+TOPIC = "SELECT 1 FROM topics WHERE id = ?"
 
 
 def _stored(value: datetime) -> str:
@@ -85,27 +88,32 @@ class SqlitePages:
             self._local.conn = conn
         return conn
 
-    def page(
-        self,
-        topic_id: int,
-        *,
-        limit: int,
-        after_seq: int,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        after_time: datetime | None = None,
-        max_bytes: int | None = None,
-    ) -> tuple[bytes, tuple[int, datetime] | None, bool, int]:
-        """The page as a JSON array, the seq and publish time of the last row shown
-        (None for an empty page), and whether another page follows; with ``max_bytes``,
-        the page stops after the row that brings its bytes there."""
-        values: dict[str, Any] = {"topic": topic_id, "after": after_seq, "probe": limit + 1}
-        if since is None and until is None:
+    async def page(self, request: PageRequest, *, heavy: bool, first_try: bool = False) -> JsonPage:
+        """A small page on the event loop (an indexed read of a local file costs less
+        than a thread hop, and its budget bounds it); a heavy one in the thread pool."""
+        if heavy:
+            return await run_sync(self.read, request)
+        return self.read(request, light=first_try)
+
+    async def aclose(self) -> None:
+        return None
+
+    def read(self, request: PageRequest, *, light: bool = False) -> JsonPage:
+        """The page; when ``light`` and the page is cut by its byte budget before
+        ``limit`` rows, without its rows (the service reads it again as a heavy page),
+        so that a big message is never read on the event loop."""
+        values: dict[str, Any] = {
+            "topic": request.topic_id,
+            "after": request.after_seq,
+            "probe": request.limit + 1,
+        }
+        since, until = request.since, request.until
+        if not request.in_time:
             sql = SEQ_KEYS + IN_INGEST_ORDER
         else:
             if until is not None:
                 values["until"] = _stored(until)
-            start = window_start(since, Position(after_seq, after_time))
+            start = window_start(since, Position(request.after_seq, request.after_time))
             upper = UNTIL if until is not None else ""
             if start is None:
                 sql = KEYS + upper + IN_TIME_ORDER
@@ -115,21 +123,24 @@ class SqlitePages:
             else:
                 values["after_time"], values["after"] = _stored(start[0]), start[1]
                 sql = AFTER_IN_TIME.format(until=upper)
-        order = "seq" if since is None and until is None else "published_at, seq"
-        values["budget"] = NO_BUDGET if max_bytes is None else max_bytes
+        order = "published_at, seq" if request.in_time else "seq"
+        values["budget"] = request.max_bytes
         try:
             conn = self._connection()
             keys = conn.execute(CUT.format(order=order, page=sql), values).fetchall()
-            seqs = [seq for seq, _ in keys[:limit]]
+            seqs = [seq for seq, _ in keys[: request.limit]]
+            probed = keys[0][1] if keys else 0
+            if light and probed > len(seqs) < request.limit:
+                return JsonPage(b"[]", None, True, len(seqs))
             found = conn.execute(ROWS.format(marks=",".join("?" * len(seqs))), seqs).fetchall()
+            exists = bool(found) or conn.execute(TOPIC, (request.topic_id,)).fetchone() is not None
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not be read ({type(exc).__name__})") from exc
         where = {seq: n for n, seq in enumerate(seqs)}
         # A row deleted between the two reads (its topic deleted) is left out.
         shown = sorted(found, key=lambda row: where[row[0]])
         last = (shown[-1][0], _published(shown[-1][4])) if shown else None
-        probed = keys[0][1] if keys else 0
-        return _array(shown), last, probed > len(seqs), len(shown)
+        return JsonPage(_array(shown), last, probed > len(seqs), len(shown), exists)
 
 
 def _published(stored: bytes) -> datetime:

@@ -7,9 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from latam.domain import NewMessage, Topic
+import orjson
+from anyio.to_thread import run_sync
+
+from latam.domain import NewMessage, Topic, isoformat
+from latam.errors import NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,21 +112,107 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-class PageReader(Protocol):
-    """A faster path for pages of messages, rendered by the store as a JSON array."""
+@dataclass(frozen=True, slots=True)
+class JsonPage:
+    """A page of messages as a JSON array, in ``Store.list_messages``'s order.
 
-    def page(
-        self,
-        topic_id: int,
-        *,
-        limit: int,
-        after_seq: int,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        after_time: datetime | None = None,
-        max_bytes: int | None = None,
-    ) -> tuple[bytes, tuple[int, datetime] | None, bool, int]:
-        """The page as JSON (in ``Store.list_messages``'s order), the seq and publish
-        time of the last row shown (None when empty), whether more follow, and how many
-        rows it holds."""
+    ``last`` is the seq and publish time of its last row (None when empty), ``more``
+    whether rows follow it, ``rows`` how many it holds, and ``topic_exists`` whether the
+    topic exists (read with the page, so an empty page of a missing topic is a 404).
+    """
+
+    array: bytes
+    last: tuple[int, datetime] | None
+    more: bool
+    rows: int
+    topic_exists: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Which page: rows of ``topic_id`` after ``after_seq`` (and ``after_time`` in
+    publish-time order), within ``since``/``until``, at most ``limit`` rows and, past the
+    row that brings them there, no more than ``max_bytes`` of data and attributes."""
+
+    topic_id: int
+    limit: int
+    max_bytes: int
+    after_seq: int = 0
+    after_time: datetime | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def in_time(self) -> bool:
+        return self.since is not None or self.until is not None
+
+
+class PageReader(Protocol):
+    """How the service reads pages of messages as JSON: every store has one
+    (``bootstrap.page_reader`` picks it), and each returns the same bytes for the same
+    page (tests/contract/test_page_json.py)."""
+
+    async def page(self, request: PageRequest, *, heavy: bool, first_try: bool = False) -> JsonPage:
+        """The page; ``heavy`` when it may be big (its budget is the full page budget),
+        so a reader that would build it on the event loop moves it to a thread. On a
+        ``first_try`` (a budget below the full one), a page cut by its budget before
+        ``limit`` rows may come back without its rows (``more`` true, ``rows`` below
+        ``limit``): the service reads it again as a heavy page."""
         ...
+
+    async def aclose(self) -> None: ...
+
+
+def message_json(message: StoredMessage) -> dict[str, Any]:
+    """One stored message as every read returns it: its stored JSON spliced, not parsed.
+    Page readers that build pages themselves produce exactly these bytes."""
+    return {
+        "id": message.message_id,
+        "data": orjson.Fragment(message.data),
+        "attributes": orjson.Fragment(message.attributes),
+        "published_at": isoformat(message.published_at),
+        "ingested_at": isoformat(message.ingested_at),
+    }
+
+
+def render_array(items: Sequence[StoredMessage]) -> bytes:
+    """Stored messages as the JSON array of a page."""
+    return orjson.dumps([message_json(m) for m in items])
+
+
+class RenderedPages:
+    """Pages of any ``Store``, read with ``Store.page_messages`` in the thread pool and
+    rendered by ``orjson``: for a store without a reader of its own."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def page(self, request: PageRequest, *, heavy: bool, first_try: bool = False) -> JsonPage:
+        return await run_sync(self.read, request)
+
+    async def aclose(self) -> None:
+        return None
+
+    def read(self, request: PageRequest) -> JsonPage:
+        return read_rendered(self.store, request)
+
+
+def read_rendered(store: Store, request: PageRequest) -> JsonPage:
+    """The page read with ``Store.page_messages`` and rendered by ``orjson``."""
+    items, more = store.page_messages(
+        request.topic_id,
+        limit=request.limit,
+        max_bytes=request.max_bytes,
+        after_seq=request.after_seq,
+        after_time=request.after_time,
+        since=request.since,
+        until=request.until,
+    )
+    exists = True
+    if not items:
+        try:
+            store.get_topic(request.topic_id)
+        except NotFound:
+            exists = False
+    last = (items[-1].seq, items[-1].published_at) if items else None
+    return JsonPage(render_array(items), last, more, len(items), exists)
