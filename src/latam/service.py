@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from anyio.to_thread import run_sync
 
 from latam import metrics
 from latam.broker.base import Broker, DeadLetter
@@ -225,7 +226,8 @@ class Service:
         )
         first_try = self.max_page_bytes > SMALL_PAGE_BYTES
         page = await self.page_reader.page(request, heavy=False, first_try=first_try)
-        if first_try and page.more and page.rows < limit:
+        heavy = first_try and page.more and page.rows < limit
+        if heavy:
             request = replace(request, max_bytes=self.max_page_bytes)
             async with slots or contextlib.nullcontext():
                 page = await self.page_reader.page(request, heavy=True)
@@ -233,7 +235,9 @@ class Service:
             raise NotFound(f"topic {topic_id} does not exist")
         tail = _cursor(topic_id, *page.last, since, until) if page.last else cursor
         cursors = orjson.dumps({"next_cursor": tail if page.more else None, "tail_cursor": tail})
-        return b"".join((b'{"data":', page.array, b",", cursors[1:]))  # one copy
+        parts = (b'{"data":', page.array, b",", cursors[1:])
+        # One copy of the array; a heavy page's (megabytes) off the event loop.
+        return await run_sync(b"".join, parts) if heavy else b"".join(parts)
 
     # -- analytics --------------------------------------------------------------------
     def topic_stats(

@@ -32,6 +32,8 @@ from latam.broker.nats.link import NatsLink
 from latam.domain import ATTR_TOPIC, OutboundMessage
 
 MSG_ID = "Nats-Msg-Id"
+# Seconds a publish waits for its acknowledgements.
+PUBLISH_WAIT = 10.0
 
 
 def dedupe_id(topic: str, message_id: str) -> str:
@@ -79,16 +81,22 @@ class NatsBroker(DeadLettersIn):
     def publish(self, messages: Sequence[OutboundMessage]) -> None:
         async def go() -> None:
             js = await self._ready()
-            # Started in order on one connection, so the stream keeps the given order.
-            acks = [
-                js.publish(
-                    self.config.subject,
-                    m.body,
-                    headers={**m.wire_attributes(), MSG_ID: dedupe_id(m.topic, m.message_id)},
-                )
-                for m in messages
-            ]
-            await asyncio.gather(*acks)
+            # Sent back to back in order on one connection (the stream keeps the given
+            # order), each with its own reply subject; then all acknowledgements awaited
+            # together. ``js.publish`` would be a request, with its own timer, per message.
+            acks = []
+            try:
+                for m in messages:
+                    headers = {**m.wire_attributes(), MSG_ID: dedupe_id(m.topic, m.message_id)}
+                    # No wait_stall: with one, every call starts a timer task. Room comes
+                    # back as other publishes are answered or, unanswered, time out.
+                    acks.append(
+                        await js.publish_async(self.config.subject, m.body, headers=headers)
+                    )
+                await asyncio.wait_for(asyncio.gather(*acks), timeout=PUBLISH_WAIT)
+            finally:
+                for ack in acks:  # unanswered ones give their place back
+                    ack.cancel()
 
         self._link.run(go())
 
@@ -140,8 +148,19 @@ class NatsBroker(DeadLettersIn):
             self._link.run(go())
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        # ack_sync waits for the server's confirmation: acknowledged means settled.
-        self._settle(deliveries, "ack_sync", timeout=10)
+        """Acknowledged means the server has the acks: they go out back to back, without
+        a reply each (``ack_sync`` is a request per message), and one flush (PING/PONG,
+        answered after everything sent before it) confirms them. Were one lost anyway,
+        the message would only be delivered again, and the store holds it already."""
+        msgs = [m for d in deliveries if (m := self._held.pop(d.handle, None)) is not None]
+
+        async def go() -> None:
+            for msg in msgs:
+                await msg.ack()
+            await self._link.flush(timeout=10)
+
+        if msgs:
+            self._link.run(go())
 
     def nack(self, deliveries: Sequence[Delivery], *, reason: str, delay: float) -> None:
         self._settle(deliveries, "nak", delay=delay)

@@ -54,6 +54,11 @@ class NatsLink:
             self.js = self._nc.jetstream(timeout=10)
         return self.js
 
+    async def flush(self, timeout: float) -> None:
+        """Wait until the server has processed everything sent on the connection."""
+        await self.connect()
+        await self._nc.flush(timeout=timeout)
+
     def close(self) -> None:
         async def _close() -> None:
             if self._nc is not None and not self._nc.is_closed:
