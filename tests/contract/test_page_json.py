@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from latam.bootstrap import page_reader
 from latam.domain import NewMessage
@@ -192,3 +193,29 @@ def test_a_page_survives_connections_the_server_closed(tmp_path: Path) -> None:
 
         first, again = asyncio.run(read_twice())
         assert again == first
+
+
+def test_a_mysql_page_longer_than_group_concat_is_rendered_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GROUP_CONCAT stops silently at group_concat_max_len: such a page is rendered from
+    its rows instead, never returned cut."""
+    from latam.storage import server_pages
+
+    monkeypatch.setattr(server_pages, "MYSQL_MAX_CONCAT", 4096)
+    with stored("mysql", tmp_path) as (store, topic_id):
+        reader = EnginePages(store, store.engine)
+
+        async def both() -> tuple[bytes, bytes]:
+            service = Service(
+                store=store, broker=MemoryBroker(), max_message_bytes=1 << 18, pages=reader
+            )
+            rendered = Service(store=store, broker=MemoryBroker(), max_message_bytes=1 << 18)
+            return (
+                await service.read_page(topic_id=topic_id, limit=40),
+                await rendered.read_page(topic_id=topic_id, limit=40),
+            )
+
+        got, want = asyncio.run(both())
+        assert len(got) > 4096 * 10
+        assert got == want
