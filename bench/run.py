@@ -22,7 +22,7 @@ from typing import Any
 
 from bench import freshness, memory, reads, stats, windows
 from bench.common import ROOT, Figure, free_port, latam, latam_env, machine, wait_ready
-from bench.floor import floor_rate
+from bench.floor import floor_rate, mysql_floor_rate, postgres_floor_rate
 from bench.ingest import create_topic, publish_and_wait
 
 PARTS = (
@@ -107,12 +107,23 @@ def mem(runs: int, total: int) -> list[Figure]:
 
 
 def other_stores(runs: int, total: int, wrk_seconds: int) -> list[Figure]:
+    """E2E ingest and reads with PostgreSQL and MariaDB as the store, each with its own
+    floor measured in the same run, and E2E as a share of that floor."""
     from tests.databases import temporary_database
 
+    floors = {"postgresql": postgres_floor_rate, "mysql": mysql_floor_rate}
     figures: list[Figure] = []
     for kind, label in (("postgresql", "PostgreSQL store"), ("mysql", "MariaDB store")):
+        rates = []
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory() as tmp, temporary_database(kind, Path(tmp)) as url:
+                rates.append(floors[kind](url, Path(tmp), total))
+        floor = Figure(f"Floor, {label}", "rows/s", rates)
         with tempfile.TemporaryDirectory() as tmp, temporary_database(kind, Path(tmp)) as url:
-            figures += ingest_and_reads(label, runs, total, wrk_seconds, True, database_url=url)
+            measured = ingest_and_reads(label, runs, total, wrk_seconds, True, database_url=url)
+        e2e = measured[0]
+        share = [100 * rate / floor.median for rate in e2e.samples]
+        figures += [floor, *measured, Figure(f"E2E / floor, {label}", "%", share)]
     return figures
 
 
@@ -172,7 +183,7 @@ def write_report(figures: list[Figure], command: str, started: float, failures: 
     ]
     if failures:
         lines.extend([*(f"- {failure}" for failure in failures), ""])
-    floor = next((f for f in figures if f.name.startswith("Floor")), None)
+    floor = next((f for f in figures if f.name == "Floor: raw sqlite3 inserts"), None)
     e2e = next((f for f in figures if f.name == "E2E ingest, embedded"), None)
     if floor and e2e:
         lines.insert(-1, f"E2E / floor = {e2e.median / floor.median:.0%} (medians).")
