@@ -50,15 +50,16 @@ def test_a_reader_never_pages_past_an_uncommitted_writer(store: SqlStore) -> Non
     assert topic.id == 1
     store.write_messages(batch("horizon", "before", 3))
     inserted, release = threading.Event(), threading.Event()
-    real_insert = store._insert
+    real_insert = store._insert_new
 
-    def slow_insert(*args: Any) -> None:
-        real_insert(*args)
+    def slow_insert(*args: Any) -> Any:
+        fresh = real_insert(*args)
         if not inserted.is_set():  # the first writer: rows inserted, seqs taken, no commit
             inserted.set()
             assert release.wait(30)
+        return fresh
 
-    store._insert = slow_insert  # type: ignore[assignment]
+    store._insert_new = slow_insert  # type: ignore[method-assign]
     first = threading.Thread(target=store.write_messages, args=(batch("horizon", "slow", 5),))
     first.start()
     assert inserted.wait(30)

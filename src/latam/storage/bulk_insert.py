@@ -3,11 +3,16 @@
 The statement is compiled once per dialect and executed straight on the driver, and the
 two timestamps shared by a batch are converted once, so a 500-message batch costs one
 driver call instead of a thousand type conversions (see docs/benchmarks.md).
+
+On PostgreSQL through psycopg the batch is one statement over arrays (``unnest``): the
+driver's ``executemany`` would run one INSERT per row (125 ms per 1,000 rows here, the
+whole E2E bottleneck on PostgreSQL), and its ``RETURNING`` says which rows were new, so
+no duplicate check is needed before it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -83,3 +88,39 @@ class BulkInsert:
         else:
             index = [COLUMNS.index(key) for key in self._order]
             conn.exec_driver_sql(sql, [tuple(row[i] for i in index) for row in rows])
+
+
+# One INSERT for the whole batch, rows in the batch's order (so their seqs are too), and
+# the ids of the rows actually inserted (a duplicate of a stored message is skipped). The
+# arrays go in binary (``%b``): text arrays would be escaped element by element.
+PG_UNNEST = (
+    "INSERT INTO messages (topic_id, message_id, data, attributes, size_bytes, published_at,"
+    " ingested_at) SELECT %(topic_id)s, m, d, a, s, p, %(ingested_at)s FROM unnest("
+    "%(ids)b::text[], %(data)b::text[], %(attributes)b::text[], %(sizes)b::integer[],"
+    " %(published)b::timestamptz[]) WITH ORDINALITY AS u(m, d, a, s, p, n) ORDER BY n"
+    " ON CONFLICT (topic_id, message_id) DO NOTHING RETURNING message_id"
+)
+
+
+def returns_inserted(conn: Connection) -> bool:
+    """Whether ``insert_returning`` works on this connection's driver."""
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
+def insert_returning(
+    conn: Connection, topic_id: int, batch: Sequence[NewMessage], now: datetime
+) -> set[str]:
+    """Insert ``batch`` in one statement (PostgreSQL, psycopg) ignoring duplicates; the
+    ids of the rows it inserted."""
+    values = {
+        "topic_id": topic_id,
+        "ingested_at": now,
+        "ids": [m.message_id for m in batch],
+        "data": [m.data for m in batch],
+        "attributes": [
+            orjson.dumps(m.attributes).decode() if m.attributes else EMPTY_ATTRIBUTES for m in batch
+        ],
+        "sizes": [len(m.data.encode()) for m in batch],
+        "published": [m.published_at for m in batch],
+    }
+    return set(conn.exec_driver_sql(PG_UNNEST, values).scalars())

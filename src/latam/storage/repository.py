@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Select, delete, func, 
 from latam.domain import NewMessage, Position, Topic, utcnow, window_start
 from latam.errors import NotFound, SchemaNotCurrent, StoreUnavailable, TransientError
 from latam.storage import rollups
-from latam.storage.bulk_insert import BulkInsert
+from latam.storage.bulk_insert import BulkInsert, insert_returning, returns_inserted
 from latam.storage.dialects import (
     SEQ_INDEX,
     in_time_order,
@@ -154,20 +154,32 @@ class SqlStore:
         now = utcnow()
         with self._errors(), self.engine.begin() as conn:
             _take_turns(conn, sorted(by_topic))
-            for topic_id, fresh in by_topic.items():
-                already = select(messages.c.message_id).where(
-                    messages.c.topic_id == topic_id, messages.c.message_id.in_(list(fresh))
-                )
-                for message_id in conn.execute(already).scalars():
-                    fresh.pop(message_id, None)  # exact match: ids compare byte for byte
+            for topic_id, batch_of_topic in by_topic.items():
+                fresh = self._insert_new(conn, topic_id, batch_of_topic, now)
                 if fresh:
-                    self._insert_counted(conn, topic_id, fresh, now)
                     rollups.add(conn, topic_id, fresh.values())
                 stored[names[topic_id]] = stored.get(names[topic_id], 0) + len(fresh)
                 published.extend(m.published_at for m in fresh.values())
         received = Counter(message.topic for _, message in batch)
         duplicates = {name: count - stored.get(name, 0) for name, count in received.items()}
         return WriteResult(stored=stored, duplicates=duplicates, stored_published_at=published)
+
+    def _insert_new(
+        self, conn: Connection, topic_id: int, batch: dict[str, NewMessage], now: datetime
+    ) -> dict[str, NewMessage]:
+        """Insert the messages of ``batch`` not stored yet; those it inserted."""
+        if returns_inserted(conn):  # one statement, which says which rows were new
+            inserted = insert_returning(conn, topic_id, list(batch.values()), now)
+            return {mid: m for mid, m in batch.items() if mid in inserted}
+        fresh = dict(batch)
+        already = select(messages.c.message_id).where(
+            messages.c.topic_id == topic_id, messages.c.message_id.in_(list(fresh))
+        )
+        for message_id in conn.execute(already).scalars():
+            fresh.pop(message_id, None)  # exact match: ids compare byte for byte
+        if fresh:
+            self._insert_counted(conn, topic_id, fresh, now)
+        return fresh
 
     def _insert_counted(
         self, conn: Connection, topic_id: int, fresh: dict[str, NewMessage], now: datetime
