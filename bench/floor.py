@@ -14,16 +14,7 @@ from typing import Any
 import orjson
 
 from bench.common import payload
-
-COLUMNS = (
-    "topic_id",
-    "message_id",
-    "data",
-    "attributes",
-    "size_bytes",
-    "published_at",
-    "ingested_at",
-)
+from latam.storage.bulk_insert import COLUMNS
 
 SCHEMA = """
 CREATE TABLE messages (
