@@ -19,7 +19,7 @@ import pytest
 
 from tests.support import IN_CI, create_topic, read_all, running_serve, wait_for_count
 
-SIZE = "16m"
+SIZE = "64m"
 BATCH = 200
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Write a filler file until the file system has no room left."""
     filler = directory / "filler"
-    with filler.open("wb") as out:
+    used = subprocess.run(["du", "-ab", str(directory)], capture_output=True, text=True).stdout
+    try:
+        out = filler.open("wb")
+    except OSError as exc:
+        pytest.fail(f"the disk filled up before the filler was written ({exc}):\n{used}")
+    with out:
         try:
             while True:
                 out.write(b"\0" * 65536)

@@ -111,6 +111,8 @@ def _sqlite_engine(url: str, settings: Settings) -> Engine:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # A WAL that grew during a burst is cut back to 64 MiB at the next checkpoint.
+        cursor.execute("PRAGMA journal_size_limit=67108864")
         cursor.close()
 
     return engine

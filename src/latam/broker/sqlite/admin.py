@@ -89,6 +89,8 @@ class QueueFile:
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
                 self._level = self._synchronous
                 conn.execute("PRAGMA busy_timeout=30000")
+                # A WAL that grew during a burst is cut back to 64 MiB at the next checkpoint.
+                conn.execute("PRAGMA journal_size_limit=67108864")
                 conn.executescript(SCHEMA)
                 # Writers wait for the lock in _begin, not in SQLite's busy handler.
                 conn.execute("PRAGMA busy_timeout=0")

@@ -1,0 +1,22 @@
+"""Both SQLite files of the embedded mode cut a WAL that grew during a burst back to
+64 MiB at the next checkpoint (without a limit it keeps its largest size for good)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from latam.broker.sqlite.admin import QueueFile
+from latam.settings import Settings
+from latam.storage.dialects import build_engine
+
+LIMIT = 64 * 1024 * 1024
+
+
+def test_the_store_and_the_queue_limit_their_wal(tmp_path: Path) -> None:
+    engine = build_engine(f"sqlite:///{tmp_path / 'latam.db'}", Settings(data_dir=tmp_path))
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_size_limit").scalar() == LIMIT
+    engine.dispose()
+    queue = QueueFile(tmp_path / "broker.db")
+    assert queue.connect().execute("PRAGMA journal_size_limit").fetchone() == (LIMIT,)
+    queue.connect().close()
