@@ -446,6 +446,7 @@ class MemoryStore:
     ) -> list[Bucket]:
         """Non-empty buckets in time order: whole epoch seconds floored to the width."""
         self._check()
+        self.get_topic(topic_id)
         width = BUCKET_SECONDS[bucket]
         counts: Counter[int] = Counter()
         sizes: Counter[int] = Counter()

@@ -6,14 +6,16 @@ Keyword-only functions over the two ports; no HTTP, no SQL, no broker specifics 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
+from anyio import CapacityLimiter
 from anyio.to_thread import run_sync
 
 from latam import metrics
@@ -62,6 +64,10 @@ def _too_many_buckets(bucket: str) -> InvalidRequest:
     )
 
 
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
 @dataclass(frozen=True, slots=True)
 class PublishItem:
     """One message as a producer sends it."""
@@ -101,6 +107,10 @@ class Service:
     # How pages of messages are read as JSON: the store's own reader
     # (``bootstrap.page_reader``), else ``RenderedPages`` over ``store`` (``page_reader``).
     pages: PageReader | None = None
+    # Store calls the API makes from threads (``in_store_thread``) wait for one of these:
+    # as many as the store's pool keeps connections (``bootstrap.store_limiter``). More
+    # at once would open and close a connection per call; None: the default thread pool.
+    store_limiter: CapacityLimiter | None = None
     # Topic names last read, so publishing goes on (into the broker) while the store is down.
     known_topics: dict[int, str] = field(default_factory=dict, repr=False)
     # How long a readiness answer is reused: probes and anyone else calling /readyz (it is
@@ -112,6 +122,12 @@ class Service:
         # The worker's ingest, for messages that reach the API (Pub/Sub push).
         self.ingest = Ingest(self.store, self.max_message_bytes)
         self.page_reader: PageReader = self.pages or RenderedPages(self.store)
+
+    async def in_store_thread(
+        self, call: Callable[Params, Result], /, *args: Params.args, **kwargs: Params.kwargs
+    ) -> Result:
+        """``call`` in a worker thread, behind ``store_limiter``."""
+        return await run_sync(functools.partial(call, *args, **kwargs), limiter=self.store_limiter)
 
     # -- topics -----------------------------------------------------------------------
     def create_topic(self, *, name: str) -> Topic:
@@ -258,7 +274,6 @@ class Service:
         span = (until - since).total_seconds() if since and until else 0.0
         if span / BUCKET_SECONDS[bucket] > MAX_BUCKETS:
             raise _too_many_buckets(bucket)
-        self.store.get_topic(topic_id)
         # One more than allowed tells an open-ended range that is too wide from one that fits.
         buckets = self.store.topic_stats(
             topic_id, bucket=bucket, since=since, until=until, limit=MAX_BUCKETS + 1

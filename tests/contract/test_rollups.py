@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import delete, event, func, select, update
 
 from latam.domain import BUCKET_SECONDS, NewMessage
-from latam.errors import StoreUnavailable
+from latam.errors import NotFound, StoreUnavailable
 from latam.settings import Settings
 from latam.storage import migrate, rollups
 from latam.storage.dialects import build_engine
@@ -116,6 +116,28 @@ def test_stats_from_rollups_equal_stats_from_the_rows(store: SqlStore) -> None:
             from_rows = topic_buckets(store.engine, topic, **args)
             assert rollups.buckets(store.engine, topic, **args) == from_rows, (bucket, since, until)
     assert rollups.totals(store.engine) == all_totals(store.engine)
+    # The topic is looked up only when the range holds no rollup row.
+    empty = {"bucket": "hour", "since": BASE - timedelta(days=9), "until": BASE, "limit": 10}
+    assert rollups.buckets(store.engine, topic, **empty) == []
+    for args in (empty, {"bucket": "day", "since": None, "until": None, "limit": 10}):
+        with pytest.raises(NotFound):
+            rollups.buckets(store.engine, 10**9, **args)
+
+
+def test_the_stats_reads_are_index_only_on_sqlite(tmp_path: Path) -> None:
+    """Migration 0007: SQLite answers the stats from one index, never the table."""
+    engine = build_engine(f"sqlite:///{tmp_path / 'latam.db'}", Settings(data_dir=tmp_path))
+    migrate.upgrade(engine)
+    span = rollups.SPAN.format(lo=rollups.SPAN_FROM, hi=rollups.SPAN_TO)
+    values = {"topic": 1, "width": 3600, "lo": 0, "hi": 1, "limit": 10}
+    with engine.connect() as conn:
+        for sql, params in ((span, values), (rollups.TOTALS, {"width": 86400})):
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
+            steps = [str(row[-1]) for row in plan]
+            reads = [step for step in steps if step.startswith(("SEARCH r", "SCAN r"))]
+            assert reads, steps
+            assert all("USING COVERING INDEX ix_rollups_reads" in step for step in reads), steps
+    engine.dispose()
 
 
 @sql_stores

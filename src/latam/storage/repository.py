@@ -277,11 +277,17 @@ class SqlStore:
         until: datetime | None,
         limit: int,
     ) -> list[Bucket]:
-        read = rollups.buckets if self._rollups_built() else topic_buckets
-        return read(self.engine, topic_id, bucket=bucket, since=since, until=until, limit=limit)
+        if self._rollups_built():
+            return rollups.buckets(
+                self._reads, topic_id, bucket=bucket, since=since, until=until, limit=limit
+            )
+        self.get_topic(topic_id)
+        return topic_buckets(
+            self.engine, topic_id, bucket=bucket, since=since, until=until, limit=limit
+        )
 
     def all_stats(self) -> list[TopicTotals]:
-        return rollups.totals(self.engine) if self._rollups_built() else all_totals(self.engine)
+        return rollups.totals(self._reads) if self._rollups_built() else all_totals(self.engine)
 
     def build_rollups(self, stop: threading.Event, pause: float = 0.05) -> None:
         """Add the rows stored before the rollups existed, a batch per transaction with a

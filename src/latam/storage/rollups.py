@@ -25,15 +25,17 @@ from sqlalchemy import Connection, Engine, Insert, func, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from latam.domain import BUCKET_SECONDS, NewMessage
+from latam.errors import NotFound
 from latam.storage.dialects import (
     MYSQL_NAMES,
     TIME_INDEX,
     bucket_start,
+    driver_rows,
     through,
     translate_errors,
 )
 from latam.storage.port import Bucket, TopicTotals
-from latam.storage.schema import messages, rollup_build, rollups, topics
+from latam.storage.schema import messages, rollup_build, rollups
 
 WIDTHS = tuple(sorted(BUCKET_SECONDS.values()))  # 60, 3600, 86400
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -242,17 +244,17 @@ def buckets(
     until: datetime | None,
     limit: int,
 ) -> list[Bucket]:
-    """Non-empty buckets of a topic in time order, at most ``limit``, from the rollups."""
+    """Non-empty buckets of a topic in time order, at most ``limit``, from the rollups;
+    NotFound when there is no such topic. Rollup rows go with their topic (a foreign key
+    that cascades), so the topic is looked up only when the range has none."""
     width = BUCKET_SECONDS[bucket]
     spans = _cover(since, until, [w for w in WIDTHS if w <= width])
     with translate_errors(), engine.connect() as conn:
-        results = [
-            conn.execute(_span_query(span, topic_id, limit, engine.dialect.name)).all()
-            for span in spans
-        ]
+        results = [_span_rows(conn, span, topic_id, limit) for span in spans]
+        if not any(results) and not driver_rows(conn, TOPIC, {"topic": topic_id}):
+            raise NotFound(f"topic {topic_id} does not exist")
     if len(results) == 1 and spans[0].width == width:  # whole buckets only: as read
-        rows = results[0][:limit]
-        return [_bucket(int(start), int(count), int(size)) for start, count, size in rows]
+        return [Bucket(_start(start), count, size) for start, count, size in results[0][:limit]]
     counts: dict[int, list[int]] = {}
     for rows in results:
         for start, count, size in rows:
@@ -274,8 +276,35 @@ def _start(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _span_query(span: _Span, topic_id: int, limit: int, dialect_name: str) -> Any:
+@functools.lru_cache(maxsize=65_536)
+def _instant(us: int) -> datetime:
+    """First and last publish times of a topic repeat from one ``/v1/stats`` to the next."""
+    return from_micros(us)
+
+
+# The hot reads, as text run by the driver (``dialects.driver_rows``): the statements are
+# fixed, their binds are integers, and they read rows of three or six plain columns.
+# A wider rollup row never splits across two buckets, so ``limit`` rows are enough.
+SPAN = (
+    "SELECT bucket_start, message_count, byte_count FROM rollups"
+    " WHERE topic_id = :topic AND width = :width{lo}{hi} ORDER BY bucket_start LIMIT :limit"
+)
+TOPIC = "SELECT 1 FROM topics WHERE id = :topic"
+SPAN_FROM = " AND bucket_start >= :lo"
+SPAN_TO = " AND bucket_start < :hi"
+# Driven by the topics: one index range per topic, whatever the minute rollups hold.
+TOTALS = (
+    "SELECT t.id, t.name, SUM(r.message_count), SUM(r.byte_count), MIN(r.first_published),"
+    " MAX(r.last_published) FROM topics t"
+    " LEFT JOIN rollups r ON r.topic_id = t.id AND r.width = :width"
+    " GROUP BY t.id, t.name ORDER BY t.id"
+)
+
+
+def _span_rows(conn: Connection, span: _Span, topic_id: int, limit: int) -> Sequence[Any]:
+    """``(bucket start in seconds, messages, bytes)`` rows of one span."""
     if span.width == 0:  # less than a minute at an end: the rows themselves
+        dialect_name = conn.dialect.name
         start = bucket_start(messages.c.published_at, "minute", dialect_name).label("start")
         raw = select(start, func.count(), func.coalesce(func.sum(messages.c.size_bytes), 0))
         raw = through(raw.where(messages.c.topic_id == topic_id), TIME_INDEX)
@@ -283,50 +312,30 @@ def _span_query(span: _Span, topic_id: int, limit: int, dialect_name: str) -> An
             raw = raw.where(messages.c.published_at >= span.lo)
         if span.hi is not None:
             raw = raw.where(messages.c.published_at < span.hi)
-        return raw.group_by(start)
-    query = select(rollups.c.bucket_start, rollups.c.message_count, rollups.c.byte_count).where(
-        rollups.c.topic_id == topic_id, rollups.c.width == span.width
-    )
+        return conn.execute(raw.group_by(start)).all()
+    values = {"topic": topic_id, "width": span.width, "limit": limit + 1}
     if span.lo is not None:
-        query = query.where(rollups.c.bucket_start >= micros(span.lo) // 1_000_000)
+        values["lo"] = micros(span.lo) // 1_000_000
     if span.hi is not None:
-        query = query.where(rollups.c.bucket_start < micros(span.hi) // 1_000_000)
-    # At most ``limit`` buckets are wanted; a wider rollup row never splits across two.
-    return query.order_by(rollups.c.bucket_start).limit(limit + 1)
+        values["hi"] = micros(span.hi) // 1_000_000
+    sql = SPAN.format(lo=SPAN_FROM if "lo" in values else "", hi=SPAN_TO if "hi" in values else "")
+    return driver_rows(conn, sql, values)
 
 
 def totals(engine: Engine) -> list[TopicTotals]:
     """Count, bytes and first/last publish time of every topic, from the day rollups."""
-    day = WIDTHS[-1]
-    per_topic = (
-        select(
-            rollups.c.topic_id,
-            func.sum(rollups.c.message_count).label("n"),
-            func.sum(rollups.c.byte_count).label("bytes"),
-            func.min(rollups.c.first_published).label("first"),
-            func.max(rollups.c.last_published).label("last"),
-        )
-        .where(rollups.c.width == day)
-        .group_by(rollups.c.topic_id)
-        .subquery()
-    )
-    query = (
-        select(topics.c.id, topics.c.name, per_topic)
-        .select_from(topics.outerjoin(per_topic, per_topic.c.topic_id == topics.c.id))
-        .order_by(topics.c.id)
-    )
     with translate_errors(), engine.connect() as conn:
-        rows = conn.execute(query).all()
+        rows = driver_rows(conn, TOTALS, {"width": WIDTHS[-1]})
     return [
         TopicTotals(
-            row.id,
-            row.name,
-            int(row.n or 0),
-            int(row.bytes or 0),
-            None if row.first is None else from_micros(int(row.first)),
-            None if row.last is None else from_micros(int(row.last)),
+            topic_id,
+            name,
+            int(count or 0),  # a SUM is a DECIMAL on MySQL
+            int(size or 0),
+            None if first is None else _instant(int(first)),
+            None if last is None else _instant(int(last)),
         )
-        for row in rows
+        for topic_id, name, count, size, first, last in rows
     ]
 
 

@@ -177,10 +177,12 @@ class EnginePages:
     the thread pool, as many at a time as the engine's pool keeps connections: more
     would open and close a connection per page (with TLS set-up, on MySQL)."""
 
-    def __init__(self, store: Store, engine: Engine, *, concurrency: int = 5) -> None:
+    def __init__(
+        self, store: Store, engine: Engine, *, limiter: CapacityLimiter | None = None
+    ) -> None:
         self.store = store
         self.engine = engine
-        self._limiter = CapacityLimiter(concurrency)
+        self._limiter = limiter or CapacityLimiter(5)
         self.dialect = engine.dialect.name
         if self.dialect in MYSQL_NAMES:
             _lift_concat_limit(engine)
