@@ -22,7 +22,7 @@ from latam.domain import (
     utcnow,
     validate_message_id,
 )
-from latam.errors import BrokerUnavailable, InvalidMessage, InvalidRequest
+from latam.errors import BrokerUnavailable, InvalidMessage, InvalidRequest, NotFound
 
 RETRIES = 8  # attempts per batch on 429/503/connection errors, with backoff
 
@@ -97,6 +97,26 @@ class Sink(Protocol):
     """Where batches go; returns per-batch rejections (a whole batch refused)."""
 
     def send(self, items: list[dict[str, Any]]) -> None: ...
+
+
+def http_topic_id(client: httpx.Client, name: str, *, create: bool) -> int:
+    """The id of topic ``name`` through the API (``create``: made when missing)."""
+    cursor = None
+    while True:
+        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/topics", params=params)
+        page.raise_for_status()
+        body = page.json()
+        for topic in body["data"]:
+            if topic["name"] == name:
+                return int(topic["id"])
+        if not (cursor := body["next_cursor"]):
+            break
+    if not create:
+        raise NotFound(f"topic {name!r} does not exist (use --create)")
+    created = client.post("/v1/topics", json={"name": name})
+    created.raise_for_status()
+    return int(created.json()["id"])
 
 
 class HttpSink:

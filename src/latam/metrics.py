@@ -118,6 +118,29 @@ DEPENDENCY_UP = Gauge(
     ["dependency"],
     multiprocess_mode="mostrecent",
 )
+# The synthetic canary (``latam canary``): one marked message per round, published and
+# read back through the API. It gives availability and freshness signals when no one
+# else publishes. Labelled by the canary's topic, so that no other process exports them
+# (an unlabelled gauge would read 0 everywhere: a false "never succeeded"); the canary
+# creates every series at its start, so one that never succeeds is visible too.
+CANARY_RESULTS = ("ok", "publish_failed", "read_failed", "timeout")
+CANARY_ROUNDS = Counter(
+    "latam_canary_rounds",
+    "Canary rounds by result: ok, publish_failed, read_failed or timeout.",
+    ["topic", "result"],
+)
+CANARY_ROUND_TRIP = Histogram(
+    "latam_canary_round_trip_seconds",
+    "From the canary's publish request to the message read back through the API.",
+    ["topic"],
+    buckets=FRESHNESS_BUCKETS,
+)
+CANARY_LAST_SUCCESS = Gauge(
+    "latam_canary_last_success_timestamp_seconds",
+    "Unix time of the canary's last successful round (its start time until the first).",
+    ["topic"],
+    multiprocess_mode="max",
+)
 
 BUILD_INFO.labels(version=__version__, python_version=platform.python_version()).set(1)
 DEAD_LETTER_REASONS = (

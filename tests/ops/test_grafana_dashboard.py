@@ -21,6 +21,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.support import LatamProcess, free_port, latam_env
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "latam.json"
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
@@ -229,7 +231,7 @@ def is_exported(name: str, exported: set[str]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def exported(live_server_url: str) -> set[str]:
+def exported(live_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Names exported after a little real traffic: a topic, a message, a re-publish."""
     with httpx.Client(base_url=live_server_url, timeout=10) as client:
         topic_id = _create_topic(client)
@@ -244,7 +246,27 @@ def exported(live_server_url: str) -> set[str]:
             if "latam_messages_duplicates_total" in names or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-    return names
+    return names | canary_names(live_server_url, tmp_path_factory.mktemp("canary"))
+
+
+def canary_names(base: str, data_dir: Path) -> set[str]:
+    """Names a real ``latam canary`` against ``base`` exports once a round succeeded."""
+    port = free_port()
+    args = ["canary", "--url", base, "--interval", "0.2", "--metrics-port", str(port)]
+    canary = LatamProcess(args, latam_env(data_dir), data_dir / "canary.log").start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                text = ""
+            if re.search(r'latam_canary_rounds_total\{[^}]*result="ok"[^}]*\} [1-9]', text):
+                return exported_names(text)
+            time.sleep(0.2)
+        pytest.fail(f"the canary had no successful round in 30 s:\n{canary.log()[-2000:]}")
+    finally:
+        canary.terminate()
 
 
 @pytest.mark.parametrize("expr", dashboard_exprs())

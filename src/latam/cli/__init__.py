@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from latam.cli import dead_letters, keys, processes, publish, pubsub, rollups, topics
+from latam.cli import canary, dead_letters, keys, processes, publish, pubsub, rollups, topics
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,5 +32,6 @@ for command in (
     keys.keys,
     pubsub.pubsub,
     rollups.rollups,
+    canary.canary,
 ):
     main.add_command(command)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
 from pydantic import ValidationError
 
 from latam.settings import Settings
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -48,6 +51,22 @@ def run_guarded(action: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 host_option = click.option("--host", help="Address to bind (LATAM_HOST; default 127.0.0.1).")
+# The commands that talk to a running API over HTTP.
+api_url_option = click.option(
+    "--url", help="Base URL of the latam API (default http://LATAM_HOST:LATAM_PORT)."
+)
+api_key_option = click.option(
+    "--api-key", envvar="LATAM_API_KEY", help="Bearer key for the API (LATAM_API_KEY)."
+)
+
+
+def ranged_option(
+    name: str, kind: click.IntRange | click.FloatRange, default: float, help: str
+) -> Callable[[Command], Command]:
+    """An option with a bounded range and a shown default."""
+    return click.option(name, type=kind, default=default, show_default=True, help=help)
+
+
 port_option = click.option(
     "--port", type=click.IntRange(0, 65535), help="Port to bind (LATAM_PORT; default 8000)."
 )

@@ -12,7 +12,13 @@ from latam.cli.common import host_option, load_settings, port_option, run_guarde
 @click.command()
 @host_option
 @port_option
-def serve(host: str | None, port: int | None) -> None:
+@click.option(
+    "--canary-interval",
+    type=click.FloatRange(0, 3600),
+    default=0.0,
+    help="Also run `latam canary` against this API every this many seconds (0: not).",
+)
+def serve(host: str | None, port: int | None, canary_interval: float) -> None:
     """Run the API and the worker together (the embedded default); migrates on start."""
     settings = load_settings(host=host, port=port)
     from latam.process.lifecycle import prepare_multiprocess_metrics
@@ -21,7 +27,7 @@ def serve(host: str | None, port: int | None) -> None:
     setup(settings)
     from latam.process.supervisor import run_serve
 
-    run_guarded(run_serve, settings)
+    run_guarded(run_serve, settings, canary_interval=canary_interval)
 
 
 @click.command()

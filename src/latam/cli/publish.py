@@ -8,41 +8,26 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from latam.cli.common import load_settings, run_guarded
+from latam.cli.common import (
+    api_key_option,
+    api_url_option,
+    load_settings,
+    ranged_option,
+    run_guarded,
+)
 from latam.errors import NotFound
 from latam.settings import Settings
 
 if TYPE_CHECKING:  # the loader brings httpx: loaded when the command runs, not for --help
-    import httpx
-
     from latam.loader import Sink, Tally
 
 PLAIN_PROGRESS_SECONDS = 5.0
 
 
-def _http_topic_id(client: httpx.Client, name: str, *, create: bool) -> int:
-    cursor = None
-    while True:
-        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
-        page = client.get("/v1/topics", params=params)
-        page.raise_for_status()
-        body = page.json()
-        for topic in body["data"]:
-            if topic["name"] == name:
-                return int(topic["id"])
-        if not (cursor := body["next_cursor"]):
-            break
-    if not create:
-        raise NotFound(f"topic {name!r} does not exist (use --create)")
-    created = client.post("/v1/topics", json={"name": name})
-    created.raise_for_status()
-    return int(created.json()["id"])
-
-
 def _sink(settings: Settings, topic: str, opts: dict[str, Any]) -> tuple[Sink, Any]:
     import httpx
 
-    from latam.loader import BrokerSink, HttpSink
+    from latam.loader import BrokerSink, HttpSink, http_topic_id
 
     if opts["direct"]:
         from latam.bootstrap import build_broker, build_store
@@ -60,7 +45,7 @@ def _sink(settings: Settings, topic: str, opts: dict[str, Any]) -> tuple[Sink, A
     headers = {"authorization": f"Bearer {opts['api_key']}"} if opts["api_key"] else {}
     client = httpx.Client(base_url=base, timeout=60, headers=headers)
     try:
-        topic_id = _http_topic_id(client, topic, create=opts["create"])
+        topic_id = http_topic_id(client, topic, create=opts["create"])
     except httpx.HTTPError as exc:
         client.close()
         raise NotFound(f"cannot look up topic {topic!r} at {base}: {exc}") from exc
@@ -165,33 +150,18 @@ def publish_file(settings: Settings, stream: IO[bytes], *, topic: str, **opts: A
 @click.command()
 @click.option("--topic", required=True, help="Name of the topic to publish to.")
 @click.argument("file", type=click.File("rb"))
-@click.option(
-    "--url",
-    help="Base URL of the latam API (default http://LATAM_HOST:LATAM_PORT).",
-)
+@api_url_option
 @click.option("--direct", is_flag=True, help="Publish straight to LATAM_BROKER_URL, not over HTTP.")
 @click.option("--create", is_flag=True, help="Create the topic when it does not exist.")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 1000),
-    default=500,
-    show_default=True,
-    help="Messages per request.",
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 64),
-    default=4,
-    show_default=True,
-    help="Batches in flight at once.",
-)
+@ranged_option("--batch-size", click.IntRange(1, 1000), 500, "Messages per request.")
+@ranged_option("--concurrency", click.IntRange(1, 64), 4, "Batches in flight at once.")
 @click.option(
     "--id-field",
     help="Take each message's idempotency key from this field of the record, so that "
     "loading the same file again stores nothing twice.",
 )
 @click.option("--strict", is_flag=True, help="Stop at the first malformed record.")
-@click.option("--api-key", envvar="LATAM_API_KEY", help="Bearer key for the API (LATAM_API_KEY).")
+@api_key_option
 def publish(
     topic: str,
     file: Any,

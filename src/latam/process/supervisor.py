@@ -1,4 +1,5 @@
-"""``serve``: migrate, run worker processes under supervision, serve the API."""
+"""``serve``: migrate, run worker processes (and the canary) under supervision, serve
+the API."""
 
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ RESTART_DELAY_SECONDS = 1.0
 
 
 class WorkerSupervisor:
-    """Runs ``latam worker`` child processes and restarts any that dies."""
+    """Runs ``latam`` child processes (``worker`` by default) and restarts any that dies."""
 
-    def __init__(self, settings: Settings, count: int = 1) -> None:
+    def __init__(
+        self, settings: Settings, count: int = 1, *, commands: list[list[str]] | None = None
+    ) -> None:
         self.settings = settings
-        self.processes: list[subprocess.Popen[bytes] | None] = [None] * count
+        self.commands = [["worker"]] * count if commands is None else commands
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(self.commands)
         self.stopping = threading.Event()
 
     def start(self) -> None:
@@ -37,15 +41,17 @@ class WorkerSupervisor:
             "LATAM_WORKER_METRICS_PORT": "0",
             PARENT_PID_ENV: str(os.getpid()),
         }
-        process = subprocess.Popen([sys.executable, "-m", "latam", "worker"], env=env)  # nosec B603
+        command = [sys.executable, "-m", "latam", *self.commands[slot]]
+        process = subprocess.Popen(command, env=env)  # noqa: S603  # nosec B603
         self.processes[slot] = process
-        log.info("worker started (pid %d)", process.pid)
+        log.info("%s started (pid %d)", self.commands[slot][0], process.pid)
 
     def _watch(self) -> None:
         while not self.stopping.wait(0.5):
             for slot, process in enumerate(self.processes):
                 if process is not None and process.poll() is not None:
-                    log.error("worker exited with %s; restarting", process.returncode)
+                    what = self.commands[slot][0]
+                    log.error("%s exited with %s; restarting", what, process.returncode)
                     time.sleep(RESTART_DELAY_SECONDS)
                     if not self.stopping.is_set():
                         self._spawn(slot)
@@ -64,15 +70,31 @@ class WorkerSupervisor:
                 process.wait()
 
 
-def run_serve(settings: Settings) -> None:
-    """Migrate, start the worker process, serve the API; stop the worker on exit."""
+def canary_url(settings: Settings) -> str:
+    """The API of this ``serve`` as its own canary reaches it: over loopback when it
+    listens on every address."""
+    host = settings.host
+    if host in ("", "0.0.0.0", "localhost"):  # noqa: S104  # nosec B104 - compared, not bound
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+
+
+def run_serve(settings: Settings, *, canary_interval: float = 0) -> None:
+    """Migrate, start the worker processes (and the canary with ``canary_interval``),
+    serve the API; stop them on exit."""
     from latam.bootstrap import build_store
     from latam.storage import migrate
 
     store = build_store(settings)
     migrate.upgrade(store.engine)
     store.close()
-    supervisor = WorkerSupervisor(settings, settings.worker_process_count)
+    commands = [["worker"]] * settings.worker_process_count
+    if canary_interval:
+        url = canary_url(settings)
+        commands.append(["canary", "--url", url, "--interval", f"{canary_interval:g}"])
+    supervisor = WorkerSupervisor(settings, commands=commands)
     supervisor.start()
     try:
         run_api(settings)
