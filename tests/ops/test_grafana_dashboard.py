@@ -250,7 +250,8 @@ def exported(live_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def canary_names(base: str, data_dir: Path) -> set[str]:
-    """Names a real ``latam canary`` against ``base`` exports once a round succeeded."""
+    """The ``latam_canary_*`` names a real ``latam canary`` against ``base`` exports once a
+    round succeeded (only those: its exposition lists every family latam declares)."""
     port = free_port()
     args = ["canary", "--url", base, "--interval", "0.2", "--metrics-port", str(port)]
     canary = LatamProcess(args, latam_env(data_dir), data_dir / "canary.log").start()
@@ -262,7 +263,7 @@ def canary_names(base: str, data_dir: Path) -> set[str]:
             except httpx.HTTPError:
                 text = ""
             if re.search(r'latam_canary_rounds_total\{[^}]*result="ok"[^}]*\} [1-9]', text):
-                return exported_names(text)
+                return {n for n in exported_names(text) if n.startswith("latam_canary_")}
             time.sleep(0.2)
         pytest.fail(f"the canary had no successful round in 30 s:\n{canary.log()[-2000:]}")
     finally:

@@ -6,7 +6,8 @@ import os
 
 import click
 
-from latam.cli.common import host_option, load_settings, port_option, run_guarded, setup
+from latam.cli.canary import MAX_INTERVAL, MIN_INTERVAL
+from latam.cli.common import fail, host_option, load_settings, port_option, run_guarded, setup
 
 
 @click.command()
@@ -14,12 +15,14 @@ from latam.cli.common import host_option, load_settings, port_option, run_guarde
 @port_option
 @click.option(
     "--canary-interval",
-    type=click.FloatRange(0, 3600),
+    type=click.FloatRange(0, MAX_INTERVAL),
     default=0.0,
-    help="Also run `latam canary` against this API every this many seconds (0: not).",
+    help="Also run `latam canary` against this API every this many seconds (0: not; at least 0.1).",
 )
 def serve(host: str | None, port: int | None, canary_interval: float) -> None:
     """Run the API and the worker together (the embedded default); migrates on start."""
+    if 0 < canary_interval < MIN_INTERVAL:
+        fail(f"--canary-interval: 0 or at least {MIN_INTERVAL:g} seconds")
     settings = load_settings(host=host, port=port)
     from latam.process.lifecycle import prepare_multiprocess_metrics
 

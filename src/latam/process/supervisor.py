@@ -17,6 +17,10 @@ from latam.settings import Settings
 
 log = logging.getLogger("latam")
 RESTART_DELAY_SECONDS = 1.0
+# A child that dies within this long of its start is restarted after twice the last
+# delay, up to the cap: a crash loop costs a start every 30 s, not every second.
+SHORT_LIFE_SECONDS = 10.0
+MAX_RESTART_DELAY_SECONDS = 30.0
 
 
 class WorkerSupervisor:
@@ -28,6 +32,10 @@ class WorkerSupervisor:
         self.settings = settings
         self.commands = [["worker"]] * count if commands is None else commands
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(self.commands)
+        self.started = [0.0] * len(self.commands)
+        # Halved, so that a first short-lived child is restarted after RESTART_DELAY_SECONDS.
+        self.delays = [RESTART_DELAY_SECONDS / 2] * len(self.commands)
+        self.restart_at: list[float | None] = [None] * len(self.commands)
         self.stopping = threading.Event()
 
     def start(self) -> None:
@@ -44,17 +52,32 @@ class WorkerSupervisor:
         command = [sys.executable, "-m", "latam", *self.commands[slot]]
         process = subprocess.Popen(command, env=env)  # noqa: S603  # nosec B603
         self.processes[slot] = process
+        self.started[slot] = time.monotonic()
+        self.restart_at[slot] = None
         log.info("%s started (pid %d)", self.commands[slot][0], process.pid)
 
     def _watch(self) -> None:
+        """Each slot on its own schedule: one child's crash loop delays no other."""
         while not self.stopping.wait(0.5):
+            now = time.monotonic()
             for slot, process in enumerate(self.processes):
-                if process is not None and process.poll() is not None:
+                if process is None or process.poll() is None:
+                    continue
+                if self.restart_at[slot] is None:
+                    short = now - self.started[slot] < SHORT_LIFE_SECONDS
+                    delay = min(self.delays[slot] * 2, MAX_RESTART_DELAY_SECONDS)
+                    self.delays[slot] = delay if short else RESTART_DELAY_SECONDS
+                    self.restart_at[slot] = now + self.delays[slot]
                     what = self.commands[slot][0]
-                    log.error("%s exited with %s; restarting", what, process.returncode)
-                    time.sleep(RESTART_DELAY_SECONDS)
-                    if not self.stopping.is_set():
-                        self._spawn(slot)
+                    log.error(
+                        "%s exited with %s; restarting in %.0f s",
+                        what,
+                        process.returncode,
+                        self.delays[slot],
+                    )
+                restart_at = self.restart_at[slot]
+                if restart_at is not None and now >= restart_at and not self.stopping.is_set():
+                    self._spawn(slot)
 
     def stop(self) -> None:
         self.stopping.set()
