@@ -106,12 +106,16 @@ def emulator_broker() -> Iterator[tuple[str, Callable[[], None]]]:
 
 
 class Publisher(threading.Thread):
-    """Posts small batches until stopped; remembers which ids were accepted (202)."""
+    """Posts small batches until stopped, as a careful producer does: a refused batch is
+    sent again, same ids, until accepted. Remembers which ids were accepted (202), and
+    the batch refused last if it never was (``unsettled``): a refused batch may be partly
+    on the broker already, so its messages may or may not be stored."""
 
     def __init__(self, base: str, topic_id: int) -> None:
         super().__init__(daemon=True)
         self.base, self.topic_id = base, topic_id
         self.accepted: list[str] = []
+        self.unsettled: list[str] = []
         self.refused = 0
         self.stop = threading.Event()
         self.paused = threading.Event()
@@ -119,12 +123,15 @@ class Publisher(threading.Thread):
     def run(self) -> None:
         with httpx.Client(base_url=self.base, timeout=30) as client:
             n = 0
+            batch: list[dict[str, object]] = []
             while not self.stop.is_set():
                 if self.paused.is_set():
                     time.sleep(0.05)
                     continue
-                batch = [{"id": f"f-{n + i}", "data": {"n": n + i}} for i in range(20)]
-                n += 20
+                if not batch:
+                    batch = [{"id": f"f-{n + i}", "data": {"n": n + i}} for i in range(20)]
+                    n += 20
+                self.unsettled = [str(m["id"]) for m in batch]
                 try:
                     response = client.post(
                         f"/v1/topics/{self.topic_id}/messages", json={"messages": batch}
@@ -133,7 +140,8 @@ class Publisher(threading.Thread):
                     self.refused += 1
                     continue
                 if response.status_code == 202:
-                    self.accepted.extend(m["id"] for m in batch)
+                    self.accepted.extend(self.unsettled)
+                    self.unsettled, batch = [], []
                 else:
                     self.refused += 1
                 time.sleep(0.02)
@@ -185,7 +193,8 @@ def test_broker_restart_while_messages_flow_stores_each_accepted_once(
         assert len(publisher.accepted) >= before + 400, "publishing did not recover"
         stored = wait_stored(client, topic_id, len(publisher.accepted), 120)
         assert len(stored) == len(set(stored)), "a message was stored twice"
-        assert set(stored) == set(publisher.accepted)
+        assert set(publisher.accepted) <= set(stored), "an accepted message was lost"
+        assert set(stored) <= set(publisher.accepted) | set(publisher.unsettled)
 
 
 def poison_policy(harness_name: str) -> DeliveryPolicy:

@@ -54,12 +54,18 @@ class Connection:
 
 
 async def heavy_reader(base: str, path: str, key: str, until: float, seen: Counter[str]) -> None:
-    """Ask for 1,000 rows again and again, reading every byte of each answer."""
-    async with Connection(base) as connection:
-        while time.monotonic() < until:
-            status, length = await connection.get(path, key)
-            seen["heavy_bytes"] += length
-            seen[f"heavy_{status}"] += 1
+    """Ask for 1,000 rows again and again, reading every byte of each answer; a connection
+    the server closes without an answer is counted (``heavy_dropped``) and opened again."""
+    while time.monotonic() < until:
+        async with Connection(base) as connection:
+            while time.monotonic() < until:
+                try:
+                    status, length = await connection.get(path, key)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    seen["heavy_dropped"] += 1
+                    break
+                seen["heavy_bytes"] += length
+                seen[f"heavy_{status}"] += 1
 
 
 async def flooder(base: str, path: str, until: float, seen: Counter[str]) -> None:
