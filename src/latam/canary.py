@@ -89,14 +89,15 @@ class Canary:
             if self.path is None:  # the client's timeout bounds each of these requests
                 topic_id = http_topic_id(self.client, self.topic, create=True)
                 self.path = f"/v1/topics/{topic_id}/messages"
-            published = self.client.post(self.path, json=body, timeout=_left(deadline))
+            path = self.path
+            published = self.client.post(path, json=body, timeout=_left(deadline))
         if published.status_code == 404:
             self.path = None  # the topic was deleted: it is made again next round
         if published.status_code != 202:
             raise _Failed("publish_failed", f"HTTP {published.status_code} publishing")
         while not self.stop.is_set():
             with _failing_as("read_failed"):
-                if self._stored(message_id, since, deadline):
+                if self._stored(path, message_id, since, deadline):
                     return Round("ok", time.monotonic() - started)
             if time.monotonic() >= deadline:
                 break
@@ -105,15 +106,14 @@ class Canary:
             "timeout", time.monotonic() - started, f"not read back within {self.timeout:g} s"
         )
 
-    def _stored(self, message_id: str, since: str, deadline: float) -> bool:
+    def _stored(self, path: str, message_id: str, since: str, deadline: float) -> bool:
         """Whether ``message_id`` is among the topic's messages published from ``since``."""
-        assert self.path is not None
         cursor: str | None = None
         while time.monotonic() < deadline:
             params: dict[str, str | int] = {"since": since, "limit": 1000}
             if cursor:
                 params["cursor"] = cursor
-            page = self.client.get(self.path, params=params, timeout=_left(deadline))
+            page = self.client.get(path, params=params, timeout=_left(deadline))
             if page.status_code != 200:
                 raise httpx.HTTPStatusError(
                     f"HTTP {page.status_code} reading back", request=page.request, response=page
