@@ -51,16 +51,18 @@ def fill(directory: Path) -> Path:
     filler = directory / "filler"
     used = subprocess.run(["du", "-ab", str(directory)], capture_output=True, text=True).stdout
     try:
-        out = filler.open("wb")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as exc:
         pytest.fail(f"the disk filled up before the filler was written ({exc}):\n{used}")
-    with out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
+    # Unbuffered writes: a buffered file would retry its last block on close and raise there.
+    block = b"\0" * 65536
+    try:
+        while os.write(fd, block):
             pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
     return filler
 
 
