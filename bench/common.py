@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +33,11 @@ def payload(run: str, i: int) -> dict[str, Any]:
     return {"run": run, "seq": i, "flight": f"LA{i % 9999:04d}", "pad": PAYLOAD_PAD}
 
 
-def batch_body(run: str, start: int, size: int) -> bytes:
-    return orjson.dumps(
-        {
-            "messages": [
-                {"id": f"{run}-{i}", "data": payload(run, i)} for i in range(start, start + size)
-            ]
-        }
-    )
+def batch_body(
+    run: str, start: int, size: int, make: Callable[[str, int], dict[str, Any]] = payload
+) -> bytes:
+    items = [{"id": f"{run}-{i}", "data": make(run, i)} for i in range(start, start + size)]
+    return orjson.dumps({"messages": items})
 
 
 @dataclass

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 
-from bench.common import batch_body
+from bench.common import batch_body, payload
 
 
 def create_topic(base: str, name: str) -> int:
@@ -31,10 +33,20 @@ def count_stored(client: httpx.Client, topic_id: int) -> int:
 
 
 def publish_and_wait(
-    base: str, topic_id: int, run: str, total: int, *, batch: int = 500, concurrency: int = 4
+    base: str,
+    topic_id: int,
+    run: str,
+    total: int,
+    *,
+    batch: int = 500,
+    concurrency: int = 4,
+    make: Callable[[str, int], dict[str, Any]] = payload,
 ) -> float:
-    """Seconds from the first request to the moment all ``total`` are readable."""
-    bodies = [batch_body(run, start, min(batch, total - start)) for start in range(0, total, batch)]
+    """Seconds from the first request to the moment all ``total`` (each message's data
+    made by ``make``) are readable."""
+    bodies = [
+        batch_body(run, start, min(batch, total - start), make) for start in range(0, total, batch)
+    ]
     headers = {"content-type": "application/json"}
     path = f"/v1/topics/{topic_id}/messages"
     with httpx.Client(base_url=base, timeout=60) as client:

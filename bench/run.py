@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, memory, reads, stats, windows
+from bench import contracts, freshness, memory, reads, stats, windows
 from bench.common import ROOT, Figure, free_port, latam, latam_env, machine, wait_ready
 from bench.floor import floor_rate, mysql_floor_rate, postgres_floor_rate
 from bench.ingest import create_topic, publish_and_wait
@@ -31,6 +31,7 @@ PARTS = (
     "reads",
     "windows",
     "stats",
+    "contracts",
     "freshness",
     "memory",
     "stores",
@@ -75,6 +76,11 @@ def ingest_and_reads(
             figures.append(Figure(f"Reads p99, {label}", "ms", [s[2] for s in samples]))
             figures.append(Figure(f"Reads not 2xx, {label}", "responses", [s[3] for s in samples]))
     return figures
+
+
+def schema_cost(runs: int, total: int) -> list[Figure]:
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as base:
+        return contracts.measure(base, runs, total)
 
 
 def fresh(runs: int, seconds: int) -> list[Figure]:
@@ -252,6 +258,8 @@ def main() -> None:
                 3 if args.quick else 8,
             ),
         )
+    if "contracts" in only:
+        part("contracts", lambda: schema_cost(runs, total))
     if "freshness" in only:
         part("freshness", lambda: fresh(runs, 5 if args.quick else 12))
     if "memory" in only:

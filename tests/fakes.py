@@ -29,7 +29,7 @@ from latam.domain import (
     utcnow,
 )
 from latam.errors import BrokerUnavailable, Conflict, NotFound, StoreUnavailable
-from latam.storage.port import Bucket, StoredMessage, TopicTotals, WriteResult
+from latam.storage.port import Bucket, SchemaVersion, StoredMessage, TopicTotals, WriteResult
 
 MAX_REASON = 1000  # characters of a reason kept, as the SQLite broker does
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -280,6 +280,8 @@ class MemoryStore:
         self._messages: dict[tuple[int, str], _Stored] = {}
         self._topic_ids = itertools.count(1)
         self._seqs = itertools.count(1)  # one sequence for all topics, as in SQL
+        self._schemas: dict[tuple[int, int], SchemaVersion] = {}
+        self._enforced: dict[int, int] = {}
 
     def _check(self) -> None:
         self.calls += 1
@@ -339,6 +341,8 @@ class MemoryStore:
         with self._lock:
             del self._topics[topic_id]
             self._messages = {k: v for k, v in self._messages.items() if k[0] != topic_id}
+            self._schemas = {k: v for k, v in self._schemas.items() if k[0] != topic_id}
+            self._enforced.pop(topic_id, None)
 
     def write_messages(self, batch: Sequence[tuple[int, NewMessage]]) -> WriteResult:
         """All or nothing; an id already stored (or repeated in the batch) is a duplicate."""
@@ -356,7 +360,13 @@ class MemoryStore:
                     continue
                 attributes = orjson.dumps(m.attributes).decode() if m.attributes else "{}"
                 row = StoredMessage(
-                    next(self._seqs), m.message_id, m.data, attributes, m.published_at, now
+                    next(self._seqs),
+                    m.message_id,
+                    m.data,
+                    attributes,
+                    m.published_at,
+                    now,
+                    m.schema_version,
                 )
                 self._messages[topic_id, m.message_id] = _Stored(
                     topic_id, row, len(m.data.encode())
@@ -471,6 +481,56 @@ class MemoryStore:
             first, last = (min(times), max(times)) if times else (None, None)
             totals.append(TopicTotals(topic.id, topic.name, len(rows), size, first, last))
         return totals
+
+    def add_schema(
+        self, topic_id: int, *, version: int, schema: str, compatibility: str
+    ) -> SchemaVersion:
+        self.get_topic(topic_id)
+        with self._lock:
+            if (topic_id, version) in self._schemas:
+                raise Conflict(f"version {version} was added meanwhile; try again")
+            added = SchemaVersion(topic_id, version, schema, compatibility, utcnow(), True)
+            self._schemas[topic_id, version] = added
+            self._enforced[topic_id] = version
+        return added
+
+    def drop_schema(self, topic_id: int) -> None:
+        self.get_topic(topic_id)
+        with self._lock:
+            self._enforced.pop(topic_id, None)
+
+    def _as_stored(self, found: SchemaVersion) -> SchemaVersion:
+        current = self._enforced.get(found.topic_id) == found.version
+        return SchemaVersion(
+            found.topic_id,
+            found.version,
+            found.schema,
+            found.compatibility,
+            found.created_at,
+            current,
+        )
+
+    def schema_versions(self, topic_id: int) -> list[SchemaVersion]:
+        self.get_topic(topic_id)
+        with self._lock:
+            found = [v for k, v in sorted(self._schemas.items()) if k[0] == topic_id]
+            return [self._as_stored(v) for v in found]
+
+    def schema_version(self, topic_id: int, version: int) -> SchemaVersion:
+        self.get_topic(topic_id)
+        with self._lock:
+            if (topic_id, version) not in self._schemas:
+                raise NotFound(f"topic {topic_id} has no schema version {version}")
+            return self._as_stored(self._schemas[topic_id, version])
+
+    def enforced_schemas(self, topic_ids: Sequence[int]) -> dict[int, SchemaVersion]:
+        self._check()
+        with self._lock:
+            return {
+                t: self._as_stored(self._schemas[t, self._enforced[t]])
+                for t in set(topic_ids)
+                if t in self._enforced
+            }
 
     def close(self) -> None:
         """Nothing to release."""

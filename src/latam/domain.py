@@ -33,6 +33,8 @@ ATTR_TOPIC_ID = "topic_id"
 ATTR_MESSAGE_ID = "message_id"
 ATTR_PUBLISHED_AT = "published_at"
 ATTR_TRACEPARENT = "traceparent"
+# The topic's schema version latam's API validated the data against.
+ATTR_SCHEMA_VERSION = "latam_schema_version"
 RESERVED_ATTRIBUTES = frozenset(
     {
         ATTR_TOPIC,
@@ -41,6 +43,7 @@ RESERVED_ATTRIBUTES = frozenset(
         ATTR_MESSAGE_ID,
         ATTR_PUBLISHED_AT,
         ATTR_TRACEPARENT,
+        ATTR_SCHEMA_VERSION,
     }
 )
 # Width of each stats bucket in seconds; UTC has no DST, so every day is 86,400 s.
@@ -94,6 +97,8 @@ class OutboundMessage:
     published_at: datetime
     traceparent: str | None = None
     topic_id: int | None = None
+    # The schema version the API validated the data against; 0: the topic enforced none.
+    schema_version: int | None = None
 
     def wire_attributes(self) -> dict[str, str]:
         """User attributes plus the envelope's own ones."""
@@ -107,6 +112,8 @@ class OutboundMessage:
             wire[ATTR_TOPIC_ID] = str(self.topic_id)
         if self.traceparent:
             wire[ATTR_TRACEPARENT] = self.traceparent
+        if self.schema_version is not None:
+            wire[ATTR_SCHEMA_VERSION] = str(self.schema_version)
         return wire
 
 
@@ -123,6 +130,9 @@ class NewMessage:
     traceparent: str | None = None
     # Set when the producer named the topic by id (latam's own producers do).
     topic_id: int | None = None
+    # From the wire, the schema version latam's API validated ``data`` against at publish
+    # (0: the topic enforced none); once ingest checked it, the version it met (None: none).
+    schema_version: int | None = None
 
 
 def validate_topic_name(name: str) -> str:
@@ -253,6 +263,11 @@ def decode_envelope(
             )
         topic_id = int(raw_id)
     user_attributes = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
+    # Only a hint (ingest decides what to validate against): garbage is ignored.
+    raw_version = attributes.get(ATTR_SCHEMA_VERSION, "")
+    schema_version = None
+    if raw_version.isascii() and raw_version.isdigit() and int(raw_version) < 2**31:
+        schema_version = int(raw_version)
     return NewMessage(  # positional: a third of the keyword call's cost, once per message
         topic,
         validate_message_id(attributes.get(ATTR_MESSAGE_ID) or fallback_id),
@@ -261,6 +276,7 @@ def decode_envelope(
         published_at,
         attributes.get(ATTR_TRACEPARENT),
         topic_id,
+        schema_version,
     )
 
 

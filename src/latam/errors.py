@@ -12,7 +12,9 @@
     │   └── StoreRejected     the database refuses the data itself (a NUL on PostgreSQL…)
     ├── NotFound              a topic, dead letter … does not exist
     ├── Conflict              a unique name is taken
+    │   └── IncompatibleSchema   a new schema version would reject data the last one accepted
     └── InvalidRequest        a request that fails validation outside pydantic
+        └── SchemaViolation   published data fails the topic's schema
     ConfigError (ValueError)  a setting latam cannot use; raised at start-up, names it
 
 Adapters re-raise vendor exceptions as one of these ``from exc`` so that the API and
@@ -78,12 +80,30 @@ class Conflict(LatamError):
     """The request conflicts with existing state (a duplicate name)."""
 
 
+class IncompatibleSchema(Conflict):
+    """A schema version refused under ``backward`` compatibility; ``problems`` says why."""
+
+    def __init__(self, detail: str, *, problems: list[str]) -> None:
+        super().__init__(detail)
+        self.problems = problems
+
+
 class InvalidRequest(LatamError):
     """A request parameter is invalid (a garbled cursor, an inverted time range)."""
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.field = field
+
+
+class SchemaViolation(InvalidRequest):
+    """Published data fails the topic's schema: ``errors`` are ``{pointer, message}``
+    pairs (RFC 6901 pointers into the request body), ``version`` the schema's."""
+
+    def __init__(self, detail: str, *, errors: list[dict[str, str]], version: int) -> None:
+        super().__init__(detail)
+        self.errors = errors
+        self.version = version
 
 
 class ConfigError(ValueError):

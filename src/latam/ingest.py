@@ -7,7 +7,9 @@ the same reasons, metrics and trace span:
 - ``decode`` turns whatever a producer sent into a ``NewMessage`` or an
   ``InvalidMessage`` with a typed reason; no input makes it raise anything else.
 - ``store`` finds each message's topic (by the id latam put on the wire, so a rename
-  cannot reroute it; else by name, as foreign producers give it), writes the batch in
+  cannot reroute it; else by name, as foreign producers give it), sets aside data that
+  fails the topic's schema (``schema_violation``, with the version and the failures at
+  their pointers; ``contracts``), writes the batch in
   one transaction and, when the database refuses some of the data itself, halves the
   batch until each refused message is alone: only those are set aside, with the
   database's own message. A transient store error propagates (the batch is retried).
@@ -25,12 +27,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
+import orjson
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span
 
 from latam import metrics, tracing
+from latam.contracts import Contracts
 from latam.domain import NewMessage, decode_envelope, utcnow
 from latam.errors import InvalidMessage, StoreRejected
+from latam.jsonschemas import VIOLATION, violation_reason
 from latam.storage.port import Store, WriteResult
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,10 @@ class Ingest:
 
     store: Store
     max_message_bytes: int
+    contracts: Contracts | None = None
+
+    def __post_init__(self) -> None:
+        self._contracts = self.contracts or Contracts(self.store)
 
     def decode(
         self,
@@ -94,7 +103,7 @@ class Ingest:
     def store_batch(self, items: Sequence[tuple[K, NewMessage]]) -> Outcome[K]:
         """Store ``items`` (one transaction unless the database refuses some data)."""
         outcome: Outcome[K] = Outcome()
-        writable = self._resolve(items, outcome)
+        writable = self._enforce(self._resolve(items, outcome), outcome)
         if not writable:
             return outcome
         started = time.perf_counter()
@@ -122,6 +131,42 @@ class Ingest:
             else:
                 outcome.aside.append((key, Aside("unknown_topic", "unknown_topic")))
         return writable
+
+    def _enforce(
+        self, items: list[tuple[K, int, NewMessage]], outcome: Outcome[K]
+    ) -> list[tuple[K, int, NewMessage]]:
+        """Messages whose data meets their topic's schema, each marked with its version;
+        the others aside. A message latam's API accepted names the version it met (0:
+        none was enforced), and only that one is checked again: a schema changed between
+        the 202 and the store (even to a stricter one, with compatibility ``none``) never
+        refuses data already accepted. Any other message is checked against the version
+        the topic enforces."""
+        enforced = self._contracts.enforced(sorted({topic_id for _, topic_id, _ in items}))
+        if not enforced and not any(m.schema_version is not None for _, _, m in items):
+            return items
+        kept: list[tuple[K, int, NewMessage]] = []
+        for key, topic_id, message in items:
+            version, schema = enforced.get(topic_id, (None, None))
+            hint = message.schema_version
+            if hint == 0:
+                version, schema = None, None
+            elif hint is not None and hint != version:
+                named = self._contracts.compiled(topic_id, hint)
+                version, schema = (hint, named) if named is not None else (version, schema)
+            if version is None or schema is None:
+                if hint is not None:
+                    message = dataclasses.replace(message, schema_version=None)
+                kept.append((key, topic_id, message))
+                continue
+            data = orjson.loads(message.data)
+            if not schema.is_valid(data):
+                why = violation_reason(version, schema.violations(data, ""))
+                outcome.aside.append((key, Aside(why, VIOLATION)))
+                continue
+            if hint != version:
+                message = dataclasses.replace(message, schema_version=version)
+            kept.append((key, topic_id, message))
+        return kept
 
     def _ids(self, names: list[str]) -> dict[str, int]:
         """Ids of the named topics; a name the database refuses to look up names none."""

@@ -19,9 +19,12 @@ from anyio import CapacityLimiter
 from anyio.to_thread import run_sync
 
 from latam import metrics
-from latam.broker.base import Broker, DeadLetter
+from latam.broker.base import Broker, DeadLetter, letter_bytes
+from latam.contracts import Contracts
 from latam.domain import (
+    ATTR_TOPIC_ID,
     BUCKET_SECONDS,
+    RESERVED_ATTRIBUTES,
     OutboundMessage,
     Position,
     Topic,
@@ -35,14 +38,16 @@ from latam.domain import (
     validate_message_id,
     validate_topic_name,
 )
-from latam.errors import InvalidRequest, NotFound, StoreUnavailable
+from latam.errors import Conflict, InvalidRequest, NotFound, SchemaViolation, StoreUnavailable
 from latam.health import check_dependencies
 from latam.ingest import Ingest
+from latam.jsonschemas import MAX_VIOLATIONS
 from latam.storage.port import (
     Bucket,
     PageReader,
     PageRequest,
     RenderedPages,
+    SchemaVersion,
     Store,
     StoredMessage,
     TopicTotals,
@@ -62,6 +67,69 @@ def _too_many_buckets(bucket: str) -> InvalidRequest:
         "narrow since/until or pick a larger bucket",
         field="bucket",
     )
+
+
+# Dead letters a filtered listing walks per request, and a summary counts at most.
+LETTER_SCAN = 10_000
+SUMMARY_SCAN = 100_000
+
+
+def reason_name(reason: str) -> str:
+    """A dead letter's reason without its detail: ``max_attempts: …`` → ``max_attempts``."""
+    return reason.split(":", 1)[0].strip()
+
+
+def _weight(letters: Sequence[DeadLetter]) -> int:
+    return sum(letter_bytes(d.body, d.attributes) for d in letters)
+
+
+@dataclass(frozen=True, slots=True)
+class LetterFilter:
+    """Which dead letters: of a topic (by name), with a reason (its name, without the
+    detail), set aside in ``[since, until)``; each None matches every letter."""
+
+    topic: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.topic is None and self.reason is None and not (self.since or self.until)
+
+    def matches(self, letter: DeadLetter) -> bool:
+        return (
+            (self.topic is None or letter.topic == self.topic)
+            and (self.reason is None or reason_name(letter.reason) == self.reason)
+            and (self.since is None or letter.dead_lettered_at >= self.since)
+            and (self.until is None or letter.dead_lettered_at < self.until)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LetterPage:
+    """Dead letters and the cursor to go on from (None: nothing more to walk)."""
+
+    items: list[DeadLetter]
+    next_cursor: str | None
+
+
+@dataclass
+class LetterSummary:
+    """Dead letters counted by reason and by topic; ``complete`` False when the count
+    stopped at ``SUMMARY_SCAN`` letters."""
+
+    total: int = 0
+    scanned: int = 0
+    complete: bool = False
+    by_reason: dict[str, int] = field(default_factory=dict)
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+    def add(self, letter: DeadLetter) -> None:
+        self.total += 1
+        name = reason_name(letter.reason)
+        self.by_reason[name] = self.by_reason.get(name, 0) + 1
+        self.by_topic[letter.topic] = self.by_topic.get(letter.topic, 0) + 1
 
 
 Params = ParamSpec("Params")
@@ -119,8 +187,9 @@ class Service:
     _readiness: tuple[float, dict[str, str | None]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        self.contracts = Contracts(self.store)
         # The worker's ingest, for messages that reach the API (Pub/Sub push).
-        self.ingest = Ingest(self.store, self.max_message_bytes)
+        self.ingest = Ingest(self.store, self.max_message_bytes, self.contracts)
         self.page_reader: PageReader = self.pages or RenderedPages(self.store)
 
     async def in_store_thread(
@@ -151,10 +220,20 @@ class Service:
 
     # -- messages ---------------------------------------------------------------------
     def publish(
-        self, *, topic_id: int, items: Sequence[PublishItem], traceparent: str | None = None
+        self,
+        *,
+        topic_id: int,
+        items: Sequence[PublishItem],
+        traceparent: str | None = None,
+        batch: bool = True,
     ) -> list[str]:
-        """Validate and hand the messages to the broker; returns once they are durable."""
+        """Validate and hand the messages to the broker; returns once they are durable.
+
+        Data that fails the topic's schema refuses the whole request (``SchemaViolation``,
+        its errors at pointers into the request body: ``/messages/3/data/…`` for a
+        ``batch``, ``/data/…`` for one message)."""
         topic_name = self._topic_name(topic_id)
+        version = self._check_schema(topic_id, items, batch=batch)
         now = utcnow()
         outbound = [
             OutboundMessage(
@@ -165,12 +244,36 @@ class Service:
                 attributes=validate_attributes(item.attributes),
                 published_at=now,
                 traceparent=traceparent,
+                schema_version=version,
             )
             for item in items
         ]
         self.broker.publish(outbound)
         metrics.MESSAGES_PUBLISHED.labels(topic=topic_name).inc(len(outbound))
         return [message.message_id for message in outbound]
+
+    def _check_schema(
+        self, topic_id: int, items: Sequence[PublishItem], *, batch: bool
+    ) -> int | None:
+        """The schema version the items meet: 0 when the topic enforces none, None when
+        that is unknown (the store is down and it was never read: ingest checks them)."""
+        pointers = [f"/messages/{i}/data" if batch else "/data" for i in range(len(items))]
+        try:
+            checked = self.contracts.check(
+                topic_id, [(at, item.data) for at, item in zip(pointers, items, strict=True)]
+            )
+        except StoreUnavailable:
+            return None
+        if checked.failing:
+            shown = len(checked.violations)
+            raise SchemaViolation(
+                f"{checked.failing} of {len(items)} message(s) fail the topic's schema"
+                f" (version {checked.version}); nothing was published"
+                + (f"; the first {shown} errors are listed" if shown == MAX_VIOLATIONS else ""),
+                errors=[v.as_json() for v in checked.violations],
+                version=checked.version or 0,
+            )
+        return checked.version or 0
 
     def _topic_name(self, topic_id: int) -> str:
         """The topic's name from the store; the last one read while the store is down."""
@@ -255,6 +358,22 @@ class Service:
         # One copy of the array; a heavy page's (megabytes) off the event loop.
         return await run_sync(b"".join, parts) if heavy else b"".join(parts)
 
+    # -- data contracts ---------------------------------------------------------------
+    def put_schema(self, *, topic_id: int, schema: object, compatibility: str) -> SchemaVersion:
+        return self.contracts.put(topic_id, schema, compatibility)
+
+    def current_schema(self, *, topic_id: int) -> SchemaVersion:
+        return self.contracts.current(topic_id)
+
+    def schema_versions(self, *, topic_id: int) -> list[SchemaVersion]:
+        return self.store.schema_versions(topic_id)
+
+    def schema_version(self, *, topic_id: int, version: int) -> SchemaVersion:
+        return self.store.schema_version(topic_id, version)
+
+    def drop_schema(self, *, topic_id: int) -> None:
+        self.contracts.drop(topic_id)
+
     # -- analytics --------------------------------------------------------------------
     def topic_stats(
         self,
@@ -287,17 +406,121 @@ class Service:
         return self.store.all_stats()
 
     # -- dead letters -----------------------------------------------------------------
-    def list_dead_letters(self, *, limit: int, cursor: str | None = None) -> list[DeadLetter]:
-        """Oldest first: ``limit`` at most, cut after ``max_page_bytes`` as pages are."""
-        return self.broker.list_dead_letters(
-            limit=limit, after=cursor, max_bytes=self.max_page_bytes
-        )
+    def list_dead_letters(
+        self, *, limit: int, cursor: str | None = None, where: LetterFilter | None = None
+    ) -> LetterPage:
+        """Oldest first: ``limit`` at most, cut after ``max_page_bytes`` as pages are.
+
+        With a filter, the broker's letters are walked from ``cursor`` and only those that
+        match are kept; a request walks at most ``LETTER_SCAN`` of them, so a filter that
+        matches little answers a short (even empty) page with a cursor to go on from."""
+        if where is None or where.empty:
+            letters = self.broker.list_dead_letters(
+                limit=limit, after=cursor, max_bytes=self.max_page_bytes
+            )
+            full = len(letters) == limit or _weight(letters) >= self.max_page_bytes
+            return LetterPage(letters, letters[-1].id if letters and full else None)
+        kept: list[DeadLetter] = []
+        walked, after, weight = 0, cursor, 0
+        while walked < LETTER_SCAN:
+            page = self.broker.list_dead_letters(
+                limit=min(1000, LETTER_SCAN - walked), after=after, max_bytes=self.max_page_bytes
+            )
+            if not page:
+                return LetterPage(kept, None)
+            for letter in page:
+                walked += 1
+                after = letter.id
+                if where.matches(letter):
+                    kept.append(letter)
+                    weight += _weight([letter])
+                    if len(kept) == limit or weight >= self.max_page_bytes:
+                        return LetterPage(kept, after)
+        return LetterPage(kept, after)
+
+    def dead_letter_summary(self, *, where: LetterFilter | None = None) -> LetterSummary:
+        """Counts of dead letters by reason and by topic, over at most ``SUMMARY_SCAN``."""
+        summary = LetterSummary()
+        after: str | None = None
+        while summary.scanned < SUMMARY_SCAN:
+            page = self.broker.list_dead_letters(
+                limit=1000, after=after, max_bytes=self.max_page_bytes
+            )
+            if not page:
+                summary.complete = True
+                break
+            for letter in page:
+                summary.scanned += 1
+                if where is None or where.matches(letter):
+                    summary.add(letter)
+            after = page[-1].id
+        return summary
 
     def get_dead_letter(self, *, dead_letter_id: str) -> DeadLetter:
         return self.broker.get_dead_letter(dead_letter_id)
 
     def replay_dead_letters(self, *, ids: Sequence[str] | None = None) -> int:
         return self.broker.replay_dead_letters(ids)
+
+    def replay_corrected(
+        self,
+        *,
+        dead_letter_id: str,
+        data: Mapping[str, Any] | None,
+        attributes: Mapping[str, str] | None,
+    ) -> str:
+        """Publish a dead letter again with a corrected ``data`` and/or ``attributes``
+        (checked as a publish is: the topic's schema included, pointers at ``/data``),
+        under its topic and message id, then delete it. Returns the message id.
+
+        The corrected message is on the broker before the letter goes: a failure in
+        between leaves both, and replaying the letter again stores nothing twice."""
+        letter = self.broker.get_dead_letter(dead_letter_id)
+        topic_id = self._letter_topic(letter)
+        if data is None:
+            try:
+                data = orjson.loads(letter.body)
+            except orjson.JSONDecodeError:
+                data = None
+            if not isinstance(data, dict):
+                raise InvalidRequest(
+                    "the dead letter's body is not a JSON object: give a corrected data",
+                    field="data",
+                )
+        if attributes is None:
+            attributes = {
+                k: v for k, v in letter.attributes.items() if k not in RESERVED_ATTRIBUTES
+            }
+        item = PublishItem(data=data, attributes=attributes, id=letter.message_id or None)
+        version = self._check_schema(topic_id, [item], batch=False)
+        message = OutboundMessage(
+            topic=self._topic_name(topic_id),
+            topic_id=topic_id,
+            message_id=validate_message_id(item.id) if item.id else new_message_id(),
+            body=encode_data(data, max_bytes=self.max_message_bytes),
+            attributes=validate_attributes(attributes),
+            published_at=letter.published_at,
+            schema_version=version,
+        )
+        self.broker.publish([message])
+        self.broker.purge_dead_letters([dead_letter_id])
+        return message.message_id
+
+    def _letter_topic(self, letter: DeadLetter) -> int:
+        """The id of the topic a dead letter was for; Conflict when it does not exist."""
+        raw_id = letter.attributes.get(ATTR_TOPIC_ID, "")
+        if raw_id.isascii() and raw_id.isdigit():
+            try:
+                return self.store.get_topic(int(raw_id)).id
+            except NotFound:
+                pass
+        found = self.store.topic_ids([letter.topic]) if letter.topic else {}
+        if letter.topic not in found:
+            raise Conflict(
+                f"the dead letter's topic {letter.topic[:200]!r} does not exist;"
+                " create it, then replay"
+            )
+        return found[letter.topic]
 
     def purge_dead_letters(self, *, ids: Sequence[str] | None = None) -> int:
         return self.broker.purge_dead_letters(ids)

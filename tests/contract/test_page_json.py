@@ -56,10 +56,20 @@ def messages() -> list[NewMessage]:
         attributes = {"source": IDS[n % len(IDS)], "n": str(n)} if n % 2 else {}
         rows.append(
             NewMessage(
-                "json", f"{IDS[n % len(IDS)]}-{n}", BODIES[n % len(BODIES)], attributes, published
+                "json",
+                f"{IDS[n % len(IDS)]}-{n}",
+                BODIES[n % len(BODIES)],
+                attributes,
+                published,
+                schema_version=schema_version(n),
             )
         )
     return rows
+
+
+def schema_version(n: int) -> int | None:
+    """The schema version of message ``n``: some rows met one, the others none."""
+    return 3 if n % 3 == 1 else None
 
 
 @contextmanager
@@ -133,9 +143,15 @@ def test_every_reader_of_every_store_returns_the_same_bytes(tmp_path: Path) -> N
     first, *others = STORES
     for kind in others:
         assert by_store[kind] == by_store[first], f"{kind} pages differ from {first}'s"
-    # The first walk (limit 1, no window) holds every message, tricky ids included.
-    ids = [row["id"] for body in by_store[first][:40] for row in orjson.loads(body)["data"]]
-    assert ids == [m.message_id for m in messages()]
+    # The first walk (limit 1, no window) holds every message, tricky ids included, each
+    # with its schema version last (a number, or null).
+    first_walk = by_store[first][:40]
+    rows = [row for body in first_walk for row in orjson.loads(body)["data"]]
+    assert [row["id"] for row in rows] == [m.message_id for m in messages()]
+    assert [row["schema_version"] for row in rows] == [m.schema_version for m in messages()]
+    assert all(list(row)[-1] == "schema_version" for row in rows)
+    assert b'"schema_version":3}' in first_walk[1]
+    assert b'"schema_version":null}' in first_walk[0]
 
 
 def test_a_missing_topic_is_a_404_from_every_reader(tmp_path: Path) -> None:

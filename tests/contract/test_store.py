@@ -108,6 +108,24 @@ def test_content_round_trips_exactly(store: AnyStore) -> None:
     assert stored[0].ingested_at.tzinfo is not None
 
 
+def test_schema_version_round_trips(store: AnyStore) -> None:
+    """The schema version a message was validated against, or None, comes back on every
+    read of it."""
+    topic = store.create_topic("a")
+    store.write_messages(
+        [(topic.id, msg("a", "checked", schema_version=3)), (topic.id, msg("a", "free"))]
+    )
+    listed = store.list_messages(topic.id, limit=10)
+    paged, more = store.page_messages(topic.id, limit=10, max_bytes=1 << 20)
+    in_time = store.list_messages(topic.id, limit=10, since=datetime(1970, 1, 1, tzinfo=UTC))
+    for page in (listed, paged, in_time):
+        assert [(m.message_id, m.schema_version) for m in page] == [
+            ("checked", 3),
+            ("free", None),
+        ]
+    assert not more
+
+
 def test_paging_in_ingest_order_and_time_filters(store: AnyStore) -> None:
     topic = store.create_topic("a")
     base = datetime(2026, 5, 1, tzinfo=UTC)

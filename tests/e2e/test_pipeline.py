@@ -171,3 +171,85 @@ def test_compat_contract_round_trip(pipeline: tuple[httpx.Client, object]) -> No
     assert by_body.json() == {"id": topic_id, "nombre": name + "-3"}
     assert client.delete(f"/api/data/{topic_id}").status_code == 204
     assert client.get(f"/api/data/{topic_id}").status_code == 404
+
+
+CONTRACT = {
+    "type": "object",
+    "required": ["flight", "delay_min"],
+    "properties": {"flight": {"type": "string"}, "delay_min": {"type": "integer"}},
+}
+
+
+def test_data_contract_on_every_path(pipeline: tuple[httpx.Client, object]) -> None:
+    """A topic's schema holds at the door (422 with pointers, nothing published) and for
+    a direct producer (a ``schema_violation`` dead letter with the same pointers); what
+    meets it is stored with its version; a replay that still fails is set aside again."""
+    client, backend = pipeline
+    name = unique("contract-")
+    topic_id = create_topic(client, name)
+    put = client.put(f"/v1/topics/{topic_id}/schema", json={"schema": CONTRACT})
+    assert put.status_code == 200, put.text
+    url = f"/v1/topics/{topic_id}/messages"
+    refused = client.post(
+        url,
+        json={
+            "messages": [
+                {"id": "h-0", "data": {"flight": "LA800", "delay_min": 0}},
+                {"id": "h-1", "data": {"flight": "LA801", "delay_min": "12"}},
+            ]
+        },
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"] == [
+        {"pointer": "/messages/1/data/delay_min", "message": '"12" is not of type "integer"'}
+    ]
+    accepted = client.post(url, json={"id": "h-2", "data": {"flight": "LA802", "delay_min": 5}})
+    assert accepted.status_code == 202, accepted.text
+    publish = backend.publish_raw  # type: ignore[attr-defined]
+    publish(b'{"flight": "LA803", "delay_min": 7}', {"topic": name, "message_id": "d-1"})
+    publish(b'{"flight": 803, "delay_min": 7}', {"topic": name, "message_id": "d-2"})
+    stored = wait_for_count(client, topic_id, 2, timeout=60)
+    assert sorted((m["id"], m["schema_version"]) for m in stored) == [("d-1", 1), ("h-2", 1)]
+    [letter] = wait_for_dead_letters(client, name, 1)
+    assert letter["reason"] == "schema_violation"
+    assert letter["schema_version"] == 1
+    assert letter["message_id"] == "d-2"
+    assert letter["errors"] == [{"pointer": "/flight", "message": '803 is not of type "string"'}]
+    # Triage: filters and counts by topic and reason.
+    mine = {"topic": name, "reason": "schema_violation"}
+    listed = client.get("/v1/dead-letters", params=mine).json()["data"]
+    assert [d["message_id"] for d in listed] == ["d-2"]
+    assert client.get("/v1/dead-letters", params={**mine, "reason": "invalid_json"}).json() == {
+        "data": [],
+        "next_cursor": None,
+    }
+    summary = client.get("/v1/dead-letters/summary", params={"topic": name}).json()
+    assert summary == {
+        "total": 1,
+        "by_reason": {"schema_violation": 1},
+        "by_topic": {name: 1},
+        "complete": True,
+    }
+    # Replayed as it is, it fails again and is set aside again, never stored.
+    replay = client.post(f"/v1/dead-letters/{letter['id']}/replay")
+    assert replay.status_code == 200, replay.text
+    [again] = wait_for_dead_letters(client, name, 1)
+    assert again["reason"] == "schema_violation"
+    # A correction that still fails is refused with pointers, and changes nothing.
+    still = client.post(
+        f"/v1/dead-letters/{again['id']}/replay", json={"data": {"flight": 803, "delay_min": 7}}
+    )
+    assert still.status_code == 422, still.text
+    assert still.json()["errors"][0]["pointer"] == "/data/flight"
+    # Fixed and replayed: stored once, under its id, and the letter is gone.
+    fixed = client.post(
+        f"/v1/dead-letters/{again['id']}/replay", json={"data": {"flight": "LA804", "delay_min": 7}}
+    )
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json() == {"replayed": 1, "message_id": "d-2"}
+    stored = wait_for_count(client, topic_id, 3, timeout=60)
+    by_id = {m["id"]: m for m in stored}
+    assert sorted(by_id) == ["d-1", "d-2", "h-2"]
+    assert by_id["d-2"]["data"] == {"flight": "LA804", "delay_min": 7}
+    assert by_id["d-2"]["schema_version"] == 1
+    assert client.get("/v1/dead-letters", params={"topic": name}).json()["data"] == []

@@ -35,6 +35,8 @@ def test_every_command_has_help() -> None:
         ["worker"],
         ["migrate"],
         ["topics"],
+        ["schemas"],
+        ["schemas", "set"],
         ["dead-letters"],
         ["dead-letters", "replay"],
     ):
@@ -83,3 +85,41 @@ def test_topics_and_dead_letters_commands(tmp_path: Path) -> None:
     assert both.returncode == 2
     assert "--all" in both.stderr
     assert run("dead-letters", "purge", "--all", env=env).stdout.strip() == "purged 0"
+
+
+@SUBPROCESS
+def test_schemas_commands(tmp_path: Path) -> None:
+    env = {"LATAM_DATA_DIR": str(tmp_path)}
+    assert run("migrate", env=env).returncode == 0
+    assert run("topics", "create", "flights", env=env).returncode == 0
+    schema = tmp_path / "flights.json"
+    schema.write_text('{"type": "object", "required": ["flight"]}')
+    added = run("schemas", "set", "1", str(schema), env=env)
+    assert added.returncode == 0, added.stderr
+    assert '"version": 1' in added.stdout
+    stricter = tmp_path / "stricter.json"
+    stricter.write_text('{"type": "object", "required": ["flight", "gate"]}')
+    refused = run("schemas", "set", "1", str(stricter), env=env)
+    assert refused.returncode == 1
+    assert "new required field(s) gate" in refused.stderr
+    assert "--compatibility none" in refused.stderr
+    forced = run("schemas", "set", "1", str(stricter), "--compatibility", "none", env=env)
+    assert '"version": 2' in forced.stdout, forced.stderr
+    lines = run("schemas", "versions", "1", env=env).stdout.splitlines()
+    assert [line.count('"current":true') for line in lines] == [0, 1]
+    assert '"version": 1' in run("schemas", "show", "1", "--version", "1", env=env).stdout
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    bad_file = run("schemas", "set", "1", str(broken), env=env)
+    assert bad_file.returncode == 2
+    assert "FILE" in bad_file.stderr
+    assert "broken.json" in bad_file.stderr
+    invalid = tmp_path / "invalid.json"
+    invalid.write_text('{"type": "objekt"}')
+    assert "not valid JSON Schema" in run("schemas", "set", "1", str(invalid), env=env).stderr
+    assert run("schemas", "delete", "1", env=env).returncode == 0
+    missing = run("schemas", "show", "1", env=env)
+    assert missing.returncode == 1
+    assert "enforces no schema" in missing.stderr
+    assert "Traceback" not in missing.stderr + bad_file.stderr + refused.stderr
+    assert "does not exist" in run("schemas", "show", "7", env=env).stderr

@@ -10,7 +10,7 @@ import pytest
 
 from latam.domain import NewMessage, encode_cursor
 from latam.errors import Conflict, InvalidMessage, InvalidRequest, NotFound, StoreUnavailable
-from latam.service import MAX_BUCKETS, PublishItem, Service
+from latam.service import MAX_BUCKETS, LetterFilter, PublishItem, Service
 from tests.fakes import MemoryBroker, MemoryStore
 
 BASE = datetime(2026, 5, 1, tzinfo=UTC)
@@ -270,8 +270,8 @@ def test_dead_letters_pass_through_to_the_broker(service: Service) -> None:
     )
     broker = broker_of(service)
     broker.dead_letter(broker.pull(max_messages=10, timeout=1), reason="unknown_topic")
-    first = service.list_dead_letters(limit=2)
-    rest = service.list_dead_letters(limit=2, cursor=first[-1].id)
+    first = service.list_dead_letters(limit=2).items
+    rest = service.list_dead_letters(limit=2, cursor=first[-1].id).items
     assert [d.message_id for d in first + rest] == ["m-0", "m-1", "m-2"]
     assert service.get_dead_letter(dead_letter_id=first[0].id).reason == "unknown_topic"
     with pytest.raises(NotFound):
@@ -279,7 +279,35 @@ def test_dead_letters_pass_through_to_the_broker(service: Service) -> None:
     assert service.replay_dead_letters(ids=[first[0].id, "999"]) == 1
     assert broker.backlog().messages == 1
     assert service.purge_dead_letters() == 2
-    assert service.list_dead_letters(limit=10) == []
+    assert service.list_dead_letters(limit=10).items == []
+
+
+def test_dead_letter_filters_walk_a_bounded_number(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topics = [service.create_topic(name=n).id for n in ("a", "b")]
+    for n in range(12):
+        items = [PublishItem({"n": n}, {}, id=f"m-{n}")]
+        service.publish(topic_id=topics[n % 2], items=items)
+    broker = broker_of(service)
+    pulled = broker.pull(max_messages=20, timeout=1)
+    broker.dead_letter(pulled[:6], reason="max_attempts: store_unavailable")
+    broker.dead_letter(pulled[6:], reason="unknown_topic")
+    monkeypatch.setattr("latam.service.LETTER_SCAN", 4)
+    where = LetterFilter(topic="b", reason="max_attempts")
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):  # walks 4 letters per request: 3 requests, then the end
+        page = service.list_dead_letters(limit=100, cursor=cursor, where=where)
+        seen += [d.message_id for d in page.items]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert seen == ["m-1", "m-3", "m-5"]
+    summary = service.dead_letter_summary()
+    assert (summary.total, summary.complete) == (12, True)
+    assert summary.by_reason == {"max_attempts": 6, "unknown_topic": 6}
+    assert summary.by_topic == {"a": 6, "b": 6}
+    assert service.dead_letter_summary(where=LetterFilter(topic="a")).total == 6
 
 
 def test_readiness_names_what_is_down(service: Service) -> None:

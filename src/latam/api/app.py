@@ -11,7 +11,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import Lifespan
 
 from latam import __version__
-from latam.api import compat, dead_letters, health, messages, problems, pubsub_push, stats, topics
+from latam.api import (
+    compat,
+    contracts,
+    dead_letters,
+    health,
+    messages,
+    problems,
+    pubsub_push,
+    stats,
+    topics,
+)
 from latam.api.deps import RefuseRepeatOffenders
 from latam.api.middleware import RequestMiddleware
 from latam.api.ratelimit import RateLimiter
@@ -69,7 +79,7 @@ def create_app(
     app.state.failed_auth_limiter = RateLimiter(
         rate=settings.failed_auth_per_second, burst=settings.failed_auth_burst
     )
-    for router in (topics, messages, stats, dead_letters, compat, health):
+    for router in (topics, contracts, messages, stats, dead_letters, compat, health):
         app.include_router(router.router)
     if not settings.metrics_port:
         app.include_router(health.metrics_router)

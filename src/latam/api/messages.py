@@ -42,22 +42,24 @@ PUBLISH_BODY = {
 }
 
 
-def parse_publish_body(raw: bytes) -> list[PublishItem]:
-    """One message or ``{"messages": [...]}``; errors name the offending fields."""
+def parse_publish_body(raw: bytes) -> tuple[list[PublishItem], bool]:
+    """One message or ``{"messages": [...]}`` (a batch: True); errors name the
+    offending fields."""
     try:
         payload: Any = loads_exact(raw)
     except ValueError as exc:
         raise RequestValidationError(
             [{"loc": ("body",), "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]
         ) from exc
+    batch = isinstance(payload, dict) and "messages" in payload
     try:
-        if isinstance(payload, dict) and "messages" in payload:
+        if batch:
             items = BatchIn.model_validate(payload).messages
         else:
             items = [MessageIn.model_validate(payload)]
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from exc
-    return [PublishItem(data=m.data, attributes=m.attributes, id=m.id) for m in items]
+    return [PublishItem(data=m.data, attributes=m.attributes, id=m.id) for m in items], batch
 
 
 @router.post(
@@ -69,7 +71,7 @@ def parse_publish_body(raw: bytes) -> list[PublishItem]:
 )
 async def publish(topic_id: TopicId, request: Request, service: ServiceDep) -> Response:
     """Publish one message or a batch (1-1000). 202 means durably on the broker."""
-    items = parse_publish_body(await request.body())
+    items, batch = parse_publish_body(await request.body())
     with tracing.tracer.start_as_current_span("latam.publish") as span:
         span.set_attribute("messaging.batch.message_count", len(items))
         ids = await run_in_threadpool(
@@ -77,6 +79,7 @@ async def publish(topic_id: TopicId, request: Request, service: ServiceDep) -> R
             topic_id=topic_id,
             items=items,
             traceparent=tracing.current_traceparent(),
+            batch=batch,
         )
     return OrjsonResponse({"message_ids": ids}, status_code=status.HTTP_202_ACCEPTED)
 

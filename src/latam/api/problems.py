@@ -12,11 +12,13 @@ from starlette.responses import JSONResponse, Response
 
 from latam.errors import (
     Conflict,
+    IncompatibleSchema,
     InvalidRequest,
     LatamError,
     NotFound,
     PermanentError,
     SchemaNotCurrent,
+    SchemaViolation,
     StoreRejected,
     TransientError,
 )
@@ -121,8 +123,19 @@ async def _on_latam(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, LatamError)  # nosec B101 - narrows the type; the handler is registered for exactly this class
     if isinstance(exc, NotFound):
         return problem(404, exc.detail)
+    if isinstance(exc, IncompatibleSchema):
+        reasons = [{"message": why} for why in exc.problems]
+        return problem(409, exc.detail, slug="incompatible-schema", errors=reasons)
     if isinstance(exc, Conflict):
         return problem(409, exc.detail)
+    if isinstance(exc, SchemaViolation):
+        return problem(
+            422,
+            exc.detail,
+            slug="schema-violation",
+            errors=list(exc.errors),
+            extra={"schema_version": exc.version},
+        )
     if isinstance(exc, InvalidRequest):
         errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
         return problem(422, exc.detail, slug="validation-error", errors=errors)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from latam.broker.base import DeadLetter
 from latam.domain import isoformat
+from latam.jsonschemas import VIOLATION, parse_violation
 from latam.storage.port import message_json
 
 __all__ = ["OrjsonResponse", "dead_letter_json", "message_json"]
@@ -35,6 +36,9 @@ def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
         "data": None,
         "body_base64": None,
     }
+    if (violation := parse_violation(letter.reason)) is not None:
+        body["reason"] = VIOLATION
+        body["schema_version"], body["errors"] = violation
     try:
         body["data"] = orjson.loads(letter.body)
     except orjson.JSONDecodeError:

@@ -55,6 +55,11 @@ class MessageOut(BaseModel):
     attributes: dict[str, str]
     published_at: datetime
     ingested_at: datetime
+    schema_version: int | None = Field(
+        None,
+        description="The version of the topic's JSON Schema the data was validated against;"
+        " null when the topic enforced none.",
+    )
 
 
 class MessageList(BaseModel):
@@ -77,6 +82,14 @@ class DeadLetterOut(BaseModel):
     attributes: dict[str, str]
     data: Any | None = Field(None, description="The body when it is valid JSON.")
     body_base64: str | None = Field(None, description="The raw body when it is not JSON.")
+    schema_version: int | None = Field(
+        None, description="For a `schema_violation`: the version of the schema it failed."
+    )
+    errors: list[dict[str, str]] | None = Field(
+        None,
+        description="For a `schema_violation`: each failure as `{pointer, message}`, the"
+        " pointer (RFC 6901) into the message's data.",
+    )
 
 
 class DeadLetterList(BaseModel):
@@ -88,8 +101,25 @@ class ReplayIn(Strict):
     ids: list[str] | None = Field(None, description="Dead letters to act on; all when absent.")
 
 
+class CorrectedIn(Strict):
+    data: dict[str, Any] | None = Field(
+        None, description="The corrected message data (any JSON object); else the letter's."
+    )
+    attributes: dict[str, str] | None = Field(
+        None, description="The corrected user attributes; else the letter's."
+    )
+
+
 class Replayed(BaseModel):
     replayed: int
+    message_id: str | None = Field(None, description="The id a corrected message went under.")
+
+
+class DeadLetterSummary(BaseModel):
+    total: int
+    by_reason: dict[str, int]
+    by_topic: dict[str, int]
+    complete: bool = Field(description="False when the count stopped at 100,000 letters.")
 
 
 class Purged(BaseModel):

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import click
 
-from latam.cli import canary, dead_letters, keys, processes, publish, pubsub, rollups, topics
+from latam.cli import (
+    canary,
+    dead_letters,
+    keys,
+    processes,
+    publish,
+    pubsub,
+    rollups,
+    schemas,
+    topics,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,6 +37,7 @@ for command in (
     processes.worker,
     processes.migrate,
     topics.topics,
+    schemas.schemas,
     dead_letters.dead_letters,
     publish.publish,
     keys.keys,

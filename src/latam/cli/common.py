@@ -47,7 +47,14 @@ def run_guarded(action: Any, *args: Any, **kwargs: Any) -> Any:
     except ConfigError as exc:
         fail(str(exc))
     except LatamError as exc:
-        fail(exc.detail, code=1)
+        fail(exc.detail + "".join(f"\n  - {line}" for line in _details(exc)), code=1)
+
+
+def _details(exc: Exception) -> list[str]:
+    """What a refusal lists: a schema violation's failures, an incompatibility's reasons."""
+    errors = getattr(exc, "errors", None) or []
+    problems = getattr(exc, "problems", None) or []
+    return [f"{e['pointer'] or '/'}: {e['message']}" for e in errors] + list(problems)
 
 
 host_option = click.option("--host", help="Address to bind (LATAM_HOST; default 127.0.0.1).")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import orjson
 
@@ -16,9 +18,16 @@ def dead_letters() -> None:
 @dead_letters.command("list")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--after", help="Only dead letters after this id (paging).")
-def dead_letters_list(limit: int, after: str | None) -> None:
+@click.option("--topic", help="Only this topic's (by name).")
+@click.option("--reason", help="Only this reason (its name: schema_violation, max_attempts …).")
+def dead_letters_list(limit: int, after: str | None, topic: str | None, reason: str | None) -> None:
     """Print dead letters as JSON lines: id, topic, message_id, reason, attempts."""
-    for letter in run_guarded(build_service().list_dead_letters, limit=limit, cursor=after):
+    from latam.service import LetterFilter
+
+    service = build_service()
+    where = LetterFilter(topic=topic, reason=reason)
+    page = run_guarded(service.list_dead_letters, limit=limit, cursor=after, where=where)
+    for letter in page.items:
         row = {
             "id": letter.id,
             "topic": letter.topic,
@@ -48,10 +57,30 @@ def _ids_or_all(ids: tuple[str, ...], all_: bool, verb: str) -> list[str] | None
 @dead_letters.command("replay")
 @click.argument("ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
-def dead_letters_replay(ids: tuple[str, ...], all_: bool) -> None:
+@click.option(
+    "--data",
+    "data_file",
+    type=click.File("rb"),
+    help="Fix and replay one letter: its corrected data, a JSON object in FILE ('-': stdin).",
+)
+def dead_letters_replay(ids: tuple[str, ...], all_: bool, data_file: Any) -> None:
     """Send dead letters IDS (or --all) back to the broker for another try."""
     chosen = _ids_or_all(ids, all_, "replay")
-    click.echo(f"replayed {run_guarded(build_service().replay_dead_letters, ids=chosen)}")
+    if data_file is None:
+        click.echo(f"replayed {run_guarded(build_service().replay_dead_letters, ids=chosen)}")
+        return
+    if chosen is None or len(chosen) != 1:
+        fail("replay --data: give exactly one dead-letter ID")
+    try:
+        data = orjson.loads(data_file.read())
+    except orjson.JSONDecodeError as exc:
+        fail(f"--data: {data_file.name} is not valid JSON ({exc})")
+    if not isinstance(data, dict):
+        fail(f"--data: {data_file.name} must hold a JSON object")
+    message_id = run_guarded(
+        build_service().replay_corrected, dead_letter_id=chosen[0], data=data, attributes=None
+    )
+    click.echo(f"replayed 1 as message {message_id}")
 
 
 @dead_letters.command("purge")

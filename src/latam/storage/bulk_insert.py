@@ -31,6 +31,7 @@ COLUMNS = (
     "size_bytes",
     "published_at",
     "ingested_at",
+    "schema_version",
 )
 EMPTY_ATTRIBUTES = "{}"
 
@@ -78,6 +79,7 @@ class BulkInsert:
                 len(m.data.encode()),
                 when(m.published_at),
                 ingested,
+                m.schema_version,
             )
             for m in batch
         ]
@@ -95,9 +97,10 @@ class BulkInsert:
 # arrays go in binary (``%b``): text arrays would be escaped element by element.
 PG_UNNEST = (
     "INSERT INTO messages (topic_id, message_id, data, attributes, size_bytes, published_at,"
-    " ingested_at) SELECT %(topic_id)s, m, d, a, s, p, %(ingested_at)s FROM unnest("
-    "%(ids)b::text[], %(data)b::text[], %(attributes)b::text[], %(sizes)b::integer[],"
-    " %(published)b::timestamptz[]) WITH ORDINALITY AS u(m, d, a, s, p, n) ORDER BY n"
+    " ingested_at, schema_version) SELECT %(topic_id)s, m, d, a, s, p, %(ingested_at)s, v"
+    " FROM unnest(%(ids)b::text[], %(data)b::text[], %(attributes)b::text[],"
+    " %(sizes)b::integer[], %(published)b::timestamptz[], %(versions)b::integer[])"
+    " WITH ORDINALITY AS u(m, d, a, s, p, v, n) ORDER BY n"
     " ON CONFLICT (topic_id, message_id) DO NOTHING RETURNING message_id"
 )
 
@@ -122,5 +125,6 @@ def insert_returning(
         ],
         "sizes": [len(m.data.encode()) for m in batch],
         "published": [m.published_at for m in batch],
+        "versions": [m.schema_version for m in batch],
     }
     return set(conn.exec_driver_sql(PG_UNNEST, values).scalars())

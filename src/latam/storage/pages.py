@@ -57,8 +57,8 @@ CUT = (
     " WHERE running - row_bytes < :budget ORDER BY {order}"
 )
 ROWS = (
-    "SELECT seq, message_id, data, attributes, published_at, ingested_at FROM messages"
-    " WHERE seq IN ({marks})"
+    "SELECT seq, message_id, data, attributes, published_at, ingested_at, schema_version"
+    " FROM messages WHERE seq IN ({marks})"
 )
 TOPIC = "SELECT 1 FROM topics WHERE id = ?"
 
@@ -154,10 +154,11 @@ def _array(rows: list[tuple[Any, ...]]) -> bytes:
     ids = b"".join([row[1] for row in rows])
     plain = b'"' not in ids and b"\\" not in ids
     parts: list[bytes] = []
-    for _, m, d, a, p, i in rows:
+    for _, m, d, a, p, i, v in rows:
         parts += (b',{"id":"', m, b'","data":') if plain else (b',{"id":', _quoted(m), b',"data":')
         parts += (d, b',"attributes":', a, b',"published_at":"', p[:10], b"T", p[11:])
-        parts += (b'Z","ingested_at":"', i[:10], b"T", i[11:], b'Z"}')
+        parts += (b'Z","ingested_at":"', i[:10], b"T", i[11:], b'Z","schema_version":')
+        parts += (b"null}" if v is None else b"%d}" % v,)
     if not parts:
         return b"[]"
     parts[0] = b"[" + parts[0][1:]

@@ -26,6 +26,21 @@ class StoredMessage:
     attributes: str
     published_at: datetime
     ingested_at: datetime
+    # The topic's schema version ``data`` was validated against; None: no schema.
+    schema_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """One version of a topic's data contract: the JSON Schema as compact text, and
+    whether it is the one the topic enforces now."""
+
+    topic_id: int
+    version: int
+    schema: str
+    compatibility: str
+    created_at: datetime
+    current: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +129,29 @@ class Store(Protocol):
         ...
 
     def all_stats(self) -> list[TopicTotals]: ...
+    def add_schema(
+        self, topic_id: int, *, version: int, schema: str, compatibility: str
+    ) -> SchemaVersion:
+        """Store ``version`` (the latest plus one) and enforce it; Conflict when another
+        writer added that version first, NotFound for no topic."""
+        ...
+
+    def drop_schema(self, topic_id: int) -> None:
+        """Stop enforcing the topic's schema (its versions are kept); NotFound for no topic."""
+        ...
+
+    def schema_versions(self, topic_id: int) -> list[SchemaVersion]:
+        """Every version of the topic's schema, oldest first; NotFound for no topic."""
+        ...
+
+    def schema_version(self, topic_id: int, version: int) -> SchemaVersion:
+        """One version; NotFound when the topic or the version does not exist."""
+        ...
+
+    def enforced_schemas(self, topic_ids: Sequence[int]) -> dict[int, SchemaVersion]:
+        """The schema each of these topics enforces; topics without one are left out."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -177,6 +215,7 @@ def message_json(message: StoredMessage) -> dict[str, Any]:
         "attributes": orjson.Fragment(message.attributes),
         "published_at": isoformat(message.published_at),
         "ingested_at": isoformat(message.ingested_at),
+        "schema_version": message.schema_version,
     }
 
 

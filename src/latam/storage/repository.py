@@ -25,8 +25,8 @@ from latam.storage.dialects import (
     within_bytes,
 )
 from latam.storage.migrate import current_revision, describe, schema_problem
-from latam.storage.port import Bucket, StoredMessage, TopicTotals, WriteResult
-from latam.storage.schema import messages, topics
+from latam.storage.port import Bucket, SchemaVersion, StoredMessage, TopicTotals, WriteResult
+from latam.storage.schema import messages, topic_schemas, topics
 from latam.storage.schema import rollups as rollups_table
 from latam.storage.stats import all_totals, topic_buckets
 
@@ -38,6 +38,7 @@ PAGE_COLUMNS = (
     messages.c.attributes,
     messages.c.published_at,
     messages.c.ingested_at,
+    messages.c.schema_version,
 )
 log = logging.getLogger("latam")
 
@@ -139,6 +140,7 @@ class SqlStore:
         with self._errors(), self.engine.begin() as conn:
             conn.execute(delete(messages).where(messages.c.topic_id == topic_id))
             conn.execute(delete(rollups_table).where(rollups_table.c.topic_id == topic_id))
+            conn.execute(delete(topic_schemas).where(topic_schemas.c.topic_id == topic_id))
             if conn.execute(delete(topics).where(topics.c.id == topic_id)).rowcount == 0:
                 raise NotFound(f"topic {topic_id} does not exist")
 
@@ -218,7 +220,7 @@ class SqlStore:
         continues."""
         query = self._page_query(PAGE_COLUMNS, topic_id, limit, after_seq, since, until, after_time)
         with self._errors(), self._reads.connect() as conn:
-            return [StoredMessage(*row[:6]) for row in conn.execute(query)]
+            return [StoredMessage(*row[:7]) for row in conn.execute(query)]
 
     def page_messages(
         self,
@@ -242,7 +244,7 @@ class SqlStore:
         query = within_bytes(probe.subquery(), PAGE_COLUMNS, max_bytes, in_time=in_time)
         with self._errors(), self._reads.connect() as conn:
             rows = conn.execute(query).all()
-        shown = [StoredMessage(*row[:6]) for row in rows[:limit]]
+        shown = [StoredMessage(*row[:7]) for row in rows[:limit]]
         probed = int(rows[0][-1]) if rows else 0
         return shown, probed > len(shown)
 
@@ -312,5 +314,83 @@ class SqlStore:
             self._rollups_complete = rollups.build_left(self.engine) is None
         return self._rollups_complete
 
+    # -- data contracts -----------------------------------------------------------------
+    def add_schema(
+        self, topic_id: int, *, version: int, schema: str, compatibility: str
+    ) -> SchemaVersion:
+        now = utcnow()
+        row = {
+            "topic_id": topic_id,
+            "version": version,
+            "schema": schema,
+            "compatibility": compatibility,
+            "created_at": now,
+        }
+        enforce = update(topics).where(topics.c.id == topic_id).values(schema_version=version)
+        conflict = self._errors(conflict=f"version {version} was added meanwhile; try again")
+        with conflict, self.engine.begin() as conn:
+            # The topic row first: a missing topic is a 404 (not a foreign-key error), and
+            # its lock orders concurrent writers; the primary key refuses a second one.
+            if conn.execute(enforce).rowcount == 0:
+                raise NotFound(f"topic {topic_id} does not exist")
+            conn.execute(topic_schemas.insert().values(row))
+        return SchemaVersion(topic_id, version, schema, compatibility, now, current=True)
+
+    def drop_schema(self, topic_id: int) -> None:
+        stop = update(topics).where(topics.c.id == topic_id).values(schema_version=None)
+        with self._errors(), self.engine.begin() as conn:
+            if conn.execute(stop).rowcount == 0:
+                raise NotFound(f"topic {topic_id} does not exist")
+
+    def schema_versions(self, topic_id: int) -> list[SchemaVersion]:
+        query = self._schemas().where(topics.c.id == topic_id).order_by(topic_schemas.c.version)
+        with self._errors(), self._reads.connect() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            self.get_topic(topic_id)
+        return [_schema_version(row) for row in rows]
+
+    def schema_version(self, topic_id: int, version: int) -> SchemaVersion:
+        query = self._schemas().where(
+            topic_schemas.c.topic_id == topic_id, topic_schemas.c.version == version
+        )
+        with self._errors(), self._reads.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            self.get_topic(topic_id)
+            raise NotFound(f"topic {topic_id} has no schema version {version}")
+        return _schema_version(row)
+
+    def enforced_schemas(self, topic_ids: Sequence[int]) -> dict[int, SchemaVersion]:
+        if not topic_ids:
+            return {}
+        query = self._schemas().where(
+            topics.c.id.in_(set(topic_ids)), topic_schemas.c.version == topics.c.schema_version
+        )
+        with self._errors(), self._reads.connect() as conn:
+            return {row.topic_id: _schema_version(row) for row in conn.execute(query)}
+
+    @staticmethod
+    def _schemas() -> Select[Any]:
+        return select(
+            topic_schemas.c.topic_id,
+            topic_schemas.c.version,
+            topic_schemas.c.schema,
+            topic_schemas.c.compatibility,
+            topic_schemas.c.created_at,
+            topics.c.schema_version,
+        ).join(topics, topics.c.id == topic_schemas.c.topic_id)
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _schema_version(row: Any) -> SchemaVersion:
+    return SchemaVersion(
+        topic_id=row.topic_id,
+        version=row.version,
+        schema=row.schema,
+        compatibility=row.compatibility,
+        created_at=row.created_at,
+        current=row.schema_version == row.version,
+    )

@@ -85,6 +85,8 @@ topics = Table(
     Column("name", String(200), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # The data contract enforced on the topic: a version in ``topic_schemas``, or None.
+    Column("schema_version", Integer, nullable=True),
     UniqueConstraint("name"),
     **TABLE_OPTIONS,
 )
@@ -102,6 +104,8 @@ messages = Table(
     Column("size_bytes", Integer, nullable=False),
     Column("published_at", UTCDateTime(), nullable=False),
     Column("ingested_at", UTCDateTime(), nullable=False),
+    # The topic's schema version the data was validated against; None: no contract.
+    Column("schema_version", Integer, nullable=True),
     UniqueConstraint("topic_id", "message_id"),
     Index(None, "topic_id", "seq"),
     # Time-window pages walk (published_at, seq) from any position; stats group by time.
@@ -143,6 +147,26 @@ rollup_build = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("horizon_seq", BigInteger, nullable=False),
     Column("built_to_seq", BigInteger, nullable=False),
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
+# Data contracts: every JSON Schema a topic has had, by version (1, 2, …); never changed
+# once written, so a stored message's ``schema_version`` always names the schema it met.
+topic_schemas = Table(
+    "topic_schemas",
+    metadata,
+    Column(
+        "topic_id",
+        BigId,
+        ForeignKey("topics.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("schema", JsonText, nullable=False),  # the JSON Schema as compact text
+    Column("compatibility", String(16), nullable=False),  # backward | none
+    Column("created_at", UTCDateTime(), nullable=False),
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",
 )

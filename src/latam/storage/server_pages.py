@@ -39,7 +39,7 @@ PG_ROW = (
     """ || to_char(m.published_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
     """ || '","ingested_at":"'"""
     """ || to_char(m.ingested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-    """ || '"}'"""
+    """ || '","schema_version":' || coalesce(CAST(m.schema_version AS text), 'null') || '}'"""
 )
 PG_ARRAY = (
     "'[' || coalesce(string_agg({row}, ',' ORDER BY {order}) FILTER (WHERE m.kept), '') || ']'"
@@ -51,7 +51,11 @@ MYSQL_ROW = (
     """CONCAT('{"id":"', REPLACE(REPLACE(m.message_id, {bs}, CONCAT({bs}, {bs})), '"',"""
     """ CONCAT({bs}, '"')), '","data":', m.data, ',"attributes":', m.attributes,"""
     """ ',"published_at":"', DATE_FORMAT(m.published_at, '%Y-%m-%dT%H:%i:%s.%fZ'),"""
-    """ '","ingested_at":"', DATE_FORMAT(m.ingested_at, '%Y-%m-%dT%H:%i:%s.%fZ'), '"}')"""
+    """ '","ingested_at":"', DATE_FORMAT(m.ingested_at, '%Y-%m-%dT%H:%i:%s.%fZ'),"""
+    # COALESCE of the integer and a literal takes the literal's (coercible) collation,
+    # so it mixes with the utf8mb4_bin columns; a CAST AS CHAR would be implicit, in the
+    # connection's collation.
+    """ '","schema_version":', COALESCE(m.schema_version, 'null'), '}')"""
 ).replace("{bs}", MYSQL_BACKSLASH)
 MYSQL_ARRAY = "CONCAT('[', COALESCE(GROUP_CONCAT({row} ORDER BY {order} SEPARATOR ','), ''), ']')"
 # GROUP_CONCAT stops silently at group_concat_max_len: a page at least that long may be
@@ -70,7 +74,7 @@ SELECT {array}, COUNT(*), COUNT(*) FILTER (WHERE m.kept),
   (array_agg(m.published_at ORDER BY {desc}) FILTER (WHERE m.kept))[1], {exists}
 FROM (
   SELECT *, n <= :limit AND before_row < :budget AS kept FROM (
-    SELECT seq, message_id, data, attributes, published_at, ingested_at,
+    SELECT seq, message_id, data, attributes, published_at, ingested_at, schema_version,
       ROW_NUMBER() OVER w AS n,
       SUM(size_bytes + length(attributes)) OVER w - size_bytes - length(attributes) AS before_row
     FROM messages WHERE topic_id = :topic{where}
