@@ -332,7 +332,7 @@ class MemoryStore:
         topic = self.get_topic(topic_id)
         with self._lock:
             self._unique(name, keep=topic_id)
-            renamed = Topic(topic_id, name, topic.created_at, utcnow())
+            renamed = Topic(topic_id, name, topic.created_at, utcnow(), topic.retention_seconds)
             self._topics[topic_id] = renamed
         return renamed
 
@@ -366,7 +366,7 @@ class MemoryStore:
                     attributes,
                     m.published_at,
                     now,
-                    m.schema_version,
+                    m.schema_version or None,
                 )
                 self._messages[topic_id, m.message_id] = _Stored(
                     topic_id, row, len(m.data.encode())
@@ -481,6 +481,34 @@ class MemoryStore:
             first, last = (min(times), max(times)) if times else (None, None)
             totals.append(TopicTotals(topic.id, topic.name, len(rows), size, first, last))
         return totals
+
+    def set_retention(self, topic_id: int, seconds: int | None) -> Topic:
+        topic = self.get_topic(topic_id)
+        with self._lock:
+            changed = Topic(topic.id, topic.name, topic.created_at, utcnow(), seconds)
+            self._topics[topic_id] = changed
+        return changed
+
+    def retained_topics(self) -> dict[int, int]:
+        self._check()
+        with self._lock:
+            return {
+                t.id: t.retention_seconds
+                for t in self._topics.values()
+                if t.retention_seconds is not None
+            }
+
+    def expire(self, topic_id: int, *, before: datetime, limit: int) -> int:
+        self._check()
+        with self._lock:
+            old = sorted(
+                (s.message.published_at, s.message.seq, key)
+                for key, s in self._messages.items()
+                if key[0] == topic_id and s.message.published_at < before
+            )[:limit]
+            for _, _, key in old:
+                del self._messages[key]
+        return len(old)
 
     def add_schema(
         self, topic_id: int, *, version: int, schema: str, compatibility: str

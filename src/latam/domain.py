@@ -84,6 +84,8 @@ class Topic:
     name: str
     created_at: datetime
     updated_at: datetime
+    # Messages published longer ago than this are deleted (None: kept forever).
+    retention_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +133,24 @@ class NewMessage:
     # Set when the producer named the topic by id (latam's own producers do).
     topic_id: int | None = None
     # From the wire, the schema version latam's API validated ``data`` against at publish
-    # (0: the topic enforced none); once ingest checked it, the version it met (None: none).
+    # (0: the topic enforced none); once ingest checked it, the version it met (None or 0:
+    # none, stored as NULL).
     schema_version: int | None = None
+
+
+MIN_RETENTION_SECONDS = 60
+MAX_RETENTION_SECONDS = 100 * 366 * 86_400  # a century
+
+
+def validate_retention(seconds: int | None) -> int | None:
+    """A retention is a whole number of seconds from a minute to a century, or None."""
+    if seconds is not None and not MIN_RETENTION_SECONDS <= seconds <= MAX_RETENTION_SECONDS:
+        raise InvalidRequest(
+            f"retention_seconds must be {MIN_RETENTION_SECONDS}-{MAX_RETENTION_SECONDS}"
+            " or null (keep forever)",
+            field="retention_seconds",
+        )
+    return seconds
 
 
 def validate_topic_name(name: str) -> str:

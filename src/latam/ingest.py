@@ -142,8 +142,8 @@ class Ingest:
         refuses data already accepted. Any other message is checked against the version
         the topic enforces."""
         enforced = self._contracts.enforced(sorted({topic_id for _, topic_id, _ in items}))
-        if not enforced and not any(m.schema_version is not None for _, _, m in items):
-            return items
+        if not enforced and not any(m.schema_version for _, _, m in items):
+            return items  # stored without a version (0 and None both mean none)
         kept: list[tuple[K, int, NewMessage]] = []
         for key, topic_id, message in items:
             version, schema = enforced.get(topic_id, (None, None))
@@ -154,7 +154,7 @@ class Ingest:
                 named = self._contracts.compiled(topic_id, hint)
                 version, schema = (hint, named) if named is not None else (version, schema)
             if version is None or schema is None:
-                if hint is not None:
+                if hint:
                     message = dataclasses.replace(message, schema_version=None)
                 kept.append((key, topic_id, message))
                 continue

@@ -66,6 +66,11 @@ MESSAGES_RECEIVED = Counter("latam_messages_received", "Deliveries the worker re
 MESSAGES_STORED = Counter(
     "latam_messages_stored", "Messages newly written to the store.", ["topic"]
 )
+RETENTION_DELETED = Counter(
+    "latam_retention_deleted",
+    "Messages deleted because their topic's retention expired.",
+    ["topic"],
+)
 MESSAGES_DUPLICATES = Counter(
     "latam_messages_duplicates",
     "Deliveries skipped because the message id was already stored.",

@@ -36,12 +36,14 @@ from latam.domain import (
     utcnow,
     validate_attributes,
     validate_message_id,
+    validate_retention,
     validate_topic_name,
 )
 from latam.errors import Conflict, InvalidRequest, NotFound, SchemaViolation, StoreUnavailable
 from latam.health import check_dependencies
 from latam.ingest import Ingest
 from latam.jsonschemas import MAX_VIOLATIONS
+from latam.retention import Retention
 from latam.storage.port import (
     Bucket,
     PageReader,
@@ -214,6 +216,15 @@ class Service:
 
     def rename_topic(self, *, topic_id: int, name: str) -> Topic:
         return self.store.rename_topic(topic_id, validate_topic_name(name))
+
+    def set_retention(self, *, topic_id: int, seconds: int | None) -> Topic:
+        """Keep the topic's messages ``seconds`` after publication (None: forever); the
+        workers delete what is older within ``LATAM_RETENTION_INTERVAL_SECONDS``."""
+        return self.store.set_retention(topic_id, validate_retention(seconds))
+
+    def expire_now(self) -> int:
+        """One retention pass over every topic now (``latam retention``)."""
+        return Retention(self.store).run_once()
 
     def delete_topic(self, *, topic_id: int) -> None:
         self.store.delete_topic(topic_id)

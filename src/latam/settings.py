@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     worker_max_wait_seconds: float = Field(0.05, ge=0, description="Wait to fill a batch (s).")
     shutdown_timeout_seconds: float = Field(20.0, gt=0, description="Bound on graceful exit (s).")
     worker_metrics_port: int = Field(9464, ge=0, le=65535, description="0 disables it.")
+    retention_interval_seconds: float = Field(
+        60.0, ge=0, description="How often workers delete expired messages (s); 0: never."
+    )
 
     # Embedded SQLite: FULL fsyncs each commit so an accepted message survives power loss.
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL"

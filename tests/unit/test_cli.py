@@ -123,3 +123,22 @@ def test_schemas_commands(tmp_path: Path) -> None:
     assert "enforces no schema" in missing.stderr
     assert "Traceback" not in missing.stderr + bad_file.stderr + refused.stderr
     assert "does not exist" in run("schemas", "show", "7", env=env).stderr
+
+
+@SUBPROCESS
+def test_retention_commands(tmp_path: Path) -> None:
+    env = {"LATAM_DATA_DIR": str(tmp_path)}
+    assert run("migrate", env=env).returncode == 0
+    assert run("topics", "create", "flights", env=env).returncode == 0
+    kept = run("topics", "retention", "1", "2592000", env=env)
+    assert kept.stdout.strip() == '{"id":1,"retention_seconds":2592000}', kept.stderr
+    assert '"retention_seconds":null' in run("topics", "retention", "1", "forever", env=env).stdout
+    bad = run("topics", "retention", "1", "a month", env=env)
+    assert bad.returncode == 2
+    assert "SECONDS" in bad.stderr
+    small = run("topics", "retention", "1", "5", env=env)
+    assert small.returncode == 1
+    assert "retention_seconds must be" in small.stderr
+    assert run("topics", "retention", "9", "60", env=env).returncode == 1
+    expired = run("topics", "expire", env=env)
+    assert expired.stdout.strip() == "deleted 0 expired messages", expired.stderr

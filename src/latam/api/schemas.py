@@ -7,15 +7,38 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from latam.domain import MAX_MESSAGE_ID, MAX_TOPIC_NAME
+from latam.domain import (
+    MAX_MESSAGE_ID,
+    MAX_RETENTION_SECONDS,
+    MAX_TOPIC_NAME,
+    MIN_RETENTION_SECONDS,
+)
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+RETENTION = Field(
+    None,
+    ge=MIN_RETENTION_SECONDS,
+    le=MAX_RETENTION_SECONDS,
+    description="Messages published longer ago than this many seconds are deleted (in"
+    " batches, by the workers, within LATAM_RETENTION_INTERVAL_SECONDS); null keeps them.",
+    examples=[2_592_000],
+)
+
+
 class TopicIn(Strict):
     name: str = Field(min_length=1, max_length=MAX_TOPIC_NAME, examples=["flights"])
+    retention_seconds: int | None = RETENTION
+
+
+class TopicUpdate(Strict):
+    """A rename, a retention, or both; a field left out is unchanged."""
+
+    name: str | None = Field(None, min_length=1, max_length=MAX_TOPIC_NAME)
+    retention_seconds: int | None = RETENTION
 
 
 class TopicOut(BaseModel):
@@ -23,6 +46,7 @@ class TopicOut(BaseModel):
     name: str
     created_at: datetime
     updated_at: datetime
+    retention_seconds: int | None = None
 
 
 class TopicList(BaseModel):

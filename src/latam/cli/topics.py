@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import orjson
 
-from latam.cli.common import build_service, run_guarded
+from latam.cli.common import build_service, fail, run_guarded
 
 
 @click.group()
@@ -37,6 +37,29 @@ def topics_rename(topic_id: int, name: str) -> None:
     """Rename topic TOPIC_ID to NAME."""
     topic = run_guarded(build_service().rename_topic, topic_id=topic_id, name=name)
     click.echo(orjson.dumps({"id": topic.id, "name": topic.name}).decode())
+
+
+@topics.command("retention")
+@click.argument("topic_id", type=int)
+@click.argument("seconds", metavar="SECONDS|forever")
+def topics_retention(topic_id: int, seconds: str) -> None:
+    """Keep TOPIC_ID's messages SECONDS after publication ('forever': never delete)."""
+    if seconds == "forever":
+        kept = None
+    elif seconds.isdigit():
+        kept = int(seconds)
+    else:
+        fail(f"SECONDS: {seconds!r} is not a whole number of seconds or 'forever'")
+    topic = run_guarded(build_service().set_retention, topic_id=topic_id, seconds=kept)
+    click.echo(
+        orjson.dumps({"id": topic.id, "retention_seconds": topic.retention_seconds}).decode()
+    )
+
+
+@topics.command("expire")
+def topics_expire() -> None:
+    """Delete now the messages of every topic past its retention (workers do it too)."""
+    click.echo(f"deleted {run_guarded(build_service().expire_now)} expired messages")
 
 
 @topics.command("delete")

@@ -24,6 +24,7 @@ def run_worker(settings: Settings) -> None:
     """Consume until SIGTERM/SIGINT; exit within ``shutdown_timeout_seconds``."""
     from latam import tracing
     from latam.bootstrap import build_broker, build_store, delivery_policy
+    from latam.retention import Retention
     from latam.storage.repository import SqlStore
     from latam.worker import Worker
 
@@ -56,6 +57,13 @@ def run_worker(settings: Settings) -> None:
             target=exit_with_parent, args=(int(parent), on_signal), daemon=True
         ).start()
     threading.Thread(target=worker.refresh_gauges_forever, daemon=True).start()
+    if settings.retention_interval_seconds > 0:
+        retention = Retention(worker.store)
+        threading.Thread(
+            target=retention.run_forever,
+            args=(worker.stop, settings.retention_interval_seconds),
+            daemon=True,
+        ).start()
     if isinstance(worker.store, SqlStore):  # rows stored before the rollups existed
         threading.Thread(
             target=worker.store.build_rollups, args=(worker.stop,), daemon=True

@@ -79,7 +79,7 @@ class BulkInsert:
                 len(m.data.encode()),
                 when(m.published_at),
                 ingested,
-                m.schema_version,
+                m.schema_version or None,  # 0: checked, no schema enforced
             )
             for m in batch
         ]
@@ -125,6 +125,6 @@ def insert_returning(
         ],
         "sizes": [len(m.data.encode()) for m in batch],
         "published": [m.published_at for m in batch],
-        "versions": [m.schema_version for m in batch],
+        "versions": [m.schema_version or None for m in batch],
     }
     return set(conn.exec_driver_sql(PG_UNNEST, values).scalars())

@@ -129,6 +129,19 @@ class Store(Protocol):
         ...
 
     def all_stats(self) -> list[TopicTotals]: ...
+    def set_retention(self, topic_id: int, seconds: int | None) -> Topic:
+        """Keep the topic's messages ``seconds`` after publication (None: forever)."""
+        ...
+
+    def retained_topics(self) -> dict[int, int]:
+        """The retention in seconds of every topic that has one."""
+        ...
+
+    def expire(self, topic_id: int, *, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the topic's oldest messages published before
+        ``before`` (its stats kept exact); how many it deleted."""
+        ...
+
     def add_schema(
         self, topic_id: int, *, version: int, schema: str, compatibility: str
     ) -> SchemaVersion:

@@ -19,6 +19,7 @@ from latam.storage import rollups
 from latam.storage.bulk_insert import BulkInsert, insert_returning, returns_inserted
 from latam.storage.dialects import (
     SEQ_INDEX,
+    TIME_INDEX,
     in_time_order,
     through,
     translate_errors,
@@ -42,11 +43,17 @@ PAGE_COLUMNS = (
 )
 log = logging.getLogger("latam")
 
-TOPIC_COLUMNS = (topics.c.id, topics.c.name, topics.c.created_at, topics.c.updated_at)
+TOPIC_COLUMNS = (
+    topics.c.id,
+    topics.c.name,
+    topics.c.created_at,
+    topics.c.updated_at,
+    topics.c.retention_seconds,
+)
 
 
 def _topic(row: Any) -> Topic:
-    return Topic(id=row.id, name=row.name, created_at=row.created_at, updated_at=row.updated_at)
+    return Topic(row.id, row.name, row.created_at, row.updated_at, row.retention_seconds)
 
 
 def _take_turns(conn: Connection, topic_ids: list[int]) -> None:
@@ -135,6 +142,53 @@ class SqlStore:
             if conn.execute(stmt).rowcount == 0:
                 raise NotFound(f"topic {topic_id} does not exist")
         return self.get_topic(topic_id)
+
+    def set_retention(self, topic_id: int, seconds: int | None) -> Topic:
+        now = utcnow()
+        stmt = (
+            update(topics)
+            .where(topics.c.id == topic_id)
+            .values(retention_seconds=seconds, updated_at=now)
+        )
+        with self._errors(), self.engine.begin() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                raise NotFound(f"topic {topic_id} does not exist")
+        return self.get_topic(topic_id)
+
+    def retained_topics(self) -> dict[int, int]:
+        query = select(topics.c.id, topics.c.retention_seconds).where(
+            topics.c.retention_seconds.is_not(None)
+        )
+        with self._errors(), self._reads.connect() as conn:
+            return {row.id: int(row.retention_seconds) for row in conn.execute(query)}
+
+    def expire(self, topic_id: int, *, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the topic's oldest messages published before
+        ``before``, their rollups kept exact, in one transaction; how many it deleted."""
+        victims = (
+            select(messages.c.seq, messages.c.published_at, messages.c.size_bytes)
+            .where(messages.c.topic_id == topic_id, messages.c.published_at < before)
+            .order_by(messages.c.published_at, messages.c.seq)
+            .limit(limit)
+        )
+        with self._errors(), self.engine.begin() as conn:
+            _take_turns(conn, [topic_id])
+            if conn.dialect.name == "sqlite":
+                # Take the write lock before reading: a transaction that reads first
+                # cannot write once another process has committed (SQLITE_BUSY_SNAPSHOT).
+                touch = topics.c.retention_seconds
+                conn.execute(update(topics).where(topics.c.id == topic_id).values({touch: touch}))
+            rows = conn.execute(through(victims, TIME_INDEX)).all()
+            if not rows:
+                return 0
+            seqs = [row.seq for row in rows]
+            gone = conn.execute(delete(messages).where(messages.c.seq.in_(seqs))).rowcount
+            if gone != len(seqs):
+                # Another process deleted some of them meanwhile: its transaction
+                # counted them; this one must not count them again.
+                raise StoreUnavailable("messages expired concurrently; expiring again")
+            rollups.remove(conn, topic_id, [(row.published_at, row.size_bytes) for row in rows])
+        return len(rows)
 
     def delete_topic(self, topic_id: int) -> None:
         with self._errors(), self.engine.begin() as conn:

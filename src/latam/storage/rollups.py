@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, func, select, update
+from sqlalchemy import Connection, Engine, Insert, bindparam, delete, func, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from latam.domain import BUCKET_SECONDS, NewMessage
@@ -158,6 +158,70 @@ def _write(conn: Connection, topic_id: int, figures: dict[Key, Figures]) -> None
 def add(conn: Connection, topic_id: int, inserted: Iterable[NewMessage]) -> None:
     """Count rows the caller's transaction inserted (sizes as ``size_bytes`` stores them)."""
     _write(conn, topic_id, tally((m.published_at, len(m.data.encode())) for m in inserted))
+
+
+def remove(conn: Connection, topic_id: int, deleted: Iterable[tuple[datetime, int]]) -> None:
+    """Take rows the caller's transaction deleted, as ``(published_at, size_bytes)``,
+    out of the topic's rollups: counts and bytes go down, a bucket left empty goes, and a
+    bucket left with rows gets its first and last publish times again from those rows
+    (retention deletes the oldest rows, so that is at most one bucket per width, read as
+    one range of the ``published_at`` index)."""
+    figures = tally(deleted)
+    if not figures:
+        return
+    where = (
+        rollups.c.topic_id == topic_id,
+        rollups.c.width == bindparam("w"),
+        rollups.c.bucket_start == bindparam("s"),
+    )
+    less = update(rollups).where(*where)
+    less = less.values(
+        message_count=rollups.c.message_count - bindparam("c"),
+        byte_count=rollups.c.byte_count - bindparam("b"),
+    )
+    conn.execute(
+        less,
+        [{"w": w, "s": start, "c": fig[0], "b": fig[1]} for (w, start), fig in figures.items()],
+    )
+    conn.execute(
+        delete(rollups).where(rollups.c.topic_id == topic_id, rollups.c.message_count <= 0)
+    )
+    for width in WIDTHS:
+        starts = [start for w, start in figures if w == width]
+        left = select(rollups.c.bucket_start).where(
+            rollups.c.topic_id == topic_id,
+            rollups.c.width == width,
+            rollups.c.bucket_start.between(min(starts), max(starts)),
+        )
+        for start in conn.execute(left).scalars().all():
+            _narrow(conn, topic_id, width, int(start))
+
+
+def _narrow(conn: Connection, topic_id: int, width: int, start: int) -> None:
+    """Set a bucket's first and last publish times from its rows."""
+    lo = from_micros(start * 1_000_000)
+    span = select(func.min(messages.c.published_at), func.max(messages.c.published_at)).where(
+        messages.c.topic_id == topic_id,
+        messages.c.published_at >= lo,
+        messages.c.published_at < lo + timedelta(seconds=width),
+    )
+    first, last = conn.execute(through(span, TIME_INDEX)).one()
+    if first is None:
+        return
+    conn.execute(
+        update(rollups)
+        .where(
+            rollups.c.topic_id == topic_id,
+            rollups.c.width == width,
+            rollups.c.bucket_start == start,
+        )
+        .values(first_published=micros(_aware(first)), last_published=micros(_aware(last)))
+    )
+
+
+def _aware(at: datetime) -> datetime:
+    """An aggregate of a typed column comes back as the column's type on most drivers."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 # -- the build of rows stored before the rollups existed -------------------------------

@@ -87,6 +87,8 @@ topics = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     # The data contract enforced on the topic: a version in ``topic_schemas``, or None.
     Column("schema_version", Integer, nullable=True),
+    # Messages published longer ago than this many seconds are deleted; None keeps them.
+    Column("retention_seconds", BigInteger, nullable=True),
     UniqueConstraint("name"),
     **TABLE_OPTIONS,
 )

@@ -1,9 +1,11 @@
-"""Data contracts: JSON Schemas per topic, by version, and the version each message met.
+"""Data contracts: JSON Schemas per topic, by version, the version each message met, and
+the topic's retention.
 
 ``topic_schemas`` keeps every version a topic has had; ``topics.schema_version`` names the
 one enforced (null: none), ``messages.schema_version`` the one a message was validated
-against. Both new columns are nullable and without a default, so adding them changes no
-stored row: instant on PostgreSQL, MySQL 8, MariaDB 10.3+ and SQLite, at any table size.
+against; ``topics.retention_seconds`` how long its messages are kept (null: forever). The
+new columns are nullable and without a default, so adding them changes no stored row:
+instant on PostgreSQL, MySQL 8, MariaDB 10.3+ and SQLite, at any table size.
 
 Revision ID: 0008
 Revises: 0007
@@ -42,6 +44,7 @@ def upgrade() -> None:
         mysql_collate="utf8mb4_bin",
     )
     op.add_column("topics", sa.Column("schema_version", sa.Integer, nullable=True))
+    op.add_column("topics", sa.Column("retention_seconds", sa.BigInteger, nullable=True))
     op.add_column("messages", sa.Column("schema_version", sa.Integer, nullable=True))
 
 
@@ -49,5 +52,6 @@ def downgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("schema_version")
     with op.batch_alter_table("topics") as batch:
+        batch.drop_column("retention_seconds")
         batch.drop_column("schema_version")
     op.drop_table("topic_schemas")
