@@ -111,6 +111,7 @@ def test_triage_fix_and_replay(served: tuple[httpx.Client, Path, LatamProcess]) 
     records = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
     actions = [(r["action"], r["key_id"]) for r in records if "action" in r]
     # The key from LATAM_BOOTSTRAP_API_KEY is known by the id "bootstrap".
-    assert actions.count(("corrected and replayed", "bootstrap")) == 2
-    assert actions.count(("replayed", "bootstrap")) == 1
+    assert actions.count(("dead letter corrected and replayed", "bootstrap")) == 2
+    assert actions.count(("dead letters replayed", "bootstrap")) == 1
+    assert actions.count(("schema set", "bootstrap")) == 1
     assert TOKEN not in log

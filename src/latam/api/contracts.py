@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from latam.api.deps import ServiceDep, TopicId, authorize
+from latam.api.deps import ServiceDep, TopicId, audit, authorize
 from latam.api.problems import documented
 from latam.api.render import OrjsonResponse
 from latam.domain import isoformat
@@ -63,7 +63,9 @@ def schema_json(found: SchemaVersion) -> dict[str, Any]:
 
 
 @router.put("/{topic_id}/schema", response_model=SchemaOut, responses=documented(404, 409, 422))
-def put_schema(topic_id: TopicId, body: SchemaIn, service: ServiceDep) -> Response:
+def put_schema(
+    topic_id: TopicId, body: SchemaIn, request: Request, service: ServiceDep
+) -> Response:
     """Add a version of the topic's schema and enforce it from now on (in every API and
     worker process within a second). Publishing data that fails it is then a 422, and a
     direct producer's message that fails it a `schema_violation` dead letter. The same
@@ -71,6 +73,7 @@ def put_schema(topic_id: TopicId, body: SchemaIn, service: ServiceDep) -> Respon
     found = service.put_schema(
         topic_id=topic_id, schema=body.document, compatibility=body.compatibility
     )
+    audit(request, "schema set", topic_id=topic_id, version=found.version)
     return OrjsonResponse(schema_json(found))
 
 
@@ -97,7 +100,8 @@ def get_version(topic_id: TopicId, version: Version, service: ServiceDep) -> Res
 @router.delete(
     "/{topic_id}/schema", status_code=status.HTTP_204_NO_CONTENT, responses=documented(404)
 )
-def delete_schema(topic_id: TopicId, service: ServiceDep) -> Response:
+def delete_schema(topic_id: TopicId, request: Request, service: ServiceDep) -> Response:
     """Stop enforcing a schema. Its versions are kept; stored messages are unchanged."""
     service.drop_schema(topic_id=topic_id)
+    audit(request, "schema dropped", topic_id=topic_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

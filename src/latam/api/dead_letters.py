@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from latam.api.deps import ServiceDep, as_utc, authorize
+from latam.api.deps import ServiceDep, as_utc, audit, authorize
 from latam.api.problems import documented
 from latam.api.render import OrjsonResponse, dead_letter_json
 from latam.api.schemas import (
@@ -25,19 +24,11 @@ from latam.domain import MAX_TOPIC_NAME
 from latam.errors import InvalidRequest
 from latam.service import LetterFilter
 
-log = logging.getLogger(__name__)
-
 router = APIRouter(
     prefix="/v1/dead-letters",
     tags=["dead letters"],
     dependencies=[Depends(authorize("admin", "admin"))],
 )
-
-
-def _acted(request: Request, action: str, **fields: object) -> None:
-    """Every change to the dead letters is logged with the key that made it."""
-    key_id = getattr(request.state, "api_key", None)
-    log.info("dead letters %s", action, extra={"action": action, "key_id": key_id, **fields})
 
 
 def _where(
@@ -126,7 +117,7 @@ def replay_dead_letters(
     """Send dead letters back to the broker (all of them when no ids are given)."""
     ids = body.ids if body else None
     replayed = service.replay_dead_letters(ids=ids)
-    _acted(request, "replayed", ids=ids, count=replayed)
+    audit(request, "dead letters replayed", ids=ids, count=replayed)
     return Replayed(replayed=replayed)
 
 
@@ -148,12 +139,14 @@ def replay_dead_letter(
     if body is None or (body.data is None and body.attributes is None):
         service.get_dead_letter(dead_letter_id=dead_letter_id)
         replayed = service.replay_dead_letters(ids=[dead_letter_id])
-        _acted(request, "replayed", ids=[dead_letter_id], count=replayed)
+        audit(request, "dead letters replayed", ids=[dead_letter_id], count=replayed)
         return Replayed(replayed=replayed)
     message_id = service.replay_corrected(
         dead_letter_id=dead_letter_id, data=body.data, attributes=body.attributes
     )
-    _acted(request, "corrected and replayed", ids=[dead_letter_id], message_id=message_id)
+    audit(
+        request, "dead letter corrected and replayed", ids=[dead_letter_id], message_id=message_id
+    )
     return Replayed(replayed=1, message_id=message_id)
 
 
@@ -161,7 +154,7 @@ def replay_dead_letter(
 def purge_dead_letter(dead_letter_id: str, request: Request, service: ServiceDep) -> Purged:
     service.get_dead_letter(dead_letter_id=dead_letter_id)
     purged = service.purge_dead_letters(ids=[dead_letter_id])
-    _acted(request, "purged", ids=[dead_letter_id], count=purged)
+    audit(request, "dead letters purged", ids=[dead_letter_id], count=purged)
     return Purged(purged=purged)
 
 
@@ -172,5 +165,5 @@ def purge_dead_letters(
     """Delete dead letters for good (all of them when no ids are given)."""
     ids = body.ids if body else None
     purged = service.purge_dead_letters(ids=ids)
-    _acted(request, "purged", ids=ids, count=purged)
+    audit(request, "dead letters purged", ids=ids, count=purged)
     return Purged(purged=purged)

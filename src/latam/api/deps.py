@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from latam.api.problems import problem
 from latam.api.ratelimit import RateLimiter
 from latam.keys import ApiKey, KeyVerifier
 from latam.service import Service
+
+audit_log = logging.getLogger("latam.audit")
 
 
 # Dependencies are async: FastAPI runs a sync one in the thread pool, a hop per request.
@@ -184,3 +187,10 @@ def _bearer(scope: Scope) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if scheme.lower() == "bearer" else None
     return None
+
+
+def audit(request: Request, action: str, **fields: object) -> None:
+    """Log a change an API client made, with the id of the key that made it (None with
+    authentication off), as ``action`` and ``key_id`` fields of the log line."""
+    key_id = getattr(request.state, "api_key", None)
+    audit_log.info("%s", action, extra={"action": action, "key_id": key_id, **fields})
