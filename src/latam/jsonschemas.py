@@ -89,10 +89,9 @@ def compile_schema(document: object) -> Schema:
         raise InvalidRequest("schema must be a JSON object (or a boolean)", field="schema")
     try:
         text = orjson.dumps(document).decode()
-    except TypeError as exc:
-        raise InvalidRequest(
-            "schema holds a number JSON cannot carry exactly", field="schema"
-        ) from exc
+    except TypeError as exc:  # orjson: nested too deeply, or an integer past 64 bits
+        why = "it is nested too deeply" if "Recursion" in str(exc) else str(exc)
+        raise InvalidRequest(f"schema cannot be stored as JSON: {why}", field="schema") from exc
     if len(text) > MAX_SCHEMA_BYTES:
         raise InvalidRequest(f"schema is larger than {MAX_SCHEMA_BYTES} bytes", field="schema")
     if isinstance(document, dict):

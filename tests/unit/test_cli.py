@@ -37,6 +37,8 @@ def test_every_command_has_help() -> None:
         ["topics"],
         ["schemas"],
         ["schemas", "set"],
+        ["retention"],
+        ["topics", "retention"],
         ["dead-letters"],
         ["dead-letters", "replay"],
     ):
@@ -140,5 +142,5 @@ def test_retention_commands(tmp_path: Path) -> None:
     assert small.returncode == 1
     assert "retention_seconds must be" in small.stderr
     assert run("topics", "retention", "9", "60", env=env).returncode == 1
-    expired = run("topics", "expire", env=env)
+    expired = run("retention", env=env)
     assert expired.stdout.strip() == "deleted 0 expired messages", expired.stderr

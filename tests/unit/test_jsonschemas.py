@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pytest
@@ -104,6 +105,8 @@ def test_looser_or_equal_versions_are_compatible(new: object) -> None:
         ({"$schema": "http://json-schema.org/draft-04/schema#"}, "draft 2020-12"),
         ({"$ref": "https://example.com/schema.json"}, "Retrieval is disabled"),
         ({"description": "x" * 70_000}, "larger than"),
+        ({"const": 2**70}, "cannot be stored as JSON"),
+        (functools.reduce(lambda inner, _: {"not": inner}, range(400), {}), "nested too deeply"),
     ],
 )
 def test_invalid_schemas_are_named(document: object, words: str) -> None:

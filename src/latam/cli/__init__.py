@@ -37,6 +37,7 @@ for command in (
     processes.worker,
     processes.migrate,
     topics.topics,
+    topics.retention,
     schemas.schemas,
     dead_letters.dead_letters,
     publish.publish,

@@ -56,15 +56,15 @@ def topics_retention(topic_id: int, seconds: str) -> None:
     )
 
 
-@topics.command("expire")
-def topics_expire() -> None:
-    """Delete now the messages of every topic past its retention (workers do it too)."""
-    click.echo(f"deleted {run_guarded(build_service().expire_now)} expired messages")
-
-
 @topics.command("delete")
 @click.argument("topic_id", type=int)
 def topics_delete(topic_id: int) -> None:
     """Delete topic TOPIC_ID and its stored messages."""
     run_guarded(build_service().delete_topic, topic_id=topic_id)
     click.echo(f"deleted topic {topic_id}")
+
+
+@click.command("retention")
+def retention() -> None:
+    """Delete now the messages of every topic past its retention (workers do it too)."""
+    click.echo(f"deleted {run_guarded(build_service().expire_now)} expired messages")
