@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,20 +129,21 @@ class Contracts:
         with self._lock:
             self._enforced.pop(topic_id, None)
 
-    def check(self, topic_id: int, items: Sequence[tuple[str, object]]) -> Checked:
-        """``items`` (``(pointer, data)`` pairs) against the schema ``topic_id`` enforces."""
+    def check(self, topic_id: int, items: Sequence[object], at: Callable[[int], str]) -> Checked:
+        """``items`` (message data) against the schema ``topic_id`` enforces; the
+        failures of item ``i`` are at pointers under ``at(i)``."""
         found = self.enforced([topic_id]).get(topic_id)
         if found is None:
             return Checked(None)
         version, schema = found
         checked = Checked(version)
-        for at, data in items:
+        for i, data in enumerate(items):
             if _is_valid(schema, data):
                 continue
             checked.failing += 1
             room = MAX_VIOLATIONS - len(checked.violations)
             if room > 0:
-                checked.violations.extend(schema.violations(_plain(data), at, room))
+                checked.violations.extend(schema.violations(_plain(data), at(i), room))
         return checked
 
     # -- managing ----------------------------------------------------------------------

@@ -268,10 +268,11 @@ class Service:
     ) -> int | None:
         """The schema version the items meet: 0 when the topic enforces none, None when
         that is unknown (the store is down and it was never read: ingest checks them)."""
-        pointers = [f"/messages/{i}/data" if batch else "/data" for i in range(len(items))]
         try:
             checked = self.contracts.check(
-                topic_id, [(at, item.data) for at, item in zip(pointers, items, strict=True)]
+                topic_id,
+                [item.data for item in items],
+                (lambda i: f"/messages/{i}/data") if batch else (lambda _: "/data"),
             )
         except StoreUnavailable:
             return None
