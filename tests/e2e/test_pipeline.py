@@ -95,10 +95,14 @@ def test_one_worker_stores_in_publish_order(tmp_path: Path) -> None:
     assert [m["id"] for m in stored] == ids
 
 
-def test_poison_goes_to_dead_letters_and_replays(
-    pipeline: tuple[httpx.Client, object],
-) -> None:
+def test_dead_letters_contracts_and_replays(pipeline: tuple[httpx.Client, object]) -> None:
+    """Both on one server per back-end (a server start is most of each one's cost)."""
     client, backend = pipeline
+    poison_goes_to_dead_letters_and_replays(client, backend)
+    data_contract_on_every_path(client, backend)
+
+
+def poison_goes_to_dead_letters_and_replays(client: httpx.Client, backend: object) -> None:
     ghost = unique("ghost-")
     backend.publish_raw(b'{"lost": false}', {"topic": ghost, "message_id": "g-1"})  # type: ignore[attr-defined]
     backend.publish_raw(b"not json at all", {"topic": ghost})  # type: ignore[attr-defined]
@@ -180,11 +184,10 @@ CONTRACT = {
 }
 
 
-def test_data_contract_on_every_path(pipeline: tuple[httpx.Client, object]) -> None:
+def data_contract_on_every_path(client: httpx.Client, backend: object) -> None:
     """A topic's schema holds at the door (422 with pointers, nothing published) and for
     a direct producer (a ``schema_violation`` dead letter with the same pointers); what
     meets it is stored with its version; a replay that still fails is set aside again."""
-    client, backend = pipeline
     name = unique("contract-")
     topic_id = create_topic(client, name)
     put = client.put(f"/v1/topics/{topic_id}/schema", json={"schema": CONTRACT})

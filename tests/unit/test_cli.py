@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,58 +90,76 @@ def test_topics_and_dead_letters_commands(tmp_path: Path) -> None:
     assert run("dead-letters", "purge", "--all", env=env).stdout.strip() == "purged 0"
 
 
-@SUBPROCESS
+class Ran:
+    """What ``in_process`` ran: the fields of a ``subprocess.CompletedProcess`` used here."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def in_process(*args: str, env: dict[str, str]) -> Ran:
+    """``latam ARGS`` in this process (a subprocess costs a second of imports each),
+    with only ``env`` of the LATAM_* variables set."""
+    cleared: dict[str, str | None] = {k: None for k in os.environ if k.startswith("LATAM_")}
+    result = CliRunner(env={**cleared, **env}).invoke(main, list(args))
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
 def test_schemas_commands(tmp_path: Path) -> None:
     env = {"LATAM_DATA_DIR": str(tmp_path)}
-    assert run("migrate", env=env).returncode == 0
-    assert run("topics", "create", "flights", env=env).returncode == 0
+    assert in_process("migrate", env=env).returncode == 0
+    assert in_process("topics", "create", "flights", env=env).returncode == 0
     schema = tmp_path / "flights.json"
     schema.write_text('{"type": "object", "required": ["flight"]}')
-    added = run("schemas", "set", "1", str(schema), env=env)
+    added = in_process("schemas", "set", "1", str(schema), env=env)
     assert added.returncode == 0, added.stderr
     assert '"version": 1' in added.stdout
     stricter = tmp_path / "stricter.json"
     stricter.write_text('{"type": "object", "required": ["flight", "gate"]}')
-    refused = run("schemas", "set", "1", str(stricter), env=env)
+    refused = in_process("schemas", "set", "1", str(stricter), env=env)
     assert refused.returncode == 1
     assert "new required field(s) gate" in refused.stderr
     assert "--compatibility none" in refused.stderr
-    forced = run("schemas", "set", "1", str(stricter), "--compatibility", "none", env=env)
+    forced = in_process("schemas", "set", "1", str(stricter), "--compatibility", "none", env=env)
     assert '"version": 2' in forced.stdout, forced.stderr
-    lines = run("schemas", "versions", "1", env=env).stdout.splitlines()
+    lines = in_process("schemas", "versions", "1", env=env).stdout.splitlines()
     assert [line.count('"current":true') for line in lines] == [0, 1]
-    assert '"version": 1' in run("schemas", "show", "1", "--version", "1", env=env).stdout
+    assert '"version": 1' in in_process("schemas", "show", "1", "--version", "1", env=env).stdout
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    bad_file = run("schemas", "set", "1", str(broken), env=env)
+    bad_file = in_process("schemas", "set", "1", str(broken), env=env)
     assert bad_file.returncode == 2
     assert "FILE" in bad_file.stderr
     assert "broken.json" in bad_file.stderr
     invalid = tmp_path / "invalid.json"
     invalid.write_text('{"type": "objekt"}')
-    assert "not valid JSON Schema" in run("schemas", "set", "1", str(invalid), env=env).stderr
-    assert run("schemas", "delete", "1", env=env).returncode == 0
-    missing = run("schemas", "show", "1", env=env)
+    assert (
+        "not valid JSON Schema" in in_process("schemas", "set", "1", str(invalid), env=env).stderr
+    )
+    assert in_process("schemas", "delete", "1", env=env).returncode == 0
+    missing = in_process("schemas", "show", "1", env=env)
     assert missing.returncode == 1
     assert "enforces no schema" in missing.stderr
     assert "Traceback" not in missing.stderr + bad_file.stderr + refused.stderr
-    assert "does not exist" in run("schemas", "show", "7", env=env).stderr
+    assert "does not exist" in in_process("schemas", "show", "7", env=env).stderr
 
 
-@SUBPROCESS
 def test_retention_commands(tmp_path: Path) -> None:
     env = {"LATAM_DATA_DIR": str(tmp_path)}
-    assert run("migrate", env=env).returncode == 0
-    assert run("topics", "create", "flights", env=env).returncode == 0
-    kept = run("topics", "retention", "1", "2592000", env=env)
+    assert in_process("migrate", env=env).returncode == 0
+    assert in_process("topics", "create", "flights", env=env).returncode == 0
+    kept = in_process("topics", "retention", "1", "2592000", env=env)
     assert kept.stdout.strip() == '{"id":1,"retention_seconds":2592000}', kept.stderr
-    assert '"retention_seconds":null' in run("topics", "retention", "1", "forever", env=env).stdout
-    bad = run("topics", "retention", "1", "a month", env=env)
+    assert (
+        '"retention_seconds":null'
+        in in_process("topics", "retention", "1", "forever", env=env).stdout
+    )
+    bad = in_process("topics", "retention", "1", "a month", env=env)
     assert bad.returncode == 2
     assert "SECONDS" in bad.stderr
-    small = run("topics", "retention", "1", "5", env=env)
+    small = in_process("topics", "retention", "1", "5", env=env)
     assert small.returncode == 1
     assert "retention_seconds must be" in small.stderr
-    assert run("topics", "retention", "9", "60", env=env).returncode == 1
-    expired = run("retention", env=env)
+    assert in_process("topics", "retention", "9", "60", env=env).returncode == 1
+    expired = in_process("retention", env=env)
     assert expired.stdout.strip() == "deleted 0 expired messages", expired.stderr
