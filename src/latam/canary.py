@@ -38,6 +38,9 @@ log = logging.getLogger("latam")
 # ``published_at``, may differ from the canary's by up to this much.
 CLOCK_SKEW = timedelta(seconds=120)
 POLL_SECONDS = 0.1
+# The topic the canary creates keeps its marked messages a day (every worker deletes
+# older ones), so a canary running every 30 s for a year stores 2,880 rows, not a million.
+RETENTION_SECONDS = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +52,8 @@ class Round:
 
 class Canary:
     """Rounds against topic ``topic`` of one API, through ``client`` (its base URL and
-    key); the topic is created when missing, and looked up again when it disappears."""
+    key); the topic is created when missing (with ``RETENTION_SECONDS``), and looked up
+    again when it disappears."""
 
     def __init__(
         self,
@@ -87,7 +91,9 @@ class Canary:
         body = {"messages": [{"id": message_id, "data": data}]}
         with _failing_as("publish_failed"):
             if self.path is None:  # the client's timeout bounds each of these requests
-                topic_id = http_topic_id(self.client, self.topic, create=True)
+                topic_id = http_topic_id(
+                    self.client, self.topic, create=True, retention_seconds=RETENTION_SECONDS
+                )
                 self.path = f"/v1/topics/{topic_id}/messages"
             path = self.path
             published = self.client.post(path, json=body, timeout=_left(deadline))

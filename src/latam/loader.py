@@ -99,8 +99,11 @@ class Sink(Protocol):
     def send(self, items: list[dict[str, Any]]) -> None: ...
 
 
-def http_topic_id(client: httpx.Client, name: str, *, create: bool) -> int:
-    """The id of topic ``name`` through the API (``create``: made when missing)."""
+def http_topic_id(
+    client: httpx.Client, name: str, *, create: bool, retention_seconds: int | None = None
+) -> int:
+    """The id of topic ``name`` through the API (``create``: made when missing, with
+    ``retention_seconds`` when given)."""
     cursor = None
     while True:
         params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
@@ -114,7 +117,10 @@ def http_topic_id(client: httpx.Client, name: str, *, create: bool) -> int:
             break
     if not create:
         raise NotFound(f"topic {name!r} does not exist (use --create)")
-    created = client.post("/v1/topics", json={"name": name})
+    wanted: dict[str, Any] = {"name": name}
+    if retention_seconds is not None:
+        wanted["retention_seconds"] = retention_seconds
+    created = client.post("/v1/topics", json=wanted)
     created.raise_for_status()
     return int(created.json()["id"])
 

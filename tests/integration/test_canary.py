@@ -58,8 +58,11 @@ def test_rounds_against_a_healthy_api_succeed(live_server_url: str, tmp_path: Pa
     assert len(lines) == 3, done.stdout
     assert all(line.startswith("ok ") for line in lines), done.stdout
     with httpx.Client(base_url=live_server_url) as client:
-        topics = {t["name"]: t["id"] for t in client.get("/v1/topics?limit=1000").json()["data"]}
+        listed = client.get("/v1/topics?limit=1000").json()["data"]
+        topics = {t["name"]: t["id"] for t in listed}
         assert "latam-canary" in topics
+        # Its marked messages are kept a day, not forever.
+        assert {t["name"]: t for t in listed}["latam-canary"]["retention_seconds"] == 86_400
         page = client.get(f"/v1/topics/{topics['latam-canary']}/messages").json()["data"]
         assert all(item["data"]["canary"] is True for item in page)
         assert len(page) >= 3

@@ -106,6 +106,8 @@ def test_looser_or_equal_versions_are_compatible(new: object) -> None:
         ({"$ref": "https://example.com/schema.json"}, "Retrieval is disabled"),
         ({"description": "x" * 70_000}, "larger than"),
         ({"const": 2**70}, "cannot be stored as JSON"),
+        ({"$ref": "#/$defs/missing"}, "missing' does not exist"),
+        ({"$ref": "other.json"}, "not present in a registry"),
         (functools.reduce(lambda inner, _: {"not": inner}, range(400), {}), "nested too deeply"),
     ],
 )
