@@ -69,9 +69,11 @@ def run_api(settings: Settings) -> None:
 def api_process_app() -> FastAPI:
     """The app of one API process, from ``LATAM_*`` (uvicorn calls this in each process)."""
     from latam import tracing
+    from latam.api import pubsub_push
     from latam.api.app import create_app
     from latam.bootstrap import build_keys, build_service
     from latam.logs import configure_logging
+    from latam.retention import Retention
 
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
@@ -103,6 +105,14 @@ def api_process_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=check_dependencies_forever, daemon=True).start()
+        if pubsub_push.configured(settings) and settings.retention_interval_seconds > 0:
+            # Where Pub/Sub pushes to the API, it is the ingest path and no `latam worker`
+            # runs: retention runs here instead.
+            retention = Retention(service.store)
+            interval = settings.retention_interval_seconds
+            threading.Thread(
+                target=retention.run_forever, args=(stop_checks, interval), daemon=True
+            ).start()
         try:
             yield
         finally:
