@@ -6,8 +6,9 @@
 # Listens on 127.0.0.1:9090 only, scrapes `latam serve` on 127.0.0.1:8000 and, when
 # LATAM_MONITOR_WORKER=host:port names one, a separate `latam worker`
 # (deploy/prometheus/prometheus.yml), evaluates the latam recording and alerting rules, and
-# keeps its data under .latam/prometheus. Alertmanager runs beside it on 127.0.0.1:9093
-# (deploy/alertmanager/alertmanager.yml) and stops with it.
+# keeps its data under .latam/prometheus, with exemplar storage on (the trace ids of
+# latam's latency and freshness histograms, linked from the Grafana panels). Alertmanager
+# runs beside it on 127.0.0.1:9093 (deploy/alertmanager/alertmanager.yml) and stops with it.
 #
 # Installs Debian's `prometheus` package when the binary is missing. Only the binary is
 # used: the package's system service is never started (and stopped if a systemd host
@@ -85,4 +86,5 @@ prometheus \
     --storage.tsdb.retention.time=15d \
     --web.listen-address="$listen" \
     --web.enable-lifecycle \
+    --enable-feature=exemplar-storage \
     "$@"

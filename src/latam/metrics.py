@@ -7,29 +7,60 @@ the number of topics an administrator created; ``reason`` is a fixed vocabulary.
 Several processes (``latam serve`` runs the API and the worker) share one exposition
 through prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set;
 gauges declare how their per-process values combine.
+
+The latency and freshness histograms carry the trace id of a sampled trace as their
+exemplar; only the OpenMetrics exposition (served when the scraper asks for it) shows
+exemplars, and multiprocess mode keeps none.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
+from opentelemetry import trace
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
+    ProcessCollector,
     multiprocess,
 )
-from prometheus_client.registry import REGISTRY
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector
+from prometheus_client.samples import Exemplar
 
 from latam import __version__
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+def trace_exemplar() -> dict[str, str] | None:
+    """The current span's trace id as exemplar labels, when its trace is sampled (and so
+    exported: the id leads to a trace); None otherwise, e.g. with tracing off."""
+    context = trace.get_current_span().get_span_context()
+    if not (context.is_valid and context.trace_flags.sampled):
+        return None
+    return {"trace_id": format(context.trace_id, "032x")}
+
+
+class TracedHistogram(Histogram):
+    """A histogram whose observations made inside a sampled trace carry its trace id as
+    the exemplar of their bucket: a slow bucket on a dashboard links to a slow trace."""
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        super().observe(amount, exemplar or trace_exemplar())
+
 
 BUILD_INFO = Gauge(
     "latam_build_info",
@@ -42,7 +73,7 @@ HTTP_REQUESTS = Counter(
     "HTTP requests served, by route template, method and status class.",
     ["route", "method", "status_class"],
 )
-HTTP_DURATION = Histogram(
+HTTP_DURATION = TracedHistogram(
     "latam_http_request_duration_seconds",
     "Time to serve an HTTP request.",
     ["route", "method"],
@@ -90,7 +121,7 @@ STORE_WRITE_DURATION = Histogram(
     "Time to write one batch to the store.",
     buckets=LATENCY_BUCKETS,
 )
-FRESHNESS = Histogram(
+FRESHNESS = TracedHistogram(
     "latam_message_freshness_seconds",
     "Delay from publish (accepted) to stored: the end-to-end freshness SLI.",
     buckets=FRESHNESS_BUCKETS,
@@ -122,6 +153,27 @@ DEPENDENCY_UP = Gauge(
     "Whether a dependency answered its last check (1) or not (0).",
     ["dependency"],
     multiprocess_mode="mostrecent",
+)
+# Connection pools, labelled by pool (``store``): set from the pool's own counters when
+# sampled (at every scrape, and every POOL_SAMPLE_SECONDS in multiprocess mode), never per
+# query; absent from a process without one (the canary), never a fake 0.
+DB_POOL_CONNECTIONS = Gauge(
+    "latam_db_pool_connections",
+    "Connections of a pool by state: in_use (checked out) or idle (open, in the pool).",
+    ["pool", "state"],
+    multiprocess_mode="livesum",
+)
+DB_POOL_WAITING = Gauge(
+    "latam_db_pool_waiting",
+    "Threads waiting for a connection because the pool is at its limit.",
+    ["pool"],
+    multiprocess_mode="livesum",
+)
+DB_POOL_MAX = Gauge(
+    "latam_db_pool_max_connections",
+    "Most connections the pool opens: its size plus its overflow.",
+    ["pool"],
+    multiprocess_mode="livesum",
 )
 # The synthetic canary (``latam canary``): one marked message per round, published and
 # read back through the API. It gives availability and freshness signals when no one
@@ -180,16 +232,110 @@ def observe_many(histogram: Histogram, amount: float, count: int) -> None:
     observe, so this uses its bucket and sum values directly."""
     histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
     histogram._sum.inc(amount * count)
+    exemplar = trace_exemplar()
     for i, bound in enumerate(histogram._upper_bounds):
         if amount <= bound:
             histogram._buckets[i].inc(count)
+            if exemplar:
+                histogram._buckets[i].set_exemplar(Exemplar(exemplar, amount, time.time()))
             break
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text exposition of this process, or of every process in multiprocess mode."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def exposition(accept: str = "") -> tuple[bytes, str]:
+    """This process's metrics, or every process's in multiprocess mode, and their content
+    type: OpenMetrics (the format that carries exemplars) when the scraper's ``Accept``
+    header asks for it, the Prometheus text format otherwise."""
+    encoder, content_type = choose_encoder(accept)
+    sample_pools()
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        registry.register(SharedProcessCollector(directory))
+        return encoder(registry), content_type
+    return encoder(REGISTRY), content_type
+
+
+_PID_FILE = re.compile(r"_(\d+)\.db$")
+
+
+class SharedProcessCollector(Collector):
+    """CPU time and resident memory of the processes that share a multiprocess directory,
+    summed: one ``latam serve`` (or multi-process ``latam api``) is one instance, and
+    prometheus_client's process metrics describe a single process. A process that exited
+    drops out of the sums (a counter reset to ``rate()``)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        pids = {os.getpid()}
+        pids.update(
+            int(m.group(1)) for n in os.listdir(self.directory) if (m := _PID_FILE.search(n))
+        )
+        totals: dict[str, float] = {}
+        for pid in sorted(pids):
+            for family in ProcessCollector(pid=_returning(pid), registry=None).collect():
+                for sample in family.samples:
+                    totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        if "process_cpu_seconds_total" in totals:
+            yield CounterMetricFamily(
+                "process_cpu_seconds",
+                "Total user and system CPU time of the instance's processes in seconds.",
+                value=totals["process_cpu_seconds_total"],
+            )
+        if "process_resident_memory_bytes" in totals:
+            yield GaugeMetricFamily(
+                "process_resident_memory_bytes",
+                "Resident memory of the instance's processes in bytes.",
+                value=totals["process_resident_memory_bytes"],
+            )
+
+
+def _returning(pid: int) -> Callable[[], int]:
+    return lambda: pid
+
+
+POOL_SAMPLE_SECONDS = 5.0
+
+
+class PoolSource(Protocol):
+    def pool_usage(self) -> tuple[int, int, int, int] | None:
+        """(in use, idle, waiting, limit) of a connection pool; None if it cannot tell."""
+
+
+_SOURCES: weakref.WeakSet[PoolSource] = weakref.WeakSet()
+_SAMPLER: list[threading.Thread] = []
+_POOLS_LOCK = threading.Lock()
+
+
+def watch_pool(source: PoolSource) -> None:
+    """Report ``source``'s connection pool in the ``latam_db_pool_*{pool="store"}`` gauges
+    (the store's pools of a process add up). Sampled at
+    every scrape; in multiprocess mode also every POOL_SAMPLE_SECONDS by a daemon thread,
+    since another process may serve /metrics. Nothing is added to a query's path."""
+    with _POOLS_LOCK:
+        _SOURCES.add(source)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not _SAMPLER:
+            _SAMPLER.append(threading.Thread(target=_sample_forever, daemon=True))
+            _SAMPLER[0].start()
+
+
+def _sample_forever() -> None:
+    while True:
+        time.sleep(POOL_SAMPLE_SECONDS)
+        sample_pools()
+
+
+def sample_pools() -> None:
+    """Set the pool gauges from the pools this process watches (summed)."""
+    with _POOLS_LOCK:
+        sources = list(_SOURCES)
+    usage = [found for found in (source.pool_usage() for source in sources) if found]
+    if not usage:
+        return
+    in_use, idle, waiting, limit = (sum(column) for column in zip(*usage, strict=True))
+    DB_POOL_CONNECTIONS.labels(pool="store", state="in_use").set(in_use)
+    DB_POOL_CONNECTIONS.labels(pool="store", state="idle").set(idle)
+    DB_POOL_WAITING.labels(pool="store").set(waiting)
+    DB_POOL_MAX.labels(pool="store").set(limit)

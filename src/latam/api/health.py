@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from starlette.requests import Request
 from starlette.responses import Response
 
 from latam import metrics
@@ -41,6 +42,7 @@ def readyz(service: ServiceDep) -> Response | Readiness:
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
-def prometheus_metrics() -> Response:
-    body, content_type = metrics.exposition()
+def prometheus_metrics(request: Request) -> Response:
+    """OpenMetrics, with exemplars, to a scraper that asks for it; Prometheus text else."""
+    body, content_type = metrics.exposition(request.headers.get("accept", ""))
     return Response(body, media_type=content_type)

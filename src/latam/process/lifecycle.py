@@ -54,7 +54,7 @@ class _MetricsHandler(BaseHTTPRequestHandler):
         from latam import metrics
 
         if self.path == "/metrics":
-            body, content_type = metrics.exposition()
+            body, content_type = metrics.exposition(self.headers.get("Accept", ""))
         elif self.path == "/healthz":
             body, content_type = b'{"status":"ok"}', "application/json"
         else:

@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import QueuePool
 
 from latam.domain import BUCKET_SECONDS
 from latam.errors import Conflict, SchemaNotCurrent, StoreRejected, StoreUnavailable
@@ -78,6 +79,19 @@ def pool_options(settings: Settings) -> dict[str, Any]:
         "pool_recycle": settings.db_pool_recycle_seconds,  # seconds before a connection is reopened
         "pool_pre_ping": True,  # a restarted database costs one reconnect, not an error
     }
+
+
+def pool_usage(engine: Engine) -> tuple[int, int, int, int] | None:
+    """(in use, idle, waiting, limit) connections of ``engine``'s queue pool, from the
+    pool's own counters (None for another kind of pool)."""
+    pool = engine.pool
+    if not isinstance(pool, QueuePool):
+        return None
+    # A checkout at the limit blocks on the pool queue's condition, and SQLAlchemy keeps
+    # no count of the waiters (tests/unit/test_pool_metrics.py holds this to a real wait).
+    waiting = len(getattr(getattr(pool._pool, "not_empty", None), "_waiters", ()))
+    limit = pool.size() + max(pool._max_overflow, 0)
+    return pool.checkedout(), pool.checkedin(), waiting, limit
 
 
 def _connect_timeouts(backend: str) -> dict[str, Any]:

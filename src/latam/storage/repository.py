@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, delete, func, select, update
 
+from latam import metrics
 from latam.domain import NewMessage, Position, Topic, utcnow, window_start
 from latam.errors import NotFound, SchemaNotCurrent, StoreUnavailable, TransientError
 from latam.storage import rollups
@@ -21,6 +22,7 @@ from latam.storage.dialects import (
     SEQ_INDEX,
     TIME_INDEX,
     in_time_order,
+    pool_usage,
     through,
     translate_errors,
     within_bytes,
@@ -76,6 +78,7 @@ class SqlStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        metrics.watch_pool(self)  # read at scrape time: nothing on the query path
         # One-statement reads on PostgreSQL run in autocommit: no BEGIN before them and no
         # ROLLBACK when the connection goes back to the pool, two round trips of four.
         # (On MySQL switching autocommit is itself a round trip; SQLite has none to save.)
@@ -86,6 +89,10 @@ class SqlStore:
         )
         self._insert = BulkInsert()
         self._rollups_complete = False
+
+    def pool_usage(self) -> tuple[int, int, int, int] | None:
+        """(in use, idle, waiting, limit) connections of the pool, for the metrics."""
+        return pool_usage(self.engine)
 
     def _errors(self, *, conflict: str | None = None) -> AbstractContextManager[None]:
         """Driver errors as latam's; a missing table says which revision the schema is at."""
