@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help run test unit chaos lint fmt typecheck venv clean bench soak monitor promtool security diagram smoke infra-check
+.PHONY: help run test unit chaos lint fmt typecheck venv clean bench soak monitor promtool security diagram smoke infra-check slo
 
 # Dependencies come from the hash-checked lock (requirements/lock.txt, regenerated from
 # pyproject.toml with the command in its header); the project itself installs on top.
@@ -63,6 +63,9 @@ security: ## bandit, pip-audit of the lock, secrets scan
 
 infra-check: venv ## offline: every setting set in Cloud Run or left to its default, every Google call bound in IAM
 	$(BIN)/python scripts/ci/infra_contract.py
+
+slo: venv ## regenerate the rules, dashboard row, cloud SLOs and alert twins from deploy/slo/slos.yaml
+	$(BIN)/python scripts/slo.py
 
 promtool: ## check and unit-test the Prometheus rules and config
 	bash scripts/ci/promtool.sh

@@ -1,9 +1,13 @@
 """The Grafana dashboard and the Prometheus rules match what latam really exports.
 
-(a) the dashboard loads, every panel has a datasource and a query, and every query
-    filters by the ``env`` and ``instance`` template variables;
-(b) every metric a panel (or a rule) queries is exported by a live ``latam serve``;
-    names of recording rules resolve to the metrics their expressions use;
+(a) the dashboard loads with its template variables; every panel has a datasource and a
+    query, every query filters by ``env`` and ``system`` (and per-topic series by
+    ``topic``); the SLO row comes first, then the rest, without overlaps; the top-k and
+    USE panels are there; the latency and freshness histograms show exemplars, and their
+    panels link to logs and traces;
+(b) every metric a panel, a template variable or a rule queries is exported by a live
+    ``latam serve`` (Cloud Monitoring metrics excepted, each with its reason); names of
+    recording rules resolve to the metrics their expressions use;
 (c) every alert carries severity, summary, description and a runbook link whose anchor
     is a real section of docs/runbooks.md.
 """
@@ -31,6 +35,34 @@ RUNBOOK_URL = "https://github.com/latam-data/latam/blob/main/docs/runbooks.md#"
 
 # Series Prometheus itself creates: scrape health and alert state.
 PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}
+# Google Cloud metrics, read through Managed Service for Prometheus (Cloud Monitoring name
+# "a.googleapis.com/b/c" becomes "a_googleapis_com:b_c"). Google exports them, so no latam
+# process does; they carry no env or system label, so panels select them by the resource
+# names infra/modules/latam gives (<system>-<env>-...), and show "No data" locally.
+CLOUD_METRICS = {
+    "run_googleapis_com:container_instance_count": "Cloud Run instances by state",
+    "pubsub_googleapis_com:subscription_num_undelivered_messages": (
+        "Pub/Sub backlog: latam_broker_backlog_messages is absent on Pub/Sub"
+    ),
+    "pubsub_googleapis_com:subscription_oldest_unacked_message_age": (
+        "Pub/Sub backlog age: latam_broker_oldest_unacked_age_seconds is absent on Pub/Sub"
+    ),
+}
+SLO_ROW = "SLO (28 days)"
+TOP_ROW = "Top topics and systems"
+USE_ROW = "Resources (USE)"
+# Series labelled by topic: a panel that reads them follows the topic variable.
+TOPIC_SERIES = {
+    "latam_messages_published_total",
+    "latam_messages_stored_total",
+    "latam_messages_duplicates_total",
+    "latam_retention_deleted_total",
+}
+# Histograms whose observations carry the trace id as an exemplar.
+EXEMPLAR_HISTOGRAMS = {
+    "latam_http_request_duration_seconds_bucket",
+    "latam_message_freshness_seconds_bucket",
+}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 KEYWORDS = {
     "and",
@@ -141,6 +173,18 @@ def query_panels() -> list[dict[str, Any]]:
     return panels
 
 
+def rows() -> dict[str, list[dict[str, Any]]]:
+    """Each row's title with the panels that follow it, up to the next row."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    current: list[dict[str, Any]] = []
+    for panel in load_dashboard()["panels"]:
+        if panel["type"] == "row":
+            current = found[panel["title"]] = list(panel.get("panels", []))
+        else:
+            current.append(panel)
+    return found
+
+
 def dashboard_exprs() -> list[Any]:
     """Every panel query, as a pytest parameter named after its panel and refId."""
     return [
@@ -150,15 +194,39 @@ def dashboard_exprs() -> list[Any]:
     ]
 
 
+def variables() -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+
+
+def variable_query(variable: dict[str, Any]) -> str:
+    query = variable["query"]
+    return str(query["query"] if isinstance(query, dict) else query)
+
+
 def test_dashboard_loads_with_template_variables() -> None:
     dashboard = load_dashboard()
     assert dashboard["schemaVersion"] >= 38
-    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert {"datasource", "env", "instance"} <= variables.keys()
-    assert variables["datasource"]["type"] == "datasource"
-    for name in ("env", "instance"):
-        assert variables[name]["includeAll"]
-        assert variables[name]["allValue"] == ".*"
+    found = variables()
+    assert found["datasource"]["type"] == "datasource"
+    assert found["datasource"]["query"] == "prometheus"
+    for name in ("env", "system", "instance", "topic"):
+        variable = found[name]
+        assert variable["type"] == "query"
+        assert variable["datasource"]["uid"] == "${datasource}"
+        assert re.fullmatch(
+            rf"label_values\(latam_\w+(\{{[^}}]*\}})?, {name}\)", variable_query(variable)
+        )
+        assert variable["multi"]
+        assert variable["includeAll"]
+        assert variable["allValue"] == ".*"
+    for name in ("system", "topic"):  # narrowed by the environment chosen
+        assert 'env=~"$env"' in variable_query(found[name])
+    # Link targets: the Cloud console by default, changeable without editing the board.
+    assert found["project"]["type"] == "textbox"
+    for name, host in (("logs_url", "/logs/"), ("traces_url", "/traces/")):
+        assert found[name]["type"] in {"textbox", "constant"}
+        assert found[name]["query"].startswith("https://console.cloud.google.com")
+        assert host in found[name]["query"]
 
 
 @pytest.mark.parametrize("panel", query_panels(), ids=lambda p: p["title"])
@@ -167,22 +235,133 @@ def test_every_panel_has_datasource_and_query(panel: dict[str, Any]) -> None:
     assert panel["targets"], "panel without a query"
     for target in panel["targets"]:
         assert target["expr"].strip()
-        assert target["datasource"]["uid"] == "${datasource}"
+        # A target without a datasource uses its panel's.
+        assert target.get("datasource", panel["datasource"])["uid"] == "${datasource}"
 
 
 @pytest.mark.parametrize("expr", dashboard_exprs())
-def test_every_query_filters_by_env_and_instance(expr: str) -> None:
+def test_every_query_filters_by_env_and_system(expr: str) -> None:
     found = selectors(expr)
     assert found, "no metric in query"
     for name, matchers in found:
+        if name in CLOUD_METRICS:  # no env/system labels: in the resource names
+            assert "$env" in matchers, f"{name} is not filtered by $env"
+            assert "$system" in matchers, f"{name} is not filtered by $system"
+            continue
         assert 'env=~"$env"' in matchers, f"{name} is not filtered by $env"
-        assert 'instance=~"$instance"' in matchers, f"{name} is not filtered by $instance"
+        assert 'system=~"$system"' in matchers, f"{name} is not filtered by $system"
+        if name in TOPIC_SERIES:
+            assert 'topic=~"$topic"' in matchers, f"{name} is not filtered by $topic"
+
+
+def test_selector_check_sees_a_missing_filter() -> None:
+    [(_, matchers)] = selectors('rate(latam_x_total{env=~"$env", topic=~"$topic"}[5m])')
+    assert 'system=~"$system"' not in matchers
+
+
+def test_slo_row_comes_first_and_the_rest_below() -> None:
+    panels = load_dashboard()["panels"]
+    first = panels[0]
+    assert (first["type"], first["title"], first["gridPos"]["y"]) == ("row", SLO_ROW, 0)
+    slo = rows()[SLO_ROW]
+    assert slo, "the SLO row is empty"
+    assert panels[1 : 1 + len(slo)] == slo  # contiguous, right after their row
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in [first, *slo])
+    assert all(p["gridPos"]["y"] >= 1 for p in slo)
+    assert all(p["gridPos"]["y"] >= bottom for p in panels[1 + len(slo) :])
+
+
+def test_panels_fit_the_grid_without_overlapping() -> None:
+    taken: dict[tuple[int, int], str] = {}
+    for panel in load_dashboard()["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in taken, f"{panel['title']} overlaps {taken[(x, y)]}"
+                taken[(x, y)] = panel["title"]
+    ids = [panel["id"] for panel in load_dashboard()["panels"]]
+    assert len(ids) == len(set(ids))
 
 
 def test_dashboard_covers_every_row() -> None:
-    rows = {p["title"] for p in load_dashboard()["panels"] if p["type"] == "row"}
     expected = {"Traffic", "Errors", "Latency", "Freshness", "Backlog", "Dead letters"}
-    assert expected | {"SLO (28 days)", "Dependencies"} <= rows
+    assert expected | {SLO_ROW, TOP_ROW, USE_ROW, "Dependencies"} <= rows().keys()
+
+
+def _names(panel: dict[str, Any]) -> set[str]:
+    return {name for target in panel["targets"] for name in metric_names(target["expr"])}
+
+
+def test_top_k_panels_rank_topics_and_systems() -> None:
+    top = rows()[TOP_ROW]
+    by_topic = [p for p in top if _names(p) & TOPIC_SERIES]
+    assert len(by_topic) >= 3
+    assert {"latam_messages_stored_total"} <= set().union(*map(_names, by_topic))
+    for panel in top:
+        for target in panel["targets"]:
+            assert target["expr"].startswith("topk(10, "), panel["title"]
+    ranked = set().union(*map(_names, top))
+    assert {"latam_messages_dead_lettered_total", "latam_message_freshness_seconds_bucket"} <= (
+        ranked
+    )
+
+
+def test_use_row_shows_cpu_memory_pool_instances_and_pubsub_backlog() -> None:
+    use = rows()[USE_ROW]
+    names = set().union(*map(_names, use))
+    assert {
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "latam_db_pool_connections",
+        "latam_db_pool_waiting",
+        *CLOUD_METRICS,
+    } <= names
+    cpu = next(p for p in use if "process_cpu_seconds_total" in _names(p))
+    assert "rate(process_cpu_seconds_total" in cpu["targets"][0]["expr"]
+    for panel in query_panels():
+        if _names(panel) & CLOUD_METRICS.keys():
+            assert '"No data" locally' in panel["description"], panel["title"]
+
+
+def _exemplar_targets() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Range queries of a quantile over a histogram that carries exemplars."""
+    return [
+        (panel, target)
+        for panel in query_panels()
+        for target in panel["targets"]
+        if "histogram_quantile(" in target["expr"]
+        and metric_names(target["expr"]) & EXEMPLAR_HISTOGRAMS
+        and target.get("range", True)
+        and panel not in rows()[SLO_ROW]
+    ]
+
+
+def test_latency_and_freshness_quantiles_show_exemplars() -> None:
+    found = _exemplar_targets()
+    assert {n for _, t in found for n in metric_names(t["expr"])} >= EXEMPLAR_HISTOGRAMS
+    for panel, target in found:
+        assert target.get("exemplar") is True, f"{panel['title']}/{target['refId']}"
+        [override] = [
+            o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["options"] == "trace_id"
+        ]
+        [links] = [p["value"] for p in override["properties"] if p["id"] == "links"]
+        assert any("${__value.raw}" in link["url"] for link in links)
+        assert all(link["url"].startswith("${traces_url}") for link in links)
+
+
+def test_latency_freshness_and_error_panels_link_to_logs_and_traces() -> None:
+    found = rows()
+    linked = found["Errors"] + found["Latency"] + found["Freshness"]
+    linked += [panel for panel, _ in _exemplar_targets()]
+    for panel in linked:
+        urls = [link["url"] for link in panel["fieldConfig"]["defaults"].get("links", [])]
+        assert any(url.startswith("${logs_url}") for url in urls), panel["title"]
+        assert all("${project}" in url for url in urls), panel["title"]
+    for panel in found["Latency"] + found["Freshness"]:
+        urls = [link["url"] for link in panel["fieldConfig"]["defaults"]["links"]]
+        assert any(url.startswith("${traces_url}") for url in urls), panel["title"]
 
 
 # --------------------------------------------------------------------------- (b)
@@ -225,7 +404,7 @@ def exported_names(exposition: str) -> set[str]:
 
 
 def is_exported(name: str, exported: set[str]) -> bool:
-    if name in exported or name in PROMETHEUS_SERIES:
+    if name in exported or name in PROMETHEUS_SERIES or name in CLOUD_METRICS:
         return True
     return any(name.endswith(s) and name.removesuffix(s) in exported for s in HISTOGRAM_SUFFIXES)
 
@@ -274,6 +453,31 @@ def canary_names(base: str, data_dir: Path) -> set[str]:
 def test_dashboard_metrics_are_exported(expr: str, exported: set[str]) -> None:
     missing = sorted(n for n in source_metrics(expr) if not is_exported(n, exported))
     assert not missing, f"not exported by latam serve: {missing}"
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [v for v in variables().values() if v["type"] == "query"],
+    ids=lambda v: v["name"],
+)
+def test_template_variable_metrics_are_exported(
+    variable: dict[str, Any], exported: set[str]
+) -> None:
+    [selector] = re.findall(r"label_values\((.*), \w+\)", variable_query(variable))
+    missing = sorted(n for n in metric_names(selector) if not is_exported(n, exported))
+    assert not missing, f"not exported by latam serve: {missing}"
+
+
+def test_pool_and_process_metrics_are_exported(exported: set[str]) -> None:
+    """The USE row's own series, from a ``latam serve`` (several processes, one /metrics)."""
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "latam_db_pool_connections",
+        "latam_db_pool_waiting",
+        "latam_db_pool_max_connections",
+    ):
+        assert name in exported, name
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.get("record") or r["alert"])
