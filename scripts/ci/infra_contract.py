@@ -7,19 +7,23 @@ runs wherever the app is installed for development (``pip install -e .[dev]``).
 
 environment
     Every variable the app reads in production (each ``latam.settings.Settings`` field
-    as ``LATAM_<FIELD>``, plus what ``src/latam`` reads through ``os.environ`` and the
-    container entrypoint reads) is, for each Cloud Run workload of
-    ``infra/modules/latam`` (services ``api`` and ``worker``, job ``migrate``), set by an
-    ``env`` block of its app container, set by the image (Dockerfile ``ENV``), or listed
-    with a reason in infra/README.md "Settings left to their defaults in Cloud Run".
-    Fails on a variable that is none of these; on a listed one that Terraform or the
-    image sets (a contradiction); on a Terraform variable the app does not read (a
-    typo); on a listed name the app does not read.
+    as ``LATAM_<FIELD>``, plus what ``src/latam`` reads through ``os.environ``, the
+    ``envvar`` of its click options, and what the container entrypoint reads) is, for each
+    Cloud Run workload of ``infra/modules/latam`` (services ``api``, ``worker`` and
+    ``canary``, job ``migrate``: every service or job with a container that runs the app's
+    image), set by an ``env`` block of its app container, set by the image (Dockerfile
+    ``ENV``), or listed with a reason in infra/README.md "Settings left to their defaults
+    in Cloud Run". Fails on a variable that is none of these; on a listed one that
+    Terraform or the image sets (a contradiction); on a Terraform variable neither the app
+    nor a library it configures that way (``LIBRARY_ENV``) reads (a typo); on a listed
+    name the app does not read.
 google calls
     Every Google API call in ``src/latam`` (Pub/Sub client methods, the Cloud SQL
-    connector's ``connect``) is a row of infra/README.md "Permissions the code needs",
-    matched on code path (``module:function``) and call; every row names a call the
-    code makes.
+    connector's ``connect``, the ID token an IAM-only Cloud Run service is called with,
+    a query of the Prometheus HTTP API) is a row of infra/README.md "Permissions the code
+    needs", matched on code path (``module:function``, or ``module`` for the Prometheus
+    API, whose URL a module may assemble from module-level constants) and call; every row
+    names a call the code makes.
 iam bindings
     Each row's Terraform resource exists in ``infra/modules/latam``, grants the row's
     role, on the row's resource, to the service account its identity runs as (read from
@@ -54,8 +58,23 @@ IAM_SECTION = "Permissions the code needs"
 
 WORKLOAD_TYPES = ("google_cloud_run_v2_service", "google_cloud_run_v2_job")
 APP_IMAGE = "local.image"  # the app's containers run it
+# ... or the image another workload's app container runs (the canary runs the API's).
+APP_IMAGE_OF_WORKLOAD = re.compile(
+    r"google_cloud_run_v2_(?:service|job)\.\w+(?:\.template\[0\])+\.containers\[0\]\.image"
+)
+# Variables a library the app uses reads from the environment, as the app means it to:
+# Terraform may set them (they are no typo), none has to be set. The OpenTelemetry SDK
+# picks its sampler from these when the app builds its tracer provider without one
+# (latam.tracing.configure, when it exports).
+LIBRARY_ENV = {
+    "OTEL_TRACES_SAMPLER": "opentelemetry-sdk",
+    "OTEL_TRACES_SAMPLER_ARG": "opentelemetry-sdk",
+}
 OPERATOR = "operator"  # a person with their own credentials: no Terraform binding
 NO_BINDING = {"", "-", "—", "n/a"}
+
+PROMETHEUS_QUERY = "prometheus_query"  # a call found by its URL path, not a method name
+PROMETHEUS_PATH = re.compile(r"/?api/v1/query(?:_range)?\b")
 
 # Google API methods latam may call -> the IAM permissions each needs (Pub/Sub access
 # control and Cloud SQL connector docs). Streaming pull settles leases with Acknowledge
@@ -97,6 +116,13 @@ CALL_PERMISSIONS: dict[str, frozenset[str]] = {
     "connect_async": frozenset(
         {"cloudsql.instances.connect", "cloudsql.instances.get", "cloudsql.instances.login"}
     ),
+    # google-auth's ID token for a Cloud Run URL: the metadata server mints it for the
+    # workload's own account without any permission; what it is for, calling that
+    # IAM-only service, needs run.routes.invoke on it (Cloud Run's invoker check).
+    "fetch_id_token": frozenset({"run.routes.invoke"}),
+    # GET .../prometheus/api/v1/query(_range) of Managed Service for Prometheus (the
+    # Prometheus HTTP API on monitoring.googleapis.com) reads time series.
+    PROMETHEUS_QUERY: frozenset({"monitoring.timeSeries.list"}),
 }
 
 PUBSUB_VIEWER = frozenset(
@@ -134,6 +160,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "roles/cloudsql.instanceUser": frozenset(
         {"cloudsql.instances.login", "cloudsql.instances.get"}
     ),
+    # https://cloud.google.com/iam/docs/roles-permissions/run and .../monitoring
+    "roles/run.invoker": frozenset({"run.routes.invoke"}),
+    "roles/monitoring.viewer": frozenset({"monitoring.timeSeries.list"}),
 }
 
 # Receivers whose methods are latam's own, not Google's: the class itself, and the
@@ -247,10 +276,10 @@ def find_workloads(module: Module) -> tuple[dict[str, Workload], list[str]]:
         containers = [
             c
             for c in (template.blocks_of("containers") if template else ())
-            if "image" in c.body.attributes and c.body.attributes["image"].source == APP_IMAGE
+            if "image" in c.body.attributes and _runs_the_app(c.body.attributes["image"].source)
         ]
         if template is None or not containers:
-            problems.append(f"{address}: no container runs local.image")
+            problems.append(f"{address}: no container runs the app's image (local.image)")
             continue
         env: set[str] = set()
         for container in containers:
@@ -260,6 +289,10 @@ def find_workloads(module: Module) -> tuple[dict[str, Workload], list[str]]:
     if not workloads:
         problems.append(f"no Cloud Run service or job in {MODULE_DIR}")
     return workloads, problems
+
+
+def _runs_the_app(image: str) -> bool:
+    return image == APP_IMAGE or APP_IMAGE_OF_WORKLOAD.fullmatch(image) is not None
 
 
 def _task_template(body: tf_hcl.Body) -> tf_hcl.Body | None:
@@ -337,6 +370,27 @@ def image_env(dockerfile: str) -> set[str]:
             names |= {word.split("=", 1)[0] for word in words}
         else:
             names.add(words[0])
+    return names
+
+
+def click_env(sources: Mapping[str, str]) -> set[str]:
+    """Variables click reads for an option: the ``envvar`` of ``click.option(...)``."""
+    names: set[str] = set()
+    for text in sources.values():
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.Call):
+                continue
+            for keyword in node.keywords:
+                if keyword.arg != "envvar":
+                    continue
+                values = (
+                    keyword.value.elts if isinstance(keyword.value, ast.List) else [keyword.value]
+                )
+                names |= {
+                    v.value
+                    for v in values
+                    if isinstance(v, ast.Constant) and isinstance(v.value, str)
+                }
     return names
 
 
@@ -455,7 +509,7 @@ def check_environment(repo: Repo) -> Check:
     workloads, problems = find_workloads(module)
     read_by_code, read_problems = source_env(repo.sources)
     problems += read_problems
-    other = set(read_by_code) | entrypoint_env(repo.entrypoint)
+    other = set(read_by_code) | click_env(repo.sources) | entrypoint_env(repo.entrypoint)
     wanted = set(repo.settings) | other
     image = image_env(repo.dockerfile)
     listed, table_problems = defaults_table(repo.readme, set(workloads))
@@ -479,7 +533,7 @@ def check_environment(repo: Repo) -> Check:
             )
     problems += _contradictions(listed, workloads, image, wanted)
     for workload in workloads.values():
-        for variable in sorted(workload.env - wanted):
+        for variable in sorted(workload.env - wanted - LIBRARY_ENV.keys()):
             problems.append(
                 f"{variable}: set for {workload.name} in cloudrun.tf, but the app reads no such"
                 " variable (a typo, or a setting that was removed?)"
@@ -544,6 +598,8 @@ def google_calls(sources: Mapping[str, str]) -> dict[tuple[str, str], int]:
     found: dict[tuple[str, str], int] = {}
     for module, text in sorted(sources.items()):
         tree = ast.parse(text)
+        if line := _prometheus_api_line(tree):
+            found[(module, PROMETHEUS_QUERY)] = line
         if not (module.startswith("latam.broker.pubsub") or _imports_google(tree)):
             continue
         for scope, node in _scopes(tree):
@@ -551,6 +607,19 @@ def google_calls(sources: Mapping[str, str]) -> dict[tuple[str, str], int]:
                 for method in _methods_called(inner):
                     found.setdefault((f"{module}:{scope}", method), getattr(inner, "lineno", 0))
     return found
+
+
+def _prometheus_api_line(tree: ast.Module) -> int:
+    """The first line naming a Prometheus HTTP API query path (``/api/v1/query``), 0 if
+    none: wherever the module builds the URL (a constant, an f-string, a function)."""
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and PROMETHEUS_PATH.search(node.value)
+        ):
+            return getattr(node, "lineno", 0) or 1
+    return 0
 
 
 def _imports_google(tree: ast.Module) -> bool:

@@ -90,18 +90,26 @@ def cloudsql_ip_type(files: Files) -> list[str]:
 
 
 def slos_wait_for_metrics(files: Files) -> list[str]:
-    """#2: nothing that names a latam_* metric is created before the metric exists."""
+    """#2: nothing that names a latam_* metric fails to apply before the metric exists:
+    SLOs wait for var.slos_enabled, PromQL conditions skip metric validation."""
     problems = []
     for name, slo in resources(files, "google_monitoring_slo").items():
-        if "var.slos_enabled" not in str(slo.get("count", "")):
+        gate = str(slo.get("count", "")) + str(slo.get("for_each", ""))
+        if "var.slos_enabled" not in gate and "local.slos" not in gate:
             problems.append(f"google_monitoring_slo.{name} is not behind var.slos_enabled")
     if "var.slos_enabled" not in local_map(files, "slos"):
-        problems.append(
-            "local.slos (the burn-rate alerts' for_each) is not behind var.slos_enabled"
-        )
+        problems.append("local.slos (the SLOs' for_each) is not behind var.slos_enabled")
     for name, policy in resources(files, "google_monitoring_alert_policy").items():
-        if "prometheus.googleapis.com" in str(policy) and "slos_enabled" not in str(policy):
+        text = str(policy)
+        if "prometheus.googleapis.com" in text and "slos_enabled" not in text:
             problems.append(f"alert policy {name} filters on a latam_* metric without the gate")
+        if "condition_prometheus_query_language" in text and (
+            not re.search(r"'disable_metric_validation': \[?True", text)
+        ):
+            problems.append(
+                f"alert policy {name}: a PromQL condition on metrics that may not exist yet "
+                "needs disable_metric_validation = true"
+            )
     return problems
 
 
@@ -315,6 +323,106 @@ def rollout_is_careful(files: Files) -> list[str]:
     return problems
 
 
+def module_text(files: Files) -> str:
+    return "\n".join(t for p, t in files.items() if p.startswith(MODULE) and p.endswith(".tf"))
+
+
+def container(service: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The container ``name`` of a Cloud Run service (static blocks only)."""
+    template = first(service.get("template", [{}]))
+    return next((c for c in template.get("containers", []) if first(c.get("name")) == name), None)
+
+
+API_URI = "google_cloud_run_v2_service.api.uri"
+API_IMAGE = "google_cloud_run_v2_service.api.template[0].containers[0].image"
+
+
+def canary_reaches_the_api(files: Files) -> list[str]:
+    """The canary calls the API's URL with the image the API runs (the pipeline sets no
+    var.image), and where the API is IAM-only it sends an ID token for that very URL as an
+    account that may invoke the API."""
+    canary = resources(files, "google_cloud_run_v2_service").get("canary")
+    if canary is None:
+        return []
+    app = container(canary, "canary")
+    if app is None:
+        return ["the canary service has no `canary` container"]
+    problems = []
+    if first(app.get("image")) != f"${{{API_IMAGE}}}":
+        problems.append(f"the canary does not run the API's image ({API_IMAGE})")
+    args = first(app.get("args", [[]])) or []
+    url = args[args.index("--url") + 1] if "--url" in args[:-1] else None
+    if url != f"${{{API_URI}}}":
+        problems.append(f"the canary's --url is {url}, not the API's URL ({API_URI})")
+    text = module_text(files)
+    audience = re.search(r"^.*LATAM_CANARY_ID_TOKEN_AUDIENCE\s*=\s*([^\s},]+).*$", text, re.M)
+    if not audience or audience.group(1) != API_URI:
+        found = audience.group(1) if audience else "nothing"
+        problems.append(f"the canary's ID token audience is {found}, not the API's URL")
+    elif "var.api_public" not in audience.group(0):
+        problems.append("the canary's ID token does not follow var.api_public")
+    invokers = [
+        b
+        for b in resources(files, "google_cloud_run_v2_service_iam_member").values()
+        if "run.invoker" in str(b.get("role"))
+        and "google_cloud_run_v2_service.api.name" in str(b.get("name"))
+        and "google_service_account.canary" in str(b.get("member"))
+    ]
+    if not invokers:
+        problems.append("the canary's account has no roles/run.invoker on the API")
+    return problems
+
+
+def canary_always_on(files: Files) -> list[str]:
+    """One canary instance, its CPU always allocated (its rounds run between requests,
+    which never come), and the sidecar that ships its metrics."""
+    canary = resources(files, "google_cloud_run_v2_service").get("canary")
+    if canary is None:
+        return []
+    template = first(canary["template"])
+    scaling = first(template.get("scaling", [{}]))
+    problems = []
+    if [first(scaling.get(k)) for k in ("min_instance_count", "max_instance_count")] != [1, 1]:
+        problems.append("the canary does not run exactly one instance (min = max = 1)")
+    for block in template.get("containers", []):
+        if first(first(block.get("resources", [{}])).get("cpu_idle")) is not False:
+            problems.append(f"container {first(block.get('name'))}: cpu_idle is not false")
+    images = [first(c.get("image")) for c in template.get("containers", [])]
+    if "${var.gmp_sidecar_image}" not in images:
+        problems.append("the canary has no Managed Prometheus sidecar")
+    return problems
+
+
+def traces_reach_their_collector(files: Files) -> list[str]:
+    """The API and the worker export spans to the port their traces sidecar receives
+    OTLP/HTTP on, and both run that sidecar."""
+    text = module_text(files)
+    port = re.search(r"^\s*otlp_http_port\s*=\s*(\d+)", text, re.M)
+    endpoint = re.search(r'LATAM_OTLP_ENDPOINT\s*=\s*"([^"]+)"', text)
+    receiver = re.search(r'http\s*=\s*\{\s*endpoint\s*=\s*"([^"]+)"', text)
+    if not (port and endpoint and receiver):
+        return ["no OTLP endpoint, receiver or port (tracing.tf)"]
+
+    def resolved(value: str) -> str:
+        return value.replace("${local.otlp_http_port}", port.group(1))
+
+    problems = []
+    sent, heard = resolved(endpoint.group(1)), resolved(receiver.group(1))
+    if not re.fullmatch(r"http://(localhost|127\.0\.0\.1):\d+", sent):
+        problems.append(f"LATAM_OTLP_ENDPOINT {sent} is not the sidecar on localhost")
+    elif sent.rsplit(":", 1)[1] != heard.rsplit(":", 1)[1]:
+        problems.append(f"the app sends spans to {sent}, the sidecar receives on {heard}")
+    for name in ("api", "worker"):
+        service = resources(files, "google_cloud_run_v2_service").get(name, {})
+        template = first(service.get("template", [{}]))
+        if "var.otel_collector_image" not in str(template.get("dynamic", "")):
+            problems.append(f"the {name} service runs no traces sidecar")
+        app = container(service, name)
+        if "local.tracing_env" not in str(app):
+            problems.append(f"the {name} container does not get local.tracing_env")
+    return problems
+
+
 RULES: dict[str, Callable[[Files], list[str]]] = {
     "Cloud SQL address type (LATAM_CLOUDSQL_IP_TYPE)": cloudsql_ip_type,
     "SLOs wait for the metrics (slos_enabled)": slos_wait_for_metrics,
@@ -328,6 +436,9 @@ RULES: dict[str, Callable[[Files], list[str]]] = {
     "deploy waits for ci and security on the commit": deploy_is_gated,
     "Trivy scans the pushed digest before it is signed": shipped_digest_is_scanned,
     "smoke at 0 %, bake at 10 %, then 100 %; rollback always": rollout_is_careful,
+    "canary: the API's URL, image and invoker check": canary_reaches_the_api,
+    "canary: one instance, CPU always on, metrics shipped": canary_always_on,
+    "traces: the app exports to its sidecar's port": traces_reach_their_collector,
 }
 
 # Each mistake of the issue, as an edit of the real files, and the rule that must catch it.
@@ -336,8 +447,14 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         slos_wait_for_metrics.__name__,
         f"{MODULE}/monitoring.tf",
-        "count = var.slos_enabled ? 1 : 0",
-        "",
+        "slos = var.slos_enabled ?",
+        "slos = true ?",
+    ),
+    (
+        slos_wait_for_metrics.__name__,
+        f"{MODULE}/monitoring.tf",
+        "disable_metric_validation = true",
+        "disable_metric_validation = false",
     ),
     (
         disk_growth_ignored.__name__,
@@ -419,6 +536,42 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         ".github/workflows/deploy.yml",
         "(failure() || cancelled())",
         "failure()",
+    ),
+    (
+        canary_reaches_the_api.__name__,
+        f"{MODULE}/cloudrun.tf",
+        "member   = google_service_account.canary[0].member",
+        "member   = google_service_account.deployer.member",
+    ),
+    (
+        canary_reaches_the_api.__name__,
+        f"{MODULE}/cloudrun.tf",
+        "{ LATAM_CANARY_ID_TOKEN_AUDIENCE = google_cloud_run_v2_service.api.uri }",
+        "{ LATAM_CANARY_ID_TOKEN_AUDIENCE = local.push_audience }",
+    ),
+    (
+        canary_reaches_the_api.__name__,
+        f"{MODULE}/cloudrun.tf",
+        "image = google_cloud_run_v2_service.api.template[0].containers[0].image",
+        "image = local.image",
+    ),
+    (
+        canary_always_on.__name__,
+        f"{MODULE}/cloudrun.tf",
+        "cpu_idle          = false\n        startup_cpu_boost = false",
+        "cpu_idle          = true\n        startup_cpu_boost = false",
+    ),
+    (
+        traces_reach_their_collector.__name__,
+        f"{MODULE}/tracing.tf",
+        'LATAM_OTLP_ENDPOINT     = "http://localhost:${local.otlp_http_port}"',
+        'LATAM_OTLP_ENDPOINT     = "http://localhost:4317"',
+    ),
+    (
+        traces_reach_their_collector.__name__,
+        f"{MODULE}/cloudrun.tf",
+        "merge(local.common_env, local.push_env, local.tracing_env)",
+        "merge(local.common_env, local.push_env)",
     ),
 ]
 

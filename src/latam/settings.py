@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -146,10 +147,33 @@ class Settings(BaseSettings):
     )
     nats_stream_replicas: int = Field(1, ge=1, le=5, description="Replicas of the streams.")
 
+    # The public status page (/status): where its SLO states come from, and whose canary.
+    status_prometheus_url: str = Field(
+        "",
+        description="Prometheus HTTP API the status page queries for SLO states, e.g."
+        " http://127.0.0.1:9090 (empty: none, every SLO shows unknown).",
+    )
+    canary_topic: str = Field(
+        "latam-canary",
+        min_length=1,
+        max_length=200,
+        description="The synthetic canary's topic: where `latam canary` (and `latam serve"
+        " --canary-interval`) publishes, and what the status page reads.",
+    )
+
     @field_validator("database_url", "broker_url")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+    @field_validator("status_prometheus_url")
+    @classmethod
+    def _prometheus_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if value and (parts.scheme not in {"http", "https"} or not parts.hostname):
+            raise ValueError("must be an http:// or https:// URL of a Prometheus HTTP API")
+        return value
 
     @field_validator("bootstrap_api_key")
     @classmethod

@@ -102,6 +102,31 @@ def test_a_refused_key_and_an_unreachable_api_are_failed_rounds(tmp_path: Path) 
     assert "Traceback" not in unreachable.stderr
 
 
+def test_an_id_token_that_cannot_be_had_fails_rounds_not_the_canary(
+    live_server_url: str, tmp_path: Path
+) -> None:
+    """LATAM_CANARY_ID_TOKEN_AUDIENCE set where no metadata server answers: each round
+    fails before its request is sent, and says why."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    env = latam_env(tmp_path, canary_id_token_audience=live_server_url)
+    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)  # google-auth's first choice
+    env.update(GCE_METADATA_HOST=nowhere, GCE_METADATA_IP=nowhere, GCE_METADATA_TIMEOUT="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "latam", "canary", "--url", live_server_url, "--rounds", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2, done.stdout
+    assert all(line.startswith("publish_failed ") for line in lines), done.stdout
+    assert all("IdTokenError" in line for line in lines), done.stdout
+    assert "Traceback" not in done.stderr
+
+
 def test_a_deleted_canary_topic_is_made_again(live_server_url: str, tmp_path: Path) -> None:
     topic = f"canary-{tmp_path.name}"
     first = canary(live_server_url, tmp_path, "--topic", topic, "--rounds", "1")

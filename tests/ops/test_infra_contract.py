@@ -81,11 +81,17 @@ def test_the_workloads_and_their_accounts_come_from_cloudrun_tf(repo: Any) -> No
         "api": "api",
         "worker": "worker",
         "migrate": "worker",
+        "canary": "canary",  # runs the API's image, as its own account (count-indexed)
     }
     # Push-only variables come from a map chosen by var.worker_delivery: set on the worker.
     assert "LATAM_PUBSUB_PUSH_AUDIENCE" in workloads["worker"].env
     assert "LATAM_PUBSUB_PUSH_AUDIENCE" not in workloads["api"].env
     assert {"LATAM_DATABASE_URL", "LATAM_CLOUDSQL_IP_TYPE"} <= workloads["migrate"].env
+    # Traces only where a sidecar receives them; the ID token only while the API is IAM-only.
+    assert {"LATAM_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER"} <= workloads["worker"].env
+    assert "LATAM_OTLP_ENDPOINT" not in workloads["migrate"].env
+    assert {"LATAM_API_KEY", "LATAM_CANARY_ID_TOKEN_AUDIENCE"} <= workloads["canary"].env
+    assert "LATAM_DATABASE_URL" not in workloads["canary"].env
 
 
 def test_the_calls_found_are_the_pubsub_and_cloud_sql_ones(repo: Any) -> None:
@@ -95,6 +101,8 @@ def test_the_calls_found_are_the_pubsub_and_cloud_sql_ones(repo: Any) -> None:
     # self._call("acknowledge", ...) dispatches through getattr: found by its string.
     assert ("latam.broker.pubsub.pullers:UnaryPuller.ack", "acknowledge") in found
     assert ("latam.storage.cloudsql:cloudsql_engine", "connect") in found
+    # The canary's ID token for the IAM-only API.
+    assert ("latam.process.canary:google_id_token", "fetch_id_token") in found
     # The adapter's own Puller and its own methods are not Google's.
     assert not {path for path, _ in found if path.endswith(("PubsubBroker.ack", ".dead_letter"))}
 
@@ -125,10 +133,10 @@ def test_a_typo_in_terraform_is_reported(repo: Any) -> None:
 
 
 def test_a_listed_variable_that_terraform_sets_is_a_contradiction(repo: Any) -> None:
-    row = "| `LATAM_BROKER_URL` | worker | planted |\n"
+    row = "| `LATAM_LOG_LEVEL` | worker | planted |\n"
     readme = _sub(repo.readme, r"^(\| `LATAM_PORT` \|)", row + r"\1")
     problems = _problems(contract.check_environment(dataclasses.replace(repo, readme=readme)))
-    assert "LATAM_BROKER_URL: listed as left to its default for worker, but cloudrun.tf sets" in (
+    assert "LATAM_LOG_LEVEL: listed as left to its default for worker, but cloudrun.tf sets" in (
         problems
     )
 
@@ -169,6 +177,37 @@ def test_variables_the_code_reads_directly_must_be_set_or_listed(repo: Any) -> N
     assert "OTHER_KNOB: not set for api, worker, migrate" in problems
 
 
+def test_an_options_envvar_is_a_variable_the_app_reads(repo: Any) -> None:
+    """``click.option(..., envvar=...)`` reads the environment as surely as os.environ."""
+    assert {"LATAM_API_KEY", "LATAM_CANARY_ID_TOKEN_AUDIENCE"} <= contract.click_env(repo.sources)
+    planted = (
+        "import click\n"
+        'opt = click.option("--knob", envvar="LATAM_KNOB")\n'
+        'both = click.option("--x", envvar=["LATAM_X", "X_FALLBACK"])\n'
+    )
+    sources = dict(repo.sources, **{"latam.cli.planted": planted})
+    problems = _problems(contract.check_environment(dataclasses.replace(repo, sources=sources)))
+    assert "LATAM_KNOB: not set for api, worker, migrate, canary" in problems
+    assert "X_FALLBACK: not set for api, worker, migrate, canary" in problems
+
+
+def test_a_library_variable_may_be_set_and_need_not_be(repo: Any) -> None:
+    """OTEL_TRACES_SAMPLER is the OpenTelemetry SDK's: set on the API and the worker, not a
+    typo; left unset on migrate and the canary, not missing. Any other name is a typo."""
+    problems = _problems(contract.check_environment(repo))
+    assert "OTEL_TRACES_SAMPLER" not in problems
+    broken = _with_tf(repo, "tracing.tf", r"OTEL_TRACES_SAMPLER(\s+=)", r"OTEL_TRACE_SAMPLER\1")
+    problems = _problems(contract.check_environment(broken))
+    assert "OTEL_TRACE_SAMPLER: set for api in cloudrun.tf, but the app reads no such" in problems
+
+
+def test_a_workload_running_another_workloads_image_is_checked_too(repo: Any) -> None:
+    """The canary runs the API's image: a setting it lacks is reported for it."""
+    broken = _with_tf(repo, "cloudrun.tf", r"^\s*LATAM_LOG_LEVEL\s*=\s*\"INFO\"\n(?=\s*\})", "")
+    problems = _problems(contract.check_environment(broken))
+    assert "LATAM_LOG_LEVEL: not set for canary in cloudrun.tf" in problems
+
+
 # --------------------------------------------------------------------------- google calls
 
 
@@ -194,6 +233,17 @@ def test_a_row_for_a_call_the_code_no_longer_makes_is_stale(repo: Any) -> None:
     readme = _sub(repo.readme, r"^(\| `latam\.storage\.cloudsql)", row + r"\1")
     problems = _problems(contract.check_google_calls(dataclasses.replace(repo, readme=readme)))
     assert "row latam.gone:f | pull: the code makes no such call" in problems
+
+
+def test_a_prometheus_api_query_is_a_call_of_its_module(repo: Any) -> None:
+    """The Prometheus HTTP API has no client method: its query path names the call,
+    wherever the module builds the URL."""
+    planted = 'PATH = "/api/v1/query_range"\n\n\ndef url(base):\n    return base + PATH\n'
+    sources = dict(repo.sources, **{"latam.planted_prom": planted})
+    found = contract.google_calls(sources)
+    assert found[("latam.planted_prom", "prometheus_query")] == 1
+    problems = _problems(contract.check_google_calls(dataclasses.replace(repo, sources=sources)))
+    assert "latam.planted_prom (line 1) calls Google's prometheus_query, but no row" in problems
 
 
 # --------------------------------------------------------------------------- bindings
@@ -503,3 +553,26 @@ def test_the_reader_reads_every_terraform_file_of_the_repository() -> None:
         for container in template.body.blocks_of("containers")
     ]
     assert images.count("local.image") == 2  # the api and worker services (the job nests deeper)
+
+
+def test_the_canary_without_its_invoker_binding_is_reported(repo: Any) -> None:
+    """An IAM-only API refuses the canary's ID token unless its account may invoke it."""
+    broken = _without_resource(
+        repo, "cloudrun.tf", "google_cloud_run_v2_service_iam_member", "canary_invoker"
+    )
+    problems = _problems(contract.check_bindings(broken))
+    assert "google_id_token | fetch_id_token | canary: google_cloud_run_v2_service_iam_member" in (
+        problems
+    )
+
+
+def test_the_status_page_without_monitoring_viewer_is_reported(repo: Any) -> None:
+    broken = _with_tf(
+        repo,
+        "iam.tf",
+        r'("api_monitoring_viewer" \{.*?role\s*=\s*)"roles/monitoring\.viewer"',
+        r'\1"roles/monitoring.metricWriter"',
+        re.S,
+    )
+    problems = _problems(contract.check_bindings(broken))
+    assert "api_monitoring_viewer grants 'roles/monitoring.metricWriter'" in problems

@@ -41,6 +41,8 @@ module "latam" {
   github_environment              = "production"
   terraform_service_account_email = var.terraform_service_account_email
   alert_notification_email        = var.alert_notification_email
+  page_notification_channels      = var.page_notification_channels
+  ticket_notification_channels    = var.ticket_notification_channels
   terraform_state_bucket          = var.terraform_state_bucket
   slos_enabled                    = var.slos_enabled
   binauthz_enforcement_mode       = var.binauthz_enforcement_mode

@@ -13,6 +13,11 @@ output "worker_service" {
   value       = module.latam.worker_service
 }
 
+output "canary_service" {
+  description = "Cloud Run service of the synthetic canary."
+  value       = module.latam.canary_service
+}
+
 output "migrate_job" {
   description = "Cloud Run job of the migrations."
   value       = module.latam.migrate_job

@@ -41,6 +41,8 @@ module "latam" {
   github_environment              = "staging"
   terraform_service_account_email = var.terraform_service_account_email
   alert_notification_email        = var.alert_notification_email
+  page_notification_channels      = var.page_notification_channels
+  ticket_notification_channels    = var.ticket_notification_channels
   terraform_state_bucket          = var.terraform_state_bucket
   slos_enabled                    = var.slos_enabled
   binauthz_enforcement_mode       = var.binauthz_enforcement_mode
@@ -49,4 +51,7 @@ module "latam" {
   api_max_instances    = 4
   db_tier              = "db-custom-1-3840"
   db_availability_type = "ZONAL"
+
+  # Little traffic: every trace is kept.
+  trace_sample_ratio = 1
 }

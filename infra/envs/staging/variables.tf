@@ -39,8 +39,20 @@ variable "terraform_service_account_email" {
 }
 
 variable "alert_notification_email" {
-  description = "Where SLO and uptime alerts go."
+  description = "Where tickets go (and pages while page_notification_channels is empty)."
   type        = string
+}
+
+variable "page_notification_channels" {
+  description = "Notification channel ids that receive pages (PagerDuty, SMS): projects/P/notificationChannels/N."
+  type        = list(string)
+  default     = []
+}
+
+variable "ticket_notification_channels" {
+  description = "Notification channel ids that receive tickets besides the e-mail (chat)."
+  type        = list(string)
+  default     = []
 }
 
 variable "terraform_state_bucket" {

@@ -66,12 +66,16 @@ resource "google_binary_authorization_policy" "this" {
   project                       = var.project_id
   global_policy_evaluation_mode = "ENABLE"
 
-  # The placeholder the services run until the first image, and the metrics sidecar.
+  # The placeholder the services run until the first image, and the metrics and trace
+  # sidecars (Google's images, set in variables.tf).
   admission_whitelist_patterns {
     name_pattern = "us-docker.pkg.dev/cloudrun/container/hello*"
   }
   admission_whitelist_patterns {
     name_pattern = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/*"
+  }
+  admission_whitelist_patterns {
+    name_pattern = "us-docker.pkg.dev/cloud-ops-agents-artifacts/google-cloud-opentelemetry-collector/*"
   }
 
   default_admission_rule {

@@ -1,5 +1,6 @@
-# Two Cloud Run services from one image: the HTTP API and the worker. Each runs a Managed
-# Service for Prometheus sidecar that scrapes /metrics on port 8080 of the app container.
+# Cloud Run services from one image: the HTTP API, the worker and the synthetic canary.
+# Each runs a Managed Service for Prometheus sidecar that scrapes /metrics on port 8080 of
+# its app container; the API and the worker also run the traces sidecar (tracing.tf).
 
 locals {
   common_env = {
@@ -44,6 +45,14 @@ locals {
   worker_secret_env = {
     LATAM_DATABASE_URL = google_secret_manager_secret.this["worker-database-url"].secret_id
   }
+
+  # The public status page (/status, on the API): SLO states from Managed Prometheus's
+  # query API for this project (roles/monitoring.viewer, iam.tf), and the history of the
+  # canary's topic.
+  status_env = {
+    LATAM_STATUS_PROMETHEUS_URL = "https://monitoring.googleapis.com/v1/projects/${var.project_id}/location/global/prometheus"
+    LATAM_CANARY_TOPIC          = local.canary_topic
+  }
 }
 
 resource "google_cloud_run_v2_service" "api" {
@@ -75,6 +84,8 @@ resource "google_cloud_run_v2_service" "api" {
       name  = "api"
       image = local.image
       args  = ["api"]
+      # Starts once the traces sidecar answers its startup probe: no early span is lost.
+      depends_on = local.tracing_enabled ? ["otel-collector"] : []
 
       ports {
         container_port = 8080
@@ -91,7 +102,7 @@ resource "google_cloud_run_v2_service" "api" {
       }
 
       dynamic "env" {
-        for_each = local.common_env
+        for_each = merge(local.common_env, local.tracing_env, local.status_env)
         content {
           name  = env.key
           value = env.value
@@ -152,6 +163,38 @@ resource "google_cloud_run_v2_service" "api" {
         cpu_idle = false
       }
     }
+
+    dynamic "containers" {
+      for_each = local.tracing_enabled ? [1] : []
+      content {
+        name  = "otel-collector"
+        image = var.otel_collector_image
+        args  = ["--config=env:OTELCOL_CONFIG"]
+
+        env {
+          name  = "OTELCOL_CONFIG"
+          value = local.otel_collector_config
+        }
+
+        resources {
+          limits = {
+            cpu    = "1"
+            memory = "256Mi"
+          }
+          cpu_idle = false
+        }
+
+        startup_probe {
+          http_get {
+            path = "/"
+            port = local.collector_health_port
+          }
+          period_seconds    = 1
+          timeout_seconds   = 1
+          failure_threshold = 30
+        }
+      }
+    }
   }
 
   traffic {
@@ -208,7 +251,8 @@ resource "google_cloud_run_v2_service" "worker" {
       name  = "worker"
       image = local.image
       # Pull: the streaming-pull consumer. Push: the HTTP app receiving /v1/pubsub/push.
-      args = var.worker_delivery == "push" ? ["api"] : ["worker"]
+      args       = var.worker_delivery == "push" ? ["api"] : ["worker"]
+      depends_on = local.tracing_enabled ? ["otel-collector"] : []
 
       ports {
         container_port = 8080
@@ -225,7 +269,7 @@ resource "google_cloud_run_v2_service" "worker" {
       }
 
       dynamic "env" {
-        for_each = merge(local.common_env, local.push_env)
+        for_each = merge(local.common_env, local.push_env, local.tracing_env)
         content {
           name  = env.key
           value = env.value
@@ -284,6 +328,38 @@ resource "google_cloud_run_v2_service" "worker" {
           memory = "256Mi"
         }
         cpu_idle = var.worker_delivery == "push"
+      }
+    }
+
+    dynamic "containers" {
+      for_each = local.tracing_enabled ? [1] : []
+      content {
+        name  = "otel-collector"
+        image = var.otel_collector_image
+        args  = ["--config=env:OTELCOL_CONFIG"]
+
+        env {
+          name  = "OTELCOL_CONFIG"
+          value = local.otel_collector_config
+        }
+
+        resources {
+          limits = {
+            cpu    = "1"
+            memory = "256Mi"
+          }
+          cpu_idle = var.worker_delivery == "push"
+        }
+
+        startup_probe {
+          http_get {
+            path = "/"
+            port = local.collector_health_port
+          }
+          period_seconds    = 1
+          timeout_seconds   = 1
+          failure_threshold = 30
+        }
       }
     }
   }
@@ -410,4 +486,164 @@ resource "google_cloud_run_v2_job" "migrate" {
     google_secret_manager_secret_version.this,
     google_secret_manager_secret_version.api_token,
   ]
+}
+
+# The synthetic canary (`latam canary`, var.canary_enabled): one instance, always on, that
+# publishes a marked message through the API every var.canary_interval_seconds and reads it
+# back, exactly as a producer and a reader would (the API's URL, its IAM invoker check, its
+# key). Its latam_canary_* metrics reach Managed Prometheus through the same sidecar as the
+# other services', for the LatamCanaryFailing and LatamCanaryStale alerts.
+resource "google_cloud_run_v2_service" "canary" {
+  count = var.canary_enabled ? 1 : 0
+
+  project  = var.project_id
+  name     = "${local.name}-canary"
+  location = var.region
+  # Nothing calls it (it only serves /healthz and /metrics, to the platform's probes and to
+  # the sidecar on localhost): internal ingress, and no invoker binding.
+  ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  deletion_protection = false
+  labels              = local.labels
+
+  binary_authorization {
+    use_default = true
+  }
+
+  template {
+    service_account                  = google_service_account.canary[0].email
+    max_instance_request_concurrency = 10
+    timeout                          = "30s"
+    execution_environment            = "EXECUTION_ENVIRONMENT_GEN2"
+    labels                           = local.labels
+
+    # Exactly one canary: rounds at a steady rate, one series per metric.
+    scaling {
+      min_instance_count = 1
+      max_instance_count = 1
+    }
+
+    containers {
+      name = "canary"
+      # The image the API served when Terraform planned: the pipeline rolls the API and the
+      # worker, and the next apply brings the canary along (it is a client of the release
+      # before, which also shows the new API still serves that client).
+      image = google_cloud_run_v2_service.api.template[0].containers[0].image
+      args = [
+        "canary",
+        "--url", google_cloud_run_v2_service.api.uri,
+        "--topic", local.canary_topic,
+        "--interval", tostring(var.canary_interval_seconds),
+        "--metrics-port", "8080",
+      ]
+
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        limits = {
+          cpu    = "1"
+          memory = "512Mi"
+        }
+        # Instance-based billing: the rounds run between requests (there are none).
+        cpu_idle          = false
+        startup_cpu_boost = false
+      }
+
+      dynamic "env" {
+        for_each = local.canary_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      # The API requires a key (LATAM_AUTH=on): the admin key the API itself reads, since
+      # the canary creates its topic on first use (infra/README.md, "Choices and why").
+      env {
+        name = "LATAM_API_KEY"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.this["api-token"].secret_id
+            version = "latest"
+          }
+        }
+      }
+
+      startup_probe {
+        http_get {
+          path = "/healthz"
+          port = 8080
+        }
+        period_seconds    = 2
+        timeout_seconds   = 1
+        failure_threshold = 30
+      }
+
+      liveness_probe {
+        http_get {
+          path = "/healthz"
+          port = 8080
+        }
+        period_seconds    = 30
+        timeout_seconds   = 3
+        failure_threshold = 3
+      }
+    }
+
+    containers {
+      name       = "prometheus-collector"
+      image      = var.gmp_sidecar_image
+      depends_on = ["canary"]
+
+      resources {
+        limits = {
+          cpu    = "1"
+          memory = "256Mi"
+        }
+        cpu_idle = false
+      }
+    }
+  }
+
+  traffic {
+    type    = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
+    percent = 100
+  }
+
+  lifecycle {
+    ignore_changes = [
+      client,
+      client_version,
+    ]
+  }
+
+  depends_on = [
+    google_project_service.this,
+    google_secret_manager_secret_iam_member.canary_api_key,
+    google_secret_manager_secret_version.api_token,
+  ]
+}
+
+locals {
+  # Where Cloud Run's IAM guards the API (var.api_public false), the canary also sends a
+  # Google ID token for the API's URL (roles/run.invoker below).
+  canary_env = merge(
+    {
+      LATAM_ENVIRONMENT = var.environment
+      LATAM_LOG_LEVEL   = "INFO"
+    },
+    var.api_public ? {} : { LATAM_CANARY_ID_TOKEN_AUDIENCE = google_cloud_run_v2_service.api.uri },
+  )
+}
+
+# The canary calls an IAM-only API as its own account.
+resource "google_cloud_run_v2_service_iam_member" "canary_invoker" {
+  count = var.canary_enabled && !var.api_public ? 1 : 0
+
+  project  = var.project_id
+  location = google_cloud_run_v2_service.api.location
+  name     = google_cloud_run_v2_service.api.name
+  role     = "roles/run.invoker"
+  member   = google_service_account.canary[0].member
 }

@@ -1,6 +1,7 @@
 # Identities, each with only what its job needs. No primitive roles, no keys: api, worker
-# (runtime); builder (push and sign images, no deploy rights), deployer (roll out revisions);
-# planner (wif.tf, read-only plans of pull requests); push (push mode only).
+# (runtime); canary (the synthetic canary, var.canary_enabled); builder (push and sign
+# images, no deploy rights), deployer (roll out revisions); planner (wif.tf, read-only plans
+# of pull requests); push (push mode only).
 
 resource "google_service_account" "api" {
   project      = var.project_id
@@ -12,6 +13,14 @@ resource "google_service_account" "worker" {
   project      = var.project_id
   account_id   = "${local.name}-worker"
   display_name = "latam worker (${var.environment})"
+}
+
+resource "google_service_account" "canary" {
+  count = var.canary_enabled ? 1 : 0
+
+  project      = var.project_id
+  account_id   = "${local.name}-canary"
+  display_name = "latam synthetic canary (${var.environment})"
 }
 
 resource "google_service_account" "deployer" {
@@ -41,12 +50,21 @@ locals {
     "roles/cloudsql.instanceUser", # log in with IAM database authentication
     "roles/logging.logWriter",
     "roles/monitoring.metricWriter", # Managed Prometheus sidecar writes metrics
-    "roles/cloudtrace.agent",
+    # The traces sidecar writes spans to the Telemetry API (telemetry.traces.write only;
+    # roles/cloudtrace.agent would add the legacy Cloud Trace API, which nothing here calls).
+    "roles/telemetry.tracesWriter",
+  ]
+
+  # The canary only logs and has its metrics written: no database, no broker, no traces.
+  canary_project_roles = [
+    "roles/logging.logWriter",
+    "roles/monitoring.metricWriter", # Managed Prometheus sidecar writes metrics
   ]
 
   runtime_bindings = merge(
     { for role in local.runtime_project_roles : "api-${role}" => { role = role, member = google_service_account.api.member } },
     { for role in local.runtime_project_roles : "worker-${role}" => { role = role, member = google_service_account.worker.member } },
+    var.canary_enabled ? { for role in local.canary_project_roles : "canary-${role}" => { role = role, member = google_service_account.canary[0].member } } : {},
   )
 }
 
@@ -72,6 +90,14 @@ resource "google_artifact_registry_repository_iam_member" "builder_push" {
   repository = google_artifact_registry_repository.images.name
   role       = "roles/artifactregistry.writer"
   member     = google_service_account.builder.member
+}
+
+# The status page reads its SLO states from Managed Prometheus's query API
+# (monitoring.timeSeries.list; no narrower resource than the project holds metrics).
+resource "google_project_iam_member" "api_monitoring_viewer" {
+  project = var.project_id
+  role    = "roles/monitoring.viewer"
+  member  = google_service_account.api.member
 }
 
 # The canary bake reads the SLO metrics of the new revision (Managed Prometheus queries).
@@ -103,14 +129,28 @@ resource "google_service_account_iam_member" "deployer_act_as" {
 
 # Runtime identities pull images from this repository only.
 resource "google_artifact_registry_repository_iam_member" "runtime_pull" {
-  for_each = {
-    api    = google_service_account.api.member
-    worker = google_service_account.worker.member
-  }
+  for_each = merge(
+    {
+      api    = google_service_account.api.member
+      worker = google_service_account.worker.member
+    },
+    var.canary_enabled ? { canary = google_service_account.canary[0].member } : {},
+  )
 
   project    = var.project_id
   location   = google_artifact_registry_repository.images.location
   repository = google_artifact_registry_repository.images.name
   role       = "roles/artifactregistry.reader"
   member     = each.value
+}
+
+# The canary reads the API key it calls the API with (the one the API reads, secrets.tf):
+# that secret only.
+resource "google_secret_manager_secret_iam_member" "canary_api_key" {
+  count = var.canary_enabled ? 1 : 0
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.this["api-token"].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.canary[0].member
 }

@@ -33,7 +33,11 @@ locals {
   # exists, unlike the hash-style `uri` attribute; both reach the same service.
   push_audience = "https://${local.name}-worker-${data.google_project.this.number}.${var.region}.run.app"
 
-  services = [
+  # The synthetic canary's topic: the canary service publishes to it (`latam canary
+  # --topic`), the API's status page reads its history (LATAM_CANARY_TOPIC).
+  canary_topic = "latam-canary"
+
+  google_apis = [
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
     "binaryauthorization.googleapis.com",
@@ -50,6 +54,7 @@ locals {
     "serviceusage.googleapis.com",
     "sqladmin.googleapis.com",
     "sts.googleapis.com",
+    "telemetry.googleapis.com", # the traces sidecar writes spans to the Telemetry (OTLP) API
   ]
 }
 
@@ -58,7 +63,7 @@ data "google_project" "this" {
 }
 
 resource "google_project_service" "this" {
-  for_each = toset(local.services)
+  for_each = toset(local.google_apis)
 
   project            = var.project_id
   service            = each.value

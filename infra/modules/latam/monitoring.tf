@@ -1,5 +1,7 @@
 # Uptime check, SLOs on the service's Prometheus metrics (Managed Service for Prometheus),
-# and multi-window burn-rate alerts.
+# and the cloud twin of every Prometheus alert. The SLOs and the twins come from
+# generated/cloud.json, which scripts/slo.py writes from deploy/slo/slos.yaml (`make slo`):
+# the objectives, windows, thresholds and runbooks have one source.
 
 locals {
   runbooks = "https://github.com/${var.github_repository}/blob/main/docs/runbooks.md"
@@ -11,23 +13,32 @@ locals {
   prom_api    = "resource.type=\"prometheus_target\" resource.label.\"namespace\"=\"${google_cloud_run_v2_service.api.name}\""
   prom_worker = "resource.type=\"prometheus_target\" resource.label.\"namespace\"=\"${google_cloud_run_v2_service.worker.name}\""
 
-  requests_metric  = "metric.type=\"prometheus.googleapis.com/latam_http_requests_total/counter\""
-  latency_metric   = "metric.type=\"prometheus.googleapis.com/latam_http_request_duration_seconds/histogram\""
-  freshness_metric = "metric.type=\"prometheus.googleapis.com/latam_message_freshness_seconds/histogram\""
+  generated = jsondecode(file("${path.module}/generated/cloud.json"))
 
-  # Fast burn pages (2% of a 28-day budget in 1 h), slow burn tickets (5% in 6 h).
-  burn_rate_windows = {
-    fast = { lookback = "3600s", threshold = 14.4, duration = "120s" }
-    slow = { lookback = "21600s", threshold = 6, duration = "900s" }
+  # The Cloud Run services whose series each scope covers: SLO filters select the
+  # prometheus_target resource of the scope's service, PromQL twins namespace=~"<all of
+  # them>" (the canary's alerts read the canary service).
+  services = {
+    api    = google_cloud_run_v2_service.api.name
+    worker = google_cloud_run_v2_service.worker.name
+  }
+  monitored_services = join("|", concat(values(local.services), google_cloud_run_v2_service.canary[*].name))
+
+  # Pages go to the pager channels when set (PagerDuty, SMS…), else to the e-mail channel so
+  # no page is lost; tickets go to e-mail and the extra ticket channels (chat…).
+  page_channels   = length(var.page_notification_channels) > 0 ? var.page_notification_channels : [google_monitoring_notification_channel.email.id]
+  ticket_channels = concat([google_monitoring_notification_channel.email.id], var.ticket_notification_channels)
+
+  subscriptions = {
+    worker      = google_pubsub_subscription.worker.name
+    dead_letter = google_pubsub_subscription.dead_letter.name
   }
 
   # Empty until var.slos_enabled: Cloud Monitoring refuses an SLO on a metric it has never
   # received, so the SLOs (and their alerts) wait for the first image's metrics.
-  slos = var.slos_enabled ? {
-    availability = google_monitoring_slo.availability[0].name
-    read_latency = google_monitoring_slo.read_latency[0].name
-    freshness    = google_monitoring_slo.freshness[0].name
-  } : {}
+  slos = var.slos_enabled ? { for s in local.generated.slos : s.slo_id => s } : {}
+
+  policies = { for p in local.generated.policies : p.key => p }
 }
 
 resource "google_monitoring_notification_channel" "email" {
@@ -90,32 +101,6 @@ resource "google_cloud_run_v2_service_iam_member" "uptime_invoker" {
   depends_on = [google_monitoring_uptime_check_config.api]
 }
 
-resource "google_monitoring_alert_policy" "uptime" {
-  project      = var.project_id
-  display_name = "${local.name}-api uptime check failing"
-  combiner     = "OR"
-
-  conditions {
-    display_name = "/healthz fails from several regions"
-
-    condition_threshold {
-      filter          = "metric.type=\"monitoring.googleapis.com/uptime_check/check_passed\" resource.type=\"uptime_url\" metric.label.\"check_id\"=\"${google_monitoring_uptime_check_config.api.uptime_check_id}\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 1
-      duration        = "300s"
-
-      aggregations {
-        alignment_period     = "1200s"
-        per_series_aligner   = "ALIGN_NEXT_OLDER"
-        cross_series_reducer = "REDUCE_COUNT_FALSE"
-        group_by_fields      = ["resource.label.host"]
-      }
-    }
-  }
-
-  notification_channels = [google_monitoring_notification_channel.email.id]
-}
-
 resource "google_monitoring_custom_service" "latam" {
   project      = var.project_id
   service_id   = "${local.name}-service"
@@ -124,160 +109,110 @@ resource "google_monitoring_custom_service" "latam" {
   depends_on = [google_project_service.this]
 }
 
-# Availability: non-5xx responses / all responses >= 99.9 % over 28 days.
-resource "google_monitoring_slo" "availability" {
-  count = var.slos_enabled ? 1 : 0
+# Request-based SLOs, one per entry of the SLO spec: good/bad counters or a distribution
+# cut of a histogram, on the prometheus_target series of the scope's Cloud Run service.
+resource "google_monitoring_slo" "this" {
+  for_each = local.slos
 
   project             = var.project_id
   service             = google_monitoring_custom_service.latam.service_id
-  slo_id              = "availability"
-  display_name        = "99.9% of API requests succeed (28 days)"
-  goal                = 0.999
-  rolling_period_days = 28
+  slo_id              = each.key
+  display_name        = each.value.display_name
+  goal                = each.value.goal
+  rolling_period_days = each.value.rolling_period_days
 
   request_based_sli {
-    good_total_ratio {
-      bad_service_filter   = "${local.requests_metric} ${local.prom_api} metric.label.\"status_class\"=\"5xx\""
-      total_service_filter = "${local.requests_metric} ${local.prom_api}"
+    dynamic "good_total_ratio" {
+      for_each = can(each.value.bad_filter) ? [1] : []
+      content {
+        bad_service_filter   = "${each.value.bad_filter} AND resource.type=\"prometheus_target\" AND resource.label.\"namespace\"=\"${local.services[each.value.scope]}\""
+        total_service_filter = "${each.value.total_filter} AND resource.type=\"prometheus_target\" AND resource.label.\"namespace\"=\"${local.services[each.value.scope]}\""
+      }
     }
-  }
-}
 
-# Read latency: GET requests faster than 300 ms >= 99 % over 28 days.
-resource "google_monitoring_slo" "read_latency" {
-  count = var.slos_enabled ? 1 : 0
+    dynamic "distribution_cut" {
+      for_each = can(each.value.distribution_filter) ? [1] : []
+      content {
+        distribution_filter = "${each.value.distribution_filter} AND resource.type=\"prometheus_target\" AND resource.label.\"namespace\"=\"${local.services[each.value.scope]}\""
 
-  project             = var.project_id
-  service             = google_monitoring_custom_service.latam.service_id
-  slo_id              = "read-latency"
-  display_name        = "99% of GET requests served in under 300 ms (28 days)"
-  goal                = 0.99
-  rolling_period_days = 28
-
-  request_based_sli {
-    distribution_cut {
-      distribution_filter = "${local.latency_metric} ${local.prom_api} metric.label.\"method\"=\"GET\""
-
-      range {
-        min = 0
-        max = 0.3
+        range {
+          min = 0
+          max = each.value.good_max
+        }
       }
     }
   }
 }
 
-# Freshness: messages stored within 60 s of publication >= 99 % over 28 days.
-resource "google_monitoring_slo" "freshness" {
-  count = var.slos_enabled ? 1 : 0
-
-  project             = var.project_id
-  service             = google_monitoring_custom_service.latam.service_id
-  slo_id              = "freshness"
-  display_name        = "99% of messages stored within 60 s of publication (28 days)"
-  goal                = 0.99
-  rolling_period_days = 28
-
-  request_based_sli {
-    distribution_cut {
-      distribution_filter = "${local.freshness_metric} ${local.prom_worker}"
-
-      range {
-        min = 0
-        max = 60
-      }
-    }
-  }
-}
-
-resource "google_monitoring_alert_policy" "burn_rate" {
-  for_each = {
-    for pair in setproduct(keys(local.slos), keys(local.burn_rate_windows)) :
-    "${pair[0]}-${pair[1]}" => { slo = pair[0], window = pair[1] }
-  }
+# The cloud twin of every Prometheus alert (deploy/prometheus/rules/): same name, same
+# threshold and duration, same runbook. PromQL conditions run the rule's own expression on
+# Managed Service for Prometheus (the SLO burn alerts with both windows of every tier and
+# the minimum of events, inlined because the cloud has no recording rules); Google metrics
+# stand in where the truth lives there (Pub/Sub backlog and dead letters, uptime checks).
+# Pages go to the pager channels, tickets to e-mail and chat.
+resource "google_monitoring_alert_policy" "twin" {
+  for_each = local.policies
 
   project      = var.project_id
-  display_name = "${local.name} SLO ${each.value.slo}: ${each.value.window} burn"
+  display_name = "${local.name} ${each.value.alert} (${each.value.severity})"
   combiner     = "OR"
-  severity     = each.value.window == "fast" ? "CRITICAL" : "WARNING"
+  severity     = each.value.severity == "page" ? "CRITICAL" : "WARNING"
 
-  conditions {
-    display_name = "${each.value.slo} error budget burning ${local.burn_rate_windows[each.value.window].threshold}x over ${local.burn_rate_windows[each.value.window].lookback}"
+  dynamic "conditions" {
+    for_each = can(each.value.promql) ? [1] : []
+    content {
+      display_name = "${each.value.alert} (${each.value.severity})"
 
-    condition_threshold {
-      filter          = "select_slo_burn_rate(\"${local.slos[each.value.slo]}\", \"${local.burn_rate_windows[each.value.window].lookback}\")"
-      comparison      = "COMPARISON_GT"
-      threshold_value = local.burn_rate_windows[each.value.window].threshold
-      duration        = local.burn_rate_windows[each.value.window].duration
+      condition_prometheus_query_language {
+        query               = replace(each.value.promql, "__SERVICES__", local.monitored_services)
+        duration            = each.value.duration
+        evaluation_interval = "60s"
+        alert_rule          = each.value.alert
+        rule_group          = "latam"
+        labels = {
+          severity = each.value.severity
+        }
+        # Series appear with the first scrape of a deployed image; the policy exists before.
+        disable_metric_validation = true
+      }
     }
+  }
+
+  dynamic "conditions" {
+    for_each = can(each.value.native) ? [each.value.native] : []
+    content {
+      display_name = "${each.value.alert} (${each.value.severity}): ${conditions.value.metric}"
+
+      condition_threshold {
+        filter = join(" AND ", compact([
+          "metric.type=\"${conditions.value.metric}\"",
+          "resource.type=\"${conditions.value.resource}\"",
+          try("resource.label.\"subscription_id\"=\"${local.subscriptions[conditions.value.subscription]}\"", ""),
+          conditions.value.resource == "uptime_url" ? "metric.label.\"check_id\"=\"${google_monitoring_uptime_check_config.api.uptime_check_id}\"" : "",
+        ]))
+        comparison      = conditions.value.comparison
+        threshold_value = conditions.value.threshold
+        duration        = each.value.duration
+
+        aggregations {
+          alignment_period     = conditions.value.alignment
+          per_series_aligner   = conditions.value.aligner
+          cross_series_reducer = try(conditions.value.reducer, null)
+          group_by_fields      = can(conditions.value.reducer) ? ["resource.label.host"] : null
+        }
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "1800s"
   }
 
   documentation {
     mime_type = "text/markdown"
-    content   = "The ${each.value.slo} SLO of latam (${var.environment}) is consuming its 28-day error budget ${local.burn_rate_windows[each.value.window].threshold}x faster than sustainable. Runbook: ${local.runbooks}#latam${replace(each.value.slo, "_", "")}budgetburn"
+    subject   = "latam (${var.environment}): ${each.value.alert} (${each.value.severity})"
+    content   = "${each.value.summary}\n\nRunbook: ${each.value.runbook}"
   }
 
-  notification_channels = [google_monitoring_notification_channel.email.id]
-}
-
-# The backlog's truth on Pub/Sub is Pub/Sub's own metric (the app exports none there):
-# the twin of the Prometheus rule LatamBacklogTooOld, same threshold and runbook.
-resource "google_monitoring_alert_policy" "backlog_too_old" {
-  project      = var.project_id
-  display_name = "${local.name} LatamBacklogTooOld"
-  combiner     = "OR"
-  severity     = "CRITICAL"
-
-  conditions {
-    display_name = "oldest unacknowledged message on the worker subscription older than 300 s"
-
-    condition_threshold {
-      filter          = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" resource.type=\"pubsub_subscription\" resource.label.\"subscription_id\"=\"${google_pubsub_subscription.worker.name}\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 300
-      duration        = "300s"
-
-      aggregations {
-        alignment_period   = "60s"
-        per_series_aligner = "ALIGN_MAX"
-      }
-    }
-  }
-
-  documentation {
-    mime_type = "text/markdown"
-    content   = "Messages wait on the worker subscription of latam (${var.environment}) for more than 5 minutes: freshness is already lost. Runbook: ${local.runbooks}#latambacklogtooold"
-  }
-
-  notification_channels = [google_monitoring_notification_channel.email.id]
-}
-
-# Dead letters are a symptom worth a look even while the SLOs hold.
-resource "google_monitoring_alert_policy" "dead_letters" {
-  project      = var.project_id
-  display_name = "${local.name} messages dead-lettered"
-  combiner     = "OR"
-  severity     = "WARNING"
-
-  conditions {
-    display_name = "dead-letter subscription backlog above zero"
-
-    condition_threshold {
-      filter          = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" resource.type=\"pubsub_subscription\" resource.label.\"subscription_id\"=\"${google_pubsub_subscription.dead_letter.name}\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "300s"
-
-      aggregations {
-        alignment_period   = "300s"
-        per_series_aligner = "ALIGN_MAX"
-      }
-    }
-  }
-
-  documentation {
-    mime_type = "text/markdown"
-    content   = "Messages of latam (${var.environment}) were dead-lettered and wait in the dead-letter subscription. Runbook: ${local.runbooks}#latamdeadletterqueuenotempty"
-  }
-
-  notification_channels = [google_monitoring_notification_channel.email.id]
+  notification_channels = each.value.severity == "page" ? local.page_channels : local.ticket_channels
 }

@@ -13,6 +13,11 @@ output "worker_service" {
   value       = google_cloud_run_v2_service.worker.name
 }
 
+output "canary_service" {
+  description = "Cloud Run service name of the synthetic canary (null when canary_enabled is false)."
+  value       = var.canary_enabled ? google_cloud_run_v2_service.canary[0].name : null
+}
+
 output "migrate_job" {
   description = "Cloud Run job that runs the database migrations."
   value       = google_cloud_run_v2_job.migrate.name
@@ -31,6 +36,7 @@ output "service_accounts" {
     builder  = google_service_account.builder.email
     deployer = google_service_account.deployer.email
     planner  = google_service_account.planner.email
+    canary   = var.canary_enabled ? google_service_account.canary[0].email : null
   }
 }
 

@@ -195,8 +195,30 @@ variable "terraform_state_bucket" {
 }
 
 variable "alert_notification_email" {
-  description = "E-mail address that receives SLO burn-rate and uptime alerts."
+  description = "E-mail address that receives every ticket, and the pages too while page_notification_channels is empty."
   type        = string
+}
+
+variable "page_notification_channels" {
+  description = "Notification channel ids (projects/P/notificationChannels/N) that receive pages (severity page, CRITICAL): a PagerDuty, SMS or mobile-app channel created once per project. Empty: pages go to the e-mail channel, which nobody should call paging."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.page_notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "page_notification_channels takes channel ids such as projects/my-project/notificationChannels/123."
+  }
+}
+
+variable "ticket_notification_channels" {
+  description = "Notification channel ids that receive tickets (severity ticket, WARNING) besides the e-mail channel, e.g. a Google Chat or Slack channel."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.ticket_notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "ticket_notification_channels takes channel ids such as projects/my-project/notificationChannels/123."
+  }
 }
 
 variable "gmp_sidecar_image" {
@@ -205,8 +227,47 @@ variable "gmp_sidecar_image" {
   default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0"
 }
 
+variable "otel_collector_image" {
+  description = "Google-built OpenTelemetry Collector, the traces sidecar of the API and the worker, by digest (0.135.0; infra/README.md says how to move it)."
+  type        = string
+  default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/google-cloud-opentelemetry-collector/otelcol-google@sha256:90c2bab052e6c9da37efb6e7181b0cbb99562b9b39096dce895c7afe957b3b02"
+
+  validation {
+    condition     = can(regex("@sha256:[0-9a-f]{64}$", var.otel_collector_image))
+    error_message = "otel_collector_image must be pinned by digest (…@sha256:<64 hex>)."
+  }
+}
+
+variable "trace_sample_ratio" {
+  description = "Share of traces the API and the worker record and send to Cloud Trace (0-1), decided per trace id so both sides of a message agree; 0 runs no collector sidecar."
+  type        = number
+  default     = 0.1
+
+  validation {
+    condition     = var.trace_sample_ratio >= 0 && var.trace_sample_ratio <= 1
+    error_message = "trace_sample_ratio must be between 0 and 1."
+  }
+}
+
+variable "canary_enabled" {
+  description = "Run the synthetic canary: a one-instance Cloud Run service (`latam canary`) that publishes a marked message through the API and reads it back, for the LatamCanaryFailing/LatamCanaryStale alerts."
+  type        = bool
+  default     = true
+}
+
+variable "canary_interval_seconds" {
+  description = "Seconds between the canary's rounds (the canary alerts assume at most 120)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.canary_interval_seconds >= 1 && var.canary_interval_seconds <= 120
+    error_message = "canary_interval_seconds must be between 1 and 120."
+  }
+}
+
 variable "slos_enabled" {
-  description = "Create the SLOs and their burn-rate alerts. Cloud Monitoring rejects an SLO on a metric it has never received, so this stays false until the first image has run and exported latam_* metrics; the deploy pipeline turns it on once the metric exists (infra/README.md, bootstrap)."
+  description = "Create the Cloud Monitoring SLOs. Cloud Monitoring rejects an SLO on a metric it has never received, so this stays false until the first image has run and exported latam_* metrics; the deploy pipeline turns it on once the metric exists (infra/README.md, bootstrap)."
   type        = bool
   default     = false
 }

@@ -20,6 +20,7 @@ from latam.api import (
     problems,
     pubsub_push,
     stats,
+    status,
     topics,
 )
 from latam.api.deps import RefuseRepeatOffenders
@@ -28,6 +29,7 @@ from latam.api.ratelimit import RateLimiter
 from latam.keys import KeyVerifier
 from latam.service import Service
 from latam.settings import Settings
+from latam.status import StatusPage
 
 DESCRIPTION = """Publish JSON messages to topics, read them back in pages, inspect and
 replay dead letters. Errors are `application/problem+json` (RFC 9457)."""
@@ -39,9 +41,11 @@ def create_app(
     keys: KeyVerifier,
     *,
     lifespan: Lifespan[FastAPI] | None = None,
+    status_page: StatusPage | None = None,
 ) -> FastAPI:
     """Wire routers, error handlers and middleware around one ``Service``; ``keys``
-    verifies bearer tokens (``bootstrap.build_keys``) when authentication is on."""
+    verifies bearer tokens (``bootstrap.build_keys``) when authentication is on;
+    ``status_page`` answers ``/status`` (default: from ``settings``)."""
 
     @asynccontextmanager
     async def lifespan_and_pages(app: FastAPI) -> AsyncIterator[None]:
@@ -79,7 +83,11 @@ def create_app(
     app.state.failed_auth_limiter = RateLimiter(
         rate=settings.failed_auth_per_second, burst=settings.failed_auth_burst
     )
-    for router in (topics, contracts, messages, stats, dead_letters, compat, health):
+    # Public, like the probes: computed at most every 30 s per process, whoever asks.
+    app.state.status = status.RenderedStatus(
+        status_page or status.build_status_page(service, settings)
+    )
+    for router in (topics, contracts, messages, stats, dead_letters, compat, health, status):
         app.include_router(router.router)
     if not settings.metrics_port:
         app.include_router(health.metrics_router)
@@ -102,4 +110,5 @@ def create_app(
         body_timeout_seconds=settings.request_timeout_seconds,
         gcp_project=settings.gcp_project,
     )
+    app.add_middleware(status.StatusHeaders)  # outermost: sees the headers of every layer
     return app

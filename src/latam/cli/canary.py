@@ -26,7 +26,13 @@ MIN_INTERVAL, MAX_INTERVAL = 0.1, 120.0
 
 @click.command()
 @api_url_option
-@click.option("--topic", default="latam-canary", show_default=True, help="The canary's topic.")
+@click.option(
+    "--topic",
+    default="latam-canary",
+    envvar="LATAM_CANARY_TOPIC",
+    show_default=True,
+    help="The canary's topic (the status page reads the same LATAM_CANARY_TOPIC).",
+)
 @ranged_option(
     "--interval",
     click.FloatRange(MIN_INTERVAL, MAX_INTERVAL),
@@ -50,6 +56,12 @@ MIN_INTERVAL, MAX_INTERVAL = 0.1, 120.0
     " on the API's /metrics).",
 )
 @api_key_option
+@click.option(
+    "--id-token-audience",
+    envvar="LATAM_CANARY_ID_TOKEN_AUDIENCE",
+    help="Also send a Google ID token for this audience (an IAM-only Cloud Run API: its URL)"
+    " in X-Serverless-Authorization (LATAM_CANARY_ID_TOKEN_AUDIENCE).",
+)
 def canary(
     url: str | None,
     topic: str,
@@ -58,26 +70,26 @@ def canary(
     rounds: int,
     metrics_port: int,
     api_key: str | None,
+    id_token_audience: str | None,
 ) -> None:
     """Publish a marked message to TOPIC and read it back through the API, every interval.
 
     Creates the topic when missing (an admin key; a key with the read and publish scopes
     is enough once the topic exists). Each round is logged and counted in
-    latam_canary_rounds_total, failed look-ups of the topic included.
+    latam_canary_rounds_total, failed look-ups of the topic included. Where Cloud Run's IAM
+    guards the API, --id-token-audience adds the workload's Google ID token to each request.
     """
     settings = load_settings()
     setup(settings)
     import logging
 
-    import httpx
-
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
 
     from latam.canary import Canary
+    from latam.process.canary import canary_client
     from latam.process.lifecycle import PARENT_PID_ENV, exit_with_parent, serve_metrics
 
     base = url or f"http://{settings.host}:{settings.port}"
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -94,7 +106,10 @@ def canary(
             serve_metrics(settings.host, metrics_port, "canary")
         except OSError as exc:
             fail(f"--metrics-port: cannot serve metrics on port {metrics_port}: {exc.strerror}")
-    with httpx.Client(base_url=base, headers=headers, timeout=timeout) as client:
+    client = canary_client(
+        base, api_key=api_key, id_token_audience=id_token_audience or None, timeout=timeout
+    )
+    with client:
         probe = Canary(client, topic, timeout=timeout, stop=stop)
         done = probe.run(interval=interval, rounds=rounds)
     for outcome in done:
