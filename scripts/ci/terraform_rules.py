@@ -15,6 +15,7 @@ Prints one ok:/FAIL: line per rule and exits 1 if any rule failed.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import io
 import re
 import sys
@@ -423,6 +424,32 @@ def traces_reach_their_collector(files: Files) -> list[str]:
     return problems
 
 
+def sidecars_admitted(files: Files) -> list[str]:
+    """Every image a service runs from a variable (the sidecars) is admitted by the Binary
+    Authorization policy's allow-list, or each deploy of that service is refused."""
+    defaults: dict[str, str] = {}
+    for path in files:
+        if path.startswith(MODULE) and path.endswith(".tf"):
+            for block in parse(files, path).get("variable", []):
+                for name, body in block.items():
+                    if isinstance(first(body.get("default")), str):
+                        defaults[name] = first(body["default"])
+    patterns = [
+        str(first(p.get("name_pattern")))
+        for policy in resources(files, "google_binary_authorization_policy").values()
+        for p in policy.get("admission_whitelist_patterns", [])
+    ]
+    problems = []
+    images = set(re.findall(r"image\s*=\s*var\.(\w+)", files.get(f"{MODULE}/cloudrun.tf", "")))
+    for variable in sorted(images):
+        image = defaults.get(variable)
+        if image is None:
+            continue
+        if not any(fnmatch.fnmatch(image, pattern) for pattern in patterns):
+            problems.append(f"var.{variable} ({image}) is not admitted by Binary Authorization")
+    return problems
+
+
 RULES: dict[str, Callable[[Files], list[str]]] = {
     "Cloud SQL address type (LATAM_CLOUDSQL_IP_TYPE)": cloudsql_ip_type,
     "SLOs wait for the metrics (slos_enabled)": slos_wait_for_metrics,
@@ -439,10 +466,17 @@ RULES: dict[str, Callable[[Files], list[str]]] = {
     "canary: the API's URL, image and invoker check": canary_reaches_the_api,
     "canary: one instance, CPU always on, metrics shipped": canary_always_on,
     "traces: the app exports to its sidecar's port": traces_reach_their_collector,
+    "sidecar images admitted by Binary Authorization": sidecars_admitted,
 }
 
 # Each mistake of the issue, as an edit of the real files, and the rule that must catch it.
 MUTATIONS: list[tuple[str, str, str, str]] = [
+    (
+        sidecars_admitted.__name__,
+        f"{MODULE}/binauthz.tf",
+        "google-cloud-opentelemetry-collector/*",
+        "google-cloud-opentelemetry-collector/otelcol-old",
+    ),
     (cloudsql_ip_type.__name__, f"{MODULE}/cloudrun.tf", '= "PUBLIC"', '= "PRIVATE"'),
     (
         slos_wait_for_metrics.__name__,
