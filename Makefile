@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help run test unit chaos lint fmt typecheck venv clean bench soak monitor promtool security diagram smoke infra-check slo
+.PHONY: help run test unit chaos lint fmt typecheck venv clean bench soak monitor promtool security diagram smoke infra-check slo vendor-check screenshots
 
 # Dependencies come from the hash-checked lock (requirements/lock.txt, regenerated from
 # pyproject.toml with the command in its header); the project itself installs on top.
@@ -51,7 +51,7 @@ fmt: venv ## fix what ruff can and reformat
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: venv ## benchmark suite; appends its figures to docs/benchmarks.md (about 35 min; BENCH_ARGS="--only ingest,reads" for a part)
+bench: venv ## benchmark suite; appends its figures to docs/benchmarks.md (about 40 min; BENCH_ARGS="--only ingest,reads" for a part)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk)
 	PYTHONPATH=. $(BIN)/python -m bench.run $(BENCH_ARGS)
 
@@ -75,6 +75,12 @@ monitor: ## Prometheus on 127.0.0.1:9090 scraping a running `make run`, rules lo
 
 smoke: venv ## the post-deploy integration test against BASE_URL (default the local server)
 	$(BIN)/python scripts/smoke.py --base-url $${BASE_URL:-http://127.0.0.1:8000}
+
+vendor-check: venv ## the console's vendored htmx, uPlot (and the tests' axe-core) byte-identical to the npm registry's tarballs
+	$(BIN)/python scripts/vendor_console.py --check
+
+screenshots: venv ## re-render docs/console-*.png: latam serve on demo flight data, in headless Chromium
+	PYTHONPATH=. $(BIN)/python -m tests.browser.screenshots
 
 diagram: ## re-render docs/architecture.png from scripts/diagram.py
 	command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends graphviz)

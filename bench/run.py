@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import contracts, freshness, memory, reads, stats, windows
+from bench import console, contracts, freshness, memory, reads, stats, windows
 from bench.common import ROOT, Figure, free_port, latam, latam_env, machine, wait_ready
 from bench.floor import floor_rate, mysql_floor_rate, postgres_floor_rate
 from bench.ingest import create_topic, publish_and_wait
@@ -36,6 +36,7 @@ PARTS = (
     "memory",
     "stores",
     "brokers",
+    "console",
 )
 
 
@@ -81,6 +82,11 @@ def ingest_and_reads(
 def schema_cost(runs: int, total: int) -> list[Figure]:
     with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as base:
         return contracts.measure(base, runs, total)
+
+
+def console_cost(runs: int, total: int, seconds: int) -> list[Figure]:
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as base:
+        return console.measure(base, runs, total, seconds)
 
 
 def fresh(runs: int, seconds: int) -> list[Figure]:
@@ -275,6 +281,11 @@ def main() -> None:
         part(
             "brokers",
             lambda: other_brokers(1 if args.quick else 2, total if args.quick else total // 2),
+        )
+    if "console" in only:
+        part(
+            "console",
+            lambda: console_cost(1 if args.quick else 5, total // 2, 5 if args.quick else 10),
         )
     command = "make bench" + (f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
     report = write_report(figures, command, started, failures)

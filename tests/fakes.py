@@ -445,6 +445,11 @@ class MemoryStore:
     def count_messages(self, topic_id: int) -> int:
         return len(self._rows(topic_id))
 
+    def last_seq(self, topic_id: int) -> int:
+        self._check()
+        rows = self._rows(topic_id)
+        return rows[-1].message.seq if rows else 0
+
     def topic_stats(
         self,
         topic_id: int,

@@ -247,13 +247,25 @@ def exposition(accept: str = "") -> tuple[bytes, str]:
     header asks for it, the Prometheus text format otherwise."""
     encoder, content_type = choose_encoder(accept)
     sample_pools()
+    return encoder(_registry(with_process=True)), content_type
+
+
+def families() -> list[Metric]:
+    """The metric families ``exposition`` shows (without process CPU and memory): this
+    process's, or every process's in multiprocess mode, for readers inside the process
+    (the web console's overview)."""
+    return list(_registry(with_process=False).collect())
+
+
+def _registry(*, with_process: bool) -> CollectorRegistry:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    if not directory:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    if with_process:
         registry.register(SharedProcessCollector(directory))
-        return encoder(registry), content_type
-    return encoder(REGISTRY), content_type
+    return registry
 
 
 _PID_FILE = re.compile(r"_(\d+)\.db$")

@@ -19,7 +19,7 @@ from anyio import CapacityLimiter
 from anyio.to_thread import run_sync
 
 from latam import metrics
-from latam.broker.base import Broker, DeadLetter, letter_bytes
+from latam.broker.base import Backlog, Broker, DeadLetter, letter_bytes
 from latam.contracts import Contracts
 from latam.domain import (
     ATTR_TOPIC_ID,
@@ -327,6 +327,12 @@ class Service:
             last = _cursor(topic_id, items[-1].seq, items[-1].published_at, since, until)
         return MessagePage(items, last if more else None, last)
 
+    def tail_cursor(self, *, topic_id: int) -> str:
+        """The cursor after the topic's newest stored message: a page read from it holds
+        only what is stored next (a live tail), in ingest order, with no gap or repeat."""
+        self.store.get_topic(topic_id)
+        return Position(self.store.last_seq(topic_id)).encode(topic_id)
+
     async def read_page(
         self,
         *,
@@ -536,6 +542,11 @@ class Service:
 
     def purge_dead_letters(self, *, ids: Sequence[str] | None = None) -> int:
         return self.broker.purge_dead_letters(ids)
+
+    def backlog(self) -> Backlog | None:
+        """Messages waiting for the worker and the oldest one's age, or None where the
+        broker cannot tell (Pub/Sub: its subscription's own metrics know)."""
+        return self.broker.backlog()
 
     # -- health -----------------------------------------------------------------------
     def readiness(self) -> dict[str, str | None]:

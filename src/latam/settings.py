@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".latam")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class Settings(BaseSettings):
@@ -95,6 +96,11 @@ class Settings(BaseSettings):
     )
     request_timeout_seconds: float = Field(30.0, gt=0, description="Time to send a body (s).")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    console_secret: SecretStr | None = Field(
+        None,
+        description="Signs the web console's session cookies and CSRF tokens; every API"
+        " process of a deployment needs the same one (empty: random per `latam api`).",
+    )
 
     # Delivery semantics shared by every broker.
     max_delivery_attempts: int = Field(5, ge=1, le=100)
@@ -182,12 +188,26 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 32 random characters")
         return value
 
+    @field_validator("console_secret")
+    @classmethod
+    def _console_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 random characters")
+        return value
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the API binds to a loopback address only."""
+        return self.host in LOOPBACK_HOSTS
+
     @property
     def auth_enabled(self) -> bool:
         """Keys are required when asked for, or by default off loopback."""
         if self.auth != "auto":
             return self.auth == "on"
-        return self.host not in {"127.0.0.1", "localhost", "::1"}
+        return not self.loopback
 
     @property
     def api_processes(self) -> int:

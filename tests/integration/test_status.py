@@ -176,6 +176,16 @@ def test_head_answers_like_get_without_a_body(api: Api) -> None:
         assert head.headers["cache-control"] == "public, max-age=30"
 
 
+def test_the_page_reloads_itself_only_when_asked(api: Api) -> None:
+    plain = api.client.get("/status").text
+    wall = api.client.get("/status?refresh=on").text
+    assert 'http-equiv="refresh"' not in plain
+    assert '<meta http-equiv="refresh" content="30">' in wall
+    bad = api.client.get("/status?refresh=yes")
+    assert bad.status_code == 422
+    assert bad.headers["content-type"] == "application/problem+json"
+
+
 def test_computed_once_per_interval_and_cacheable(api: Api) -> None:
     first = api.client.get("/status.json")
     assert first.headers["cache-control"] == "public, max-age=30"

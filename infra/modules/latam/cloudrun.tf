@@ -40,6 +40,7 @@ locals {
   api_secret_env = {
     LATAM_BOOTSTRAP_API_KEY = google_secret_manager_secret.this["api-token"].secret_id
     LATAM_DATABASE_URL      = google_secret_manager_secret.this["api-database-url"].secret_id
+    LATAM_CONSOLE_SECRET    = google_secret_manager_secret.this["console-secret"].secret_id
   }
 
   worker_secret_env = {

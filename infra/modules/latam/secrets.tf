@@ -7,6 +7,7 @@
 locals {
   secrets = {
     "api-token"           = { readers = ["api", "deployer"] }
+    "console-secret"      = { readers = ["api"] }
     "db-admin-password"   = { readers = [] }
     "api-database-url"    = { readers = ["api"] }
     "worker-database-url" = { readers = ["worker"] }
@@ -61,6 +62,19 @@ resource "google_secret_manager_secret_version" "this" {
 
   secret      = google_secret_manager_secret.this[each.key].id
   secret_data = each.value
+}
+
+# Signs the console's session and CSRF tokens: one value for every API instance, so a
+# session made on one instance is valid on the others. Rotating it signs everyone out.
+ephemeral "random_password" "console_secret" {
+  length  = 64
+  special = false
+}
+
+resource "google_secret_manager_secret_version" "console_secret" {
+  secret                 = google_secret_manager_secret.this["console-secret"].id
+  secret_data_wo         = ephemeral.random_password.console_secret.result
+  secret_data_wo_version = 1
 }
 
 # Write-only: the provider sends it to Secret Manager and keeps nothing. To rotate the key,

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import Lifespan
 
-from latam import __version__
+from latam import __version__, console
 from latam.api import (
     compat,
     contracts,
@@ -89,6 +89,14 @@ def create_app(
     )
     for router in (topics, contracts, messages, stats, dead_letters, compat, health, status):
         app.include_router(router.router)
+    console.install(
+        app,
+        service,
+        settings,
+        keys,
+        failures=app.state.failed_auth_limiter,
+        status_page=app.state.status.page,
+    )
     if not settings.metrics_port:
         app.include_router(health.metrics_router)
     if pubsub_push.configured(settings):
@@ -110,5 +118,7 @@ def create_app(
         body_timeout_seconds=settings.request_timeout_seconds,
         gcp_project=settings.gcp_project,
     )
-    app.add_middleware(status.StatusHeaders)  # outermost: sees the headers of every layer
+    # Outermost: sees the headers of every layer; the status page and the console set
+    # their own Cache-Control and Content-Security-Policy.
+    app.add_middleware(status.StatusHeaders, prefixes=(console.PREFIX,))
     return app

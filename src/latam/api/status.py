@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -57,15 +57,20 @@ class RenderedStatus:
 
     def __init__(self, page: StatusPage) -> None:
         self.page = page
-        self._last: tuple[Snapshot, bytes, bytes] | None = None
+        self._last: tuple[Snapshot, bytes, bytes, bytes] | None = None
 
-    async def bodies(self) -> tuple[bytes, bytes]:
+    async def bodies(self, *, reload: bool = False) -> tuple[bytes, bytes]:
+        """The JSON and the HTML (the self-reloading page with ``reload``)."""
         snapshot = await self.page.snapshot()
         last = self._last
         if last is None or last[0] is not snapshot:
-            html = render(snapshot, refresh_seconds=REFRESH)
-            last = self._last = (snapshot, orjson.dumps(snapshot.as_json()), html)
-        return last[1], last[2]
+            last = self._last = (
+                snapshot,
+                orjson.dumps(snapshot.as_json()),
+                render(snapshot, refresh_seconds=REFRESH),
+                render(snapshot, refresh_seconds=REFRESH, reload=True),
+            )
+        return last[1], last[3] if reload else last[2]
 
     def headers(self) -> dict[str, str]:
         return {"cache-control": CACHE_CONTROL, "age": str(int(self.page.age()))}
@@ -134,10 +139,16 @@ async def status_json(request: Request) -> Response:
     response_class=Response,
     responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
 )
-async def status_html(request: Request) -> Response:
+async def status_html(
+    request: Request,
+    refresh: Annotated[
+        Literal["on"] | None,
+        Query(description="`on`: the page reloads itself every 30 s (a wall screen)."),
+    ] = None,
+) -> Response:
     """The same as ``/status.json``, as a self-contained HTML page."""
     rendered = _rendered(request)
-    _, body = await rendered.bodies()
+    _, body = await rendered.bodies(reload=refresh == "on")
     headers = {**rendered.headers(), "content-security-policy": CSP}
     return Response(body, media_type="text/html; charset=utf-8", headers=headers)
 
@@ -149,24 +160,29 @@ async def status_json_head(request: Request) -> Response:
 
 
 @router.head("/status", include_in_schema=False)
-async def status_html_head(request: Request) -> Response:
-    return await status_html(request)
+async def status_html_head(
+    request: Request, refresh: Annotated[Literal["on"] | None, Query()] = None
+) -> Response:
+    return await status_html(request, refresh)
 
 
 OWN_HEADERS = (b"cache-control", b"content-security-policy")
 
 
 class StatusHeaders:
-    """Pure ASGI, around ``RequestMiddleware``: on the status routes, a response's own
-    ``Cache-Control`` and ``Content-Security-Policy`` stand, instead of the API-wide
-    ``no-store`` and ``default-src 'none'`` (which would block the page's inline CSS)
-    appended after them. Every other path passes untouched."""
+    """Pure ASGI, around ``RequestMiddleware``: on the status routes (and on paths under
+    ``prefixes``: the web console), a response's own ``Cache-Control`` and
+    ``Content-Security-Policy`` stand, instead of the API-wide ``no-store`` and
+    ``default-src 'none'`` (which would block the page's CSS) appended after them. Every
+    other path passes untouched."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.prefixes = tuple(f"{prefix.rstrip('/')}/" for prefix in prefixes)
+        self.exact = PATHS | {prefix.rstrip("/") for prefix in prefixes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in PATHS:
+        if scope["type"] != "http" or not self._own(scope["path"]):
             await self.app(scope, receive, send)
             return
 
@@ -176,6 +192,9 @@ class StatusHeaders:
             await send(message)
 
         await self.app(scope, receive, first_wins)
+
+    def _own(self, path: str) -> bool:
+        return path in self.exact or path.startswith(self.prefixes)
 
 
 def _first_only(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

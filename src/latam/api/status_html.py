@@ -87,14 +87,16 @@ OVERALL_LOOK = {
 }
 
 
-def render(snapshot: Snapshot, *, refresh_seconds: int) -> bytes:
-    """The page of ``snapshot``, UTF-8."""
+def render(snapshot: Snapshot, *, refresh_seconds: int, reload: bool = False) -> bytes:
+    """The page of ``snapshot``, UTF-8. With ``reload`` it reloads itself every
+    ``refresh_seconds`` (for a wall screen; opt-in, since a page that changes under a reader
+    is a barrier to screen-reader users)."""
     css, symbol, words = OVERALL_LOOK[snapshot.status]
     when = _time(snapshot.generated_at)
     parts = [
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f'<meta http-equiv="refresh" content="{refresh_seconds}">',
+        f'<meta http-equiv="refresh" content="{refresh_seconds}">' if reload else "",
         f"<title>latam status: {escape(words)}</title><style>{CSS}</style></head><body><main>",
         f'<header class="banner {css}" id="overall" data-state="{escape(snapshot.status)}">',
         f'<h1>latam status</h1><p class="badge {css}">{_badge(symbol, words)}</p>',
@@ -109,7 +111,13 @@ def render(snapshot: Snapshot, *, refresh_seconds: int) -> bytes:
         "</div></section>",
         _canary(snapshot.canary),
         f'<footer>Machine-readable: <a href="status.json">status.json</a>. Computed at most'
-        f" every {refresh_seconds} s; this page reloads itself.</footer>",
+        f" every {refresh_seconds} s; "
+        + (
+            'this page reloads itself (<a href="status">stop</a>).</footer>'
+            if reload
+            else 'for a screen that reloads by itself, <a href="status?refresh=on">'
+            "status?refresh=on</a>.</footer>"
+        ),
         "</main></body></html>\n",
     ]
     return "".join(parts).encode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -33,9 +34,13 @@ def run_api(settings: Settings) -> None:
     import uvicorn
 
     os.environ["LATAM_HOST"], os.environ["LATAM_PORT"] = settings.host, str(settings.port)
+    if settings.console_secret is None:
+        # One secret for the processes started here, so a console session works on any of
+        # them; another `latam api` (another instance) makes its own.
+        os.environ["LATAM_CONSOLE_SECRET"] = secrets.token_urlsafe(32)
     processes = settings.api_processes
     log.info(
-        "API listening on http://%s:%d (docs at /docs), %d process(es)",
+        "API listening on http://%s:%d (docs at /docs, web console at /console), %d process(es)",
         settings.host,
         settings.port,
         processes,

@@ -116,6 +116,11 @@ class Store(Protocol):
         more rows follow."""
         ...
 
+    def last_seq(self, topic_id: int) -> int:
+        """The ``seq`` of the topic's newest stored message (ingest order), 0 when it has
+        none: where a live reader starts to see only what arrives next."""
+        ...
+
     def topic_stats(
         self,
         topic_id: int,

@@ -326,6 +326,12 @@ class SqlStore:
         start = window_start(since, Position(after_seq, after_time))
         return in_time_order(query, start, until, limit, self.engine.dialect.name)
 
+    def last_seq(self, topic_id: int) -> int:
+        query = select(messages.c.seq).where(messages.c.topic_id == topic_id)
+        query = through(query, SEQ_INDEX).order_by(messages.c.seq.desc()).limit(1)
+        with self._errors(), self._reads.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
     def count_messages(self, topic_id: int) -> int:
         query = select(func.count()).select_from(messages).where(messages.c.topic_id == topic_id)
         with self._errors(), self._reads.connect() as conn:
