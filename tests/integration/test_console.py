@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -519,6 +520,81 @@ def test_sign_out_ends_the_session(
     assert all(key not in str(r.__dict__) for r in caplog.records)
 
 
+@pytest.mark.parametrize(
+    ("base_url", "client_host"),
+    [
+        ("http://rebind.attacker.example:8000", "127.0.0.1"),  # DNS rebinding
+        ("http://127.0.0.1:8000", "203.0.113.9"),  # a proxy forwarding someone else
+        ("http://localhost:8000", "testclient"),
+    ],
+)
+def test_the_open_console_answers_only_this_machine_by_its_own_name(
+    tmp_path: Path, base_url: str, client_host: str
+) -> None:
+    app, *_ = build(tmp_path, auth="off", host="127.0.0.1")
+    with TestClient(app, base_url=base_url, client=(client_host, 50000)) as client:
+        page = client.get("/console", follow_redirects=False)
+        assert page.status_code == 403
+        assert "answers only this machine" in page.text
+        keys = client.post("/console/keys", data={"name": "planted", "scopes": "admin"})
+        assert keys.status_code == 403
+    for host in ("localhost", "127.0.0.1", "[::1]"):
+        address = "::1" if host == "[::1]" else "127.0.0.1"
+        with TestClient(app, base_url=f"http://{host}:8000", client=(address, 1)) as client:
+            assert client.get("/console", follow_redirects=False).status_code == 200, host
+
+
+def test_a_replayed_session_is_refused_after_sign_out(sqlite_deployment: Deployment) -> None:
+    cookie = signed_in_cookie(sqlite_deployment, sqlite_deployment.key("admin"))
+    client = sqlite_deployment.as_visitor(cookie)
+    token = csrf_of(client.get("/console"))
+    out = client.post("/console/logout", data={"csrf": token}, follow_redirects=False)
+    assert out.status_code == 303
+    replayed = sqlite_deployment.as_visitor(cookie)  # the old cookie, sent again
+    assert replayed.get("/console/topics", follow_redirects=False).status_code == 303
+    made = replayed.post(
+        "/console/topics", data={"name": "after-sign-out", "csrf": token}, follow_redirects=False
+    )
+    assert made.status_code == 403
+    assert "after-sign-out" not in [
+        t.name for t in sqlite_deployment.service.list_topics(limit=50).items
+    ]
+
+
+def test_a_huge_form_is_refused_before_it_is_parsed(sqlite_deployment: Deployment) -> None:
+    client = sqlite_deployment.as_visitor(None)
+    body = b"key=" + b"%" * (2 * 1024 * 1024)
+    started = time.perf_counter()
+    answer = client.post(
+        "/console/login",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 413
+    assert time.perf_counter() - started < 5  # refused, not parsed (seconds of CPU)
+    cookie = sqlite_deployment.admin
+    admin = sqlite_deployment.as_visitor(cookie)
+    token = csrf_of(admin.get("/console/topics"))
+    big = admin.post(
+        "/console/topics",
+        content=b"csrf=" + token.encode() + b"&name=" + b"a" * (1024 * 1024 + 1),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert big.status_code == 413
+
+
+@pytest.mark.parametrize("topics", ["\u00b2", "9" * 5000, "\u0661"])
+def test_key_topics_take_ascii_ids_only(sqlite_deployment: Deployment, topics: str) -> None:
+    client = sqlite_deployment.as_visitor(sqlite_deployment.admin)
+    token = csrf_of(client.get("/console/keys"))
+    answer = client.post(
+        "/console/keys",
+        data={"csrf": token, "name": "bound", "scopes": "read", "topics": topics},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 422, answer.text[:500]
+
+
 def test_sessions_need_the_same_secret(tmp_path: Path) -> None:
     """One LATAM_CONSOLE_SECRET lets a session work on every API process; without it each
     process signs with its own, and a rotated bootstrap key ends its sessions."""
@@ -552,7 +628,8 @@ def test_open_only_without_keys_on_loopback(
     tmp_path: Path, overrides: dict[str, str], open_console: bool
 ) -> None:
     app, service, *_ = build(tmp_path, **overrides)
-    with TestClient(app, base_url="https://testserver.local") as client:
+    local = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
+    with TestClient(app, **local) as client:
         first = client.get("/console", follow_redirects=False)
         if not open_console:
             assert first.status_code == 303

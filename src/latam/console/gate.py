@@ -11,6 +11,7 @@ the session's CSRF token, in the form (``csrf``) or the ``X-CSRF-Token`` header 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -67,6 +68,21 @@ def refusal_for_key(key: ApiKey) -> str | None:
     return None
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_local(request: Request) -> bool:
+    """A client on this machine (after the proxy headers uvicorn trusts) that names this
+    machine in its Host header: a page elsewhere that rebinds its own domain to 127.0.0.1
+    still sends that domain, and a proxy forwarding someone else gives their address."""
+    client = request.client.host if request.client else ""
+    try:
+        loopback = ipaddress.ip_address(client).is_loopback
+    except ValueError:
+        return False
+    return loopback and (request.url.hostname or "").lower() in LOOPBACK_NAMES
+
+
 class Gate:
     """The console's access control in one API process: sessions, CSRF, scopes."""
 
@@ -86,12 +102,20 @@ class Gate:
         bootstrap = settings.bootstrap_api_key
         self._bootstrap = bootstrap.get_secret_value() if bootstrap else None
         self._cache: dict[str, tuple[float, tuple[ApiKey, str] | None]] = {}
+        # Sessions signed out here, by nonce, until they would have expired anyway.
+        self._signed_out: dict[str, int] = {}
 
     # -- reading a request ------------------------------------------------------------
     async def viewer(self, request: Request, scope: str = "read") -> Viewer:
         """The viewer of a request that may ``scope``; SignInRequired or 403 otherwise."""
-        session = self.signer.read(request.cookies.get(COOKIE))
+        session = self._live(self.signer.read(request.cookies.get(COOKIE)))
         if self.open:
+            if not is_local(request):
+                raise Refused(
+                    403,
+                    "this console is open (API keys are off) and answers only this machine"
+                    " addressing it as localhost, 127.0.0.1 or [::1]",
+                )
             if session is None:  # a first visit: a session, for the CSRF token
                 session = self._start(request)
             found = Viewer(None, "local", frozenset({"admin"}), self.signer.csrf(session), False)
@@ -104,7 +128,7 @@ class Gate:
 
     async def poster(self, request: Request, form: Form, scope: str) -> Viewer:
         """The viewer of a POST: its CSRF token first (403 without it), then ``viewer``."""
-        session = self.signer.read(request.cookies.get(COOKIE))
+        session = self._live(self.signer.read(request.cookies.get(COOKIE)))
         token = form.get("csrf") or request.headers.get(CSRF_HEADER)
         if session is None or not self.signer.csrf_ok(session, token):
             raise Refused(403, "the form has expired or did not come from this console; reload it")
@@ -142,7 +166,19 @@ class Gate:
         return key
 
     def sign_out(self, request: Request) -> None:
+        """Clear the cookie, and refuse the session here from now on even if it is replayed
+        (other API processes refuse it when it expires, at most 8 hours later)."""
+        session = self.signer.read(request.cookies.get(COOKIE))
+        if session is not None:
+            now = int(time.time())
+            self._signed_out = {n: e for n, e in self._signed_out.items() if e > now}
+            self._signed_out[session.nonce] = session.expires
         request.state.console_cookie = ("", 0)
+
+    def _live(self, session: Session | None) -> Session | None:
+        if session is not None and session.nonce in self._signed_out:
+            return None
+        return session
 
     def forget(self, key_id: str) -> None:
         """Drop what is cached of ``key_id`` (it was just revoked here)."""

@@ -9,6 +9,7 @@ cookie, not this process's memory, so the page may be served by any API process.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path
@@ -56,9 +57,12 @@ async def keys_page(request: Request) -> Response:
     return await _page(request)
 
 
+TOPIC_ID = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also takes "²"
+
+
 def _topics(text: str) -> list[int] | None:
     parts = text.replace(",", " ").split()
-    if not all(part.isdigit() and 0 < int(part) < 2**63 for part in parts):
+    if not all(TOPIC_ID.fullmatch(part) and 0 < int(part) < 2**63 for part in parts):
         raise Refused(422, "topics must be topic ids, separated by commas or spaces")
     return [int(part) for part in parts] or None
 

@@ -14,6 +14,9 @@ from latam.keys import parse_token
 
 router = APIRouter()
 
+# A key and a CSRF token: anything larger is not a sign-in.
+SIGN_IN_FORM_BYTES = 64 * 1024
+
 
 @router.get("/login")
 async def login_form(request: Request) -> Response:
@@ -26,7 +29,7 @@ async def login_form(request: Request) -> Response:
 @router.post("/login")
 async def login(request: Request) -> Response:
     gate = console_of(request).gate
-    form = await read_form(request)
+    form = await read_form(request, limit=SIGN_IN_FORM_BYTES)
     if not gate.visitor_csrf_ok(request, form):
         raise Refused(403, "the sign-in form has expired or did not come from this console")
     token = form.get("key")
@@ -50,7 +53,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """Ends the session (its CSRF token is enough: the key may already be revoked)."""
     gate = console_of(request).gate
-    form = await read_form(request)
+    form = await read_form(request, limit=SIGN_IN_FORM_BYTES)
     session = gate.signer.read(request.cookies.get(COOKIE))
     if session is None or not gate.signer.csrf_ok(session, form.get("csrf")):
         raise Refused(403, "the form has expired or did not come from this console; reload it")
