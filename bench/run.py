@@ -20,7 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import console, contracts, freshness, memory, reads, stats, windows
+from bench import (
+    console,
+    contracts,
+    export,
+    filters,
+    freshness,
+    memory,
+    reads,
+    stats,
+    tail,
+    windows,
+)
 from bench.common import ROOT, Figure, free_port, latam, latam_env, machine, wait_ready
 from bench.floor import floor_rate, mysql_floor_rate, postgres_floor_rate
 from bench.ingest import create_topic, publish_and_wait
@@ -31,12 +42,15 @@ PARTS = (
     "reads",
     "windows",
     "stats",
+    "filters",
     "contracts",
     "freshness",
     "memory",
+    "export",
     "stores",
     "brokers",
     "console",
+    "tail",
 )
 
 
@@ -103,6 +117,29 @@ def fresh(runs: int, seconds: int) -> list[Figure]:
     ]
 
 
+def live_tail(runs: int, seconds: int) -> list[Figure]:
+    """Delay from stored to received on the live tail: 50 subscribers, 1,000 msg/s."""
+    p50s, p99s, rates = [], [], []
+    # The defaults, but for the streams per caller: every subscriber here is one address.
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), stream_max_per_key="50") as base:
+        for _ in range(runs):
+            topic_id = create_topic(base, f"tail-{uuid.uuid4().hex[:8]}")
+            delays, counts, achieved = tail.measure(base, topic_id, seconds=seconds)
+            delays.sort()
+            p50s.append(statistics.median(delays) * 1000)
+            p99s.append(delays[int(len(delays) * 0.99) - 1] * 1000)
+            rates.append(achieved)
+            print(
+                f"  {achieved:,.0f} msg/s published; events per subscriber {min(counts)}"
+                f" to {max(counts)} of {1000 * seconds:,}"
+            )
+    return [
+        Figure("Live tail delay p50, 50 subscribers at 1,000 msg/s", "ms", p50s),
+        Figure("Live tail delay p99, 50 subscribers at 1,000 msg/s", "ms", p99s),
+        Figure("Live tail publish rate achieved", "messages/s", rates),
+    ]
+
+
 def mem(runs: int, total: int) -> list[Figure]:
     peaks, rates = [], []
     for _ in range(runs):
@@ -116,6 +153,12 @@ def mem(runs: int, total: int) -> list[Figure]:
         Figure(f"Worker peak RSS, {total:,} backlog", "MB", peaks),
         Figure(f"Worker drain rate, {total:,} backlog", "messages/s", rates),
     ]
+
+
+def exports(total: int) -> list[Figure]:
+    """Export of ``total`` messages from the embedded store (SQLite), CSV and Parquet."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return export.measure("embedded", f"sqlite:///{Path(tmp) / 'store.db'}", Path(tmp), total)
 
 
 def other_stores(runs: int, total: int, wrk_seconds: int) -> list[Figure]:
@@ -264,12 +307,21 @@ def main() -> None:
                 3 if args.quick else 8,
             ),
         )
+    if "filters" in only:
+        part(
+            "filters",
+            lambda: per_store(
+                filters.measure, 20_000 if args.quick else 200_000, 3 if args.quick else 8
+            ),
+        )
     if "contracts" in only:
         part("contracts", lambda: schema_cost(runs, total))
     if "freshness" in only:
         part("freshness", lambda: fresh(runs, 5 if args.quick else 12))
     if "memory" in only:
         part("memory", lambda: mem(1 if args.quick else 2, 100_000 if args.quick else 1_000_000))
+    if "export" in only:
+        part("export", lambda: exports(100_000 if args.quick else 1_000_000))
     if "stores" in only:
         part(
             "stores",
@@ -287,6 +339,8 @@ def main() -> None:
             "console",
             lambda: console_cost(1 if args.quick else 5, total // 2, 5 if args.quick else 10),
         )
+    if "tail" in only:
+        part("tail", lambda: live_tail(runs, 10 if args.quick else 20))
     command = "make bench" + (f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
     report = write_report(figures, command, started, failures)
     print(report)

@@ -8,6 +8,8 @@ passes the store contract suite. Both are thread-safe behind one lock each.
 from __future__ import annotations
 
 import itertools
+import math
+import operator
 import secrets
 import threading
 import time
@@ -15,9 +17,17 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 
+from latam.aggregates import (
+    PERCENTILES,
+    AggregateQuery,
+    AggregateRow,
+    metric_value,
+    number,
+)
 from latam.broker.base import Backlog, DeadLetter, Delivery, DeliveryPolicy, within_bytes
 from latam.domain import (
     ATTR_MESSAGE_ID,
@@ -29,6 +39,7 @@ from latam.domain import (
     utcnow,
 )
 from latam.errors import BrokerUnavailable, Conflict, NotFound, StoreUnavailable
+from latam.filters import FieldPath, Filter, Filters
 from latam.storage.port import Bucket, SchemaVersion, StoredMessage, TopicTotals, WriteResult
 
 MAX_REASON = 1000  # characters of a reason kept, as the SQLite broker does
@@ -404,9 +415,12 @@ class MemoryStore:
         since: datetime | None = None,
         until: datetime | None = None,
         after_time: datetime | None = None,
+        filters: Filters | None = None,
     ) -> list[StoredMessage]:
         self._check()
         rows = [s.message for s in self._rows(topic_id, since, until)]
+        if filters:
+            rows = [m for m in rows if all(passes(m, f) for f in filters.items)]
         if since is None and until is None:
             return [m for m in rows if m.seq > after_seq][:limit]
         in_time = sorted(rows, key=lambda m: (m.published_at, m.seq))
@@ -424,6 +438,7 @@ class MemoryStore:
         since: datetime | None = None,
         until: datetime | None = None,
         after_time: datetime | None = None,
+        filters: Filters | None = None,
     ) -> tuple[list[StoredMessage], bool]:
         probe = self.list_messages(
             topic_id,
@@ -432,6 +447,7 @@ class MemoryStore:
             since=since,
             until=until,
             after_time=after_time,
+            filters=filters,
         )
         shown: list[StoredMessage] = []
         used = 0
@@ -473,6 +489,34 @@ class MemoryStore:
             sizes[start] += s.size_bytes
         starts = sorted(counts)[:limit]
         return [Bucket(datetime.fromtimestamp(t, UTC), counts[t], sizes[t]) for t in starts]
+
+    def aggregate(self, topic_id: int, query: AggregateQuery, *, limit: int) -> list[AggregateRow]:
+        """The aggregation in Python (a test fake: the SQL stores compute it in SQL)."""
+        self._check()
+        self.get_topic(topic_id)
+        found: dict[tuple[int | None, tuple[tuple[str, Any], ...]], list[StoredMessage]] = {}
+        for s in self._rows(topic_id, query.since, query.until):
+            if not all(passes(s.message, f) for f in query.filters.items):
+                continue
+            start = None
+            if query.bucket:
+                seconds = (s.message.published_at - EPOCH) // timedelta(seconds=1)
+                start = seconds - seconds % BUCKET_SECONDS[query.bucket]
+            group = tuple(_scalar(field_value(s.message, f)) for f in query.group_by)
+            found.setdefault((start, group), []).append(s.message)
+        if not query.bucket and not query.group_by and not found:
+            found[None, ()] = []  # one row, as SQL's aggregate without GROUP BY
+        rows = [
+            AggregateRow(
+                bucket=None if start is None else datetime.fromtimestamp(start, UTC),
+                group=tuple(value for _, value in group),
+                values=tuple(
+                    metric_value(m, _fake_metric(m.name, m.field, rows)) for m in query.metrics
+                ),
+            )
+            for (start, group), rows in found.items()
+        ]
+        return rows[:limit]
 
     def all_stats(self) -> list[TopicTotals]:
         self._check()
@@ -567,3 +611,73 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+_MISSING = object()
+
+
+def field_value(message: StoredMessage, path: FieldPath) -> Any:
+    """The JSON value at ``path`` of a stored message, ``_MISSING`` when absent."""
+    value: Any = orjson.loads(getattr(message, path.root))
+    for key in path.keys:
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _scalar(value: Any) -> tuple[str, Any]:
+    """A JSON value as (type, value) as the stores group it: numbers by value, objects,
+    arrays, null and missing as null (the tag keeps True apart from 1)."""
+    if isinstance(value, bool):
+        return ("boolean", value)
+    if isinstance(value, int | float):
+        return ("number", number(value))
+    return ("string", value) if isinstance(value, str) else ("null", None)
+
+
+def _fake_metric(name: str, path: FieldPath | None, rows: list[StoredMessage]) -> Any:
+    """One metric of a group's messages, with the semantics of ``latam.aggregates``."""
+    if path is None:
+        return len(rows)
+    scalars = [_scalar(field_value(m, path)) for m in rows]
+    if name == "count_distinct":
+        return len({s for s in scalars if s[0] != "null"})
+    numbers = [value for kind, value in scalars if kind == "number"]
+    if not numbers:
+        return None
+    if name in PERCENTILES:
+        ordered = sorted(float(n) for n in numbers)
+        position = PERCENTILES[name] * (len(ordered) - 1)
+        low, high = ordered[math.floor(position)], ordered[math.ceil(position)]
+        return low + (high - low) * (position - math.floor(position))
+    if name == "avg":
+        return sum(numbers) / len(numbers)
+    return {"sum": sum, "min": min, "max": max}[name](numbers)
+
+
+def passes(message: StoredMessage, item: Filter) -> bool:
+    """The fake's filter, in Python, with the semantics of ``latam.filters``."""
+    value = field_value(message, item.field)
+    if item.op == "is":
+        if item.value is None:
+            return value is _MISSING or value is None
+        return value is item.value
+    wanted = list(item.values) if item.op == "in" else [item.value]
+    ops = {
+        "eq": operator.eq,
+        "in": operator.eq,
+        "neq": operator.ne,
+        "lt": operator.lt,
+        "lte": operator.le,
+        "gt": operator.gt,
+        "gte": operator.ge,
+    }
+    compare = ops[item.op]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    for candidate in wanted:
+        if isinstance(candidate, str) and isinstance(value, str) and compare(value, candidate):
+            return True
+        if not isinstance(candidate, str) and number and compare(value, candidate):
+            return True
+    return False

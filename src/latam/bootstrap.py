@@ -54,7 +54,7 @@ def build_store(settings: Settings) -> SqlStore:
     if settings.cloudsql_instance:
         from latam.storage.cloudsql import cloudsql_engine
 
-        return SqlStore(cloudsql_engine(settings))
+        return SqlStore(cloudsql_engine(settings), query_timeout=settings.query_timeout_seconds)
     try:
         engine = build_engine(settings.effective_database_url, settings)
     except Exception as exc:  # SQLAlchemy raises several types for a bad URL
@@ -62,7 +62,7 @@ def build_store(settings: Settings) -> SqlStore:
             "LATAM_DATABASE_URL must be a SQLAlchemy URL such as "
             "postgresql+psycopg://user@host/db, mysql+pymysql://user@host/db or sqlite:///path"
         ) from exc
-    return SqlStore(engine)
+    return SqlStore(engine, query_timeout=settings.query_timeout_seconds)
 
 
 def build_broker(settings: Settings) -> Broker:
@@ -156,13 +156,14 @@ def page_reader(
     if backend == "sqlite":
         if url.database in (None, "", ":memory:"):
             return RenderedPages(store)
-        return SqlitePages(Path(url.database))
+        return SqlitePages(Path(url.database), query_timeout=settings.query_timeout_seconds)
     if backend == "postgresql" and driver == "psycopg" and not settings.cloudsql_instance:
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         return AsyncPgPages(
             conninfo,
             max_size=settings.db_pool_size + settings.db_max_overflow,
             timeout=settings.db_pool_timeout_seconds,
+            query_timeout=settings.query_timeout_seconds,
         )
     return EnginePages(
         store, store.engine, limiter=limiter or CapacityLimiter(settings.db_pool_size)

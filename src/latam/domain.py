@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -325,14 +326,23 @@ class Position:
 
     seq: int = 0
     published_at: datetime | None = None
+    # The digest of the filters of the page (``filters.Filters.key``), "" for none: a
+    # cursor continues only a page of the same filters.
+    filters: str = ""
 
     def encode(self, topic_id: int) -> str:
-        """The opaque cursor, bound to one topic (v1: ingest order, v2: publish time)."""
-        if self.published_at is None:
+        """The opaque cursor, bound to one topic (v1: ingest order, v2: publish time)
+        and, with a ``:f<digest>`` suffix, to the page's filters."""
+        if self.published_at is None and not self.filters:
             return encode_cursor(topic_id, self.seq)
-        micros = (self.published_at - EPOCH) // timedelta(microseconds=1)
-        raw = f"v2:{topic_id}:{micros}:{self.seq}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        if self.published_at is None:
+            raw = f"v1:{topic_id}:{self.seq}"
+        else:
+            micros = (self.published_at - EPOCH) // timedelta(microseconds=1)
+            raw = f"v2:{topic_id}:{micros}:{self.seq}"
+        if self.filters:
+            raw += f":f{self.filters}"
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -342,11 +352,17 @@ MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - EPOCH) //
 MIN_MICROS = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
 
 
+FILTER_KEY = re.compile(r"[0-9a-f]{12}")
+
+
 def decode_position(cursor: str, *, topic_id: int) -> Position:
     """The position a cursor points after; rejects garbled or foreign cursors."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         version, topic, *rest = base64.urlsafe_b64decode(padded).decode().split(":")
+        filters = rest.pop()[1:] if rest and rest[-1].startswith("f") else ""
+        if filters and not FILTER_KEY.fullmatch(filters):
+            raise ValueError("not a filter digest")
         topic_value, *numbers = (int(topic), *(int(part) for part in rest))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidRequest("cursor is not valid", field="cursor") from exc
@@ -356,11 +372,11 @@ def decode_position(cursor: str, *, topic_id: int) -> Position:
     if topic_value != topic_id:
         raise InvalidRequest("cursor does not belong to this topic", field="cursor")
     if shape == 1:
-        return Position(numbers[0])
+        return Position(numbers[0], filters=filters)
     micros, seq = numbers
     if not MIN_MICROS <= micros <= MAX_MICROS:
         raise InvalidRequest("cursor is not valid", field="cursor")
-    return Position(seq, EPOCH + timedelta(microseconds=micros))
+    return Position(seq, EPOCH + timedelta(microseconds=micros), filters)
 
 
 def window_start(since: datetime | None, after: Position) -> tuple[datetime, int] | None:

@@ -13,8 +13,10 @@
     ├── NotFound              a topic, dead letter … does not exist
     ├── Conflict              a unique name is taken
     │   └── IncompatibleSchema   a new schema version would reject data the last one accepted
-    └── InvalidRequest        a request that fails validation outside pydantic
-        └── SchemaViolation   published data fails the topic's schema
+    ├── InvalidRequest        a request that fails validation outside pydantic
+    │   ├── SchemaViolation   published data fails the topic's schema
+    │   └── InvalidQuery      a filter, aggregate or cursor of a query that cannot be run (400)
+    └── QueryTooExpensive     a read ran past LATAM_QUERY_TIMEOUT_SECONDS or its cost budget
     ConfigError (ValueError)  a setting latam cannot use; raised at start-up, names it
 
 Adapters re-raise vendor exceptions as one of these ``from exc`` so that the API and
@@ -104,6 +106,16 @@ class SchemaViolation(InvalidRequest):
         super().__init__(detail)
         self.errors = errors
         self.version = version
+
+
+class InvalidQuery(InvalidRequest):
+    """A filter, aggregation or cursor the query cannot be run with (an unknown operator,
+    a malformed path, a cursor of other filters): a 400 naming the parameter."""
+
+
+class QueryTooExpensive(LatamError):
+    """A read was stopped at the statement timeout (``LATAM_QUERY_TIMEOUT_SECONDS``): the
+    same request would be stopped again, so the client must narrow it (422)."""
 
 
 class ConfigError(ValueError):

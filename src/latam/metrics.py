@@ -84,6 +84,16 @@ HTTP_IN_FLIGHT = Gauge(
     "HTTP requests being served now.",
     multiprocess_mode="livesum",
 )
+STREAMS_OPEN = Gauge(
+    "latam_streams_open",
+    "Live tails (GET /v1/topics/{id}/stream) open now.",
+    multiprocess_mode="livesum",
+)
+STREAM_EVENTS = Counter(
+    "latam_stream_events",
+    "Events sent to live-tail clients, by kind (message, error).",
+    ["kind"],
+)
 API_KEY_LOOKUPS = Counter(
     "latam_api_key_lookups",
     "Reads of the key table to verify a bearer token, by result (found, unknown); tokens"

@@ -19,6 +19,8 @@ from anyio import CapacityLimiter
 from anyio.to_thread import run_sync
 
 from latam import metrics
+from latam.aggregates import MAX_ROWS as MAX_AGGREGATE_ROWS
+from latam.aggregates import AggregateQuery, AggregateRow, in_order, too_many_rows
 from latam.broker.base import Backlog, Broker, DeadLetter, letter_bytes
 from latam.contracts import Contracts
 from latam.domain import (
@@ -39,7 +41,15 @@ from latam.domain import (
     validate_retention,
     validate_topic_name,
 )
-from latam.errors import Conflict, InvalidRequest, NotFound, SchemaViolation, StoreUnavailable
+from latam.errors import (
+    Conflict,
+    InvalidQuery,
+    InvalidRequest,
+    NotFound,
+    SchemaViolation,
+    StoreUnavailable,
+)
+from latam.filters import NO_FILTERS, Filters
 from latam.health import check_dependencies
 from latam.ingest import Ingest
 from latam.jsonschemas import MAX_VIOLATIONS
@@ -307,10 +317,11 @@ class Service:
         since: datetime | None = None,
         until: datetime | None = None,
         max_bytes: int | None = None,
+        filters: Filters = NO_FILTERS,
     ) -> MessagePage:
-        """A page of at most ``limit`` rows and ``max_page_bytes`` (or ``max_bytes``,
-        when lower) of data and attributes."""
-        after = _page_start(topic_id, cursor, since, until)
+        """A page of at most ``limit`` rows that pass ``filters`` and ``max_page_bytes``
+        (or ``max_bytes``, when lower) of data and attributes."""
+        after = _page_start(topic_id, cursor, since, until, filters)
         items, more = self.store.page_messages(
             topic_id,
             limit=limit,
@@ -319,19 +330,21 @@ class Service:
             after_time=after.published_at,
             since=since,
             until=until,
+            filters=filters,
         )
         if not items:
             self.store.get_topic(topic_id)  # an empty page of a missing topic is a 404
         last = cursor
         if items:
-            last = _cursor(topic_id, items[-1].seq, items[-1].published_at, since, until)
+            last = _cursor(topic_id, items[-1].seq, items[-1].published_at, since, until, filters)
         return MessagePage(items, last if more else None, last)
 
-    def tail_cursor(self, *, topic_id: int) -> str:
+    def tail_cursor(self, *, topic_id: int, filters: Filters = NO_FILTERS) -> str:
         """The cursor after the topic's newest stored message: a page read from it holds
-        only what is stored next (a live tail), in ingest order, with no gap or repeat."""
+        only what is stored next (a live tail), in ingest order, with no gap or repeat;
+        bound to ``filters`` when given."""
         self.store.get_topic(topic_id)
-        return Position(self.store.last_seq(topic_id)).encode(topic_id)
+        return Position(self.store.last_seq(topic_id), filters=filters.key).encode(topic_id)
 
     async def read_page(
         self,
@@ -342,6 +355,7 @@ class Service:
         since: datetime | None = None,
         until: datetime | None = None,
         slots: AbstractAsyncContextManager[Any] | None = None,
+        filters: Filters = NO_FILTERS,
     ) -> bytes:
         """The response body of a page of messages (``{"data": [...], "next_cursor",
         "tail_cursor"}``) as the store's page reader builds it.
@@ -351,7 +365,7 @@ class Service:
         ``max_page_bytes``, as a heavy page, after waiting for one of ``slots``: heavy
         readers wait for each other, never in front of small reads.
         """
-        after = _page_start(topic_id, cursor, since, until)
+        after = _page_start(topic_id, cursor, since, until, filters)
         request = PageRequest(
             topic_id,
             limit,
@@ -360,6 +374,7 @@ class Service:
             after.published_at,
             since,
             until,
+            filters,
         )
         first_try = self.max_page_bytes > SMALL_PAGE_BYTES
         page = await self.page_reader.page(request, heavy=False, first_try=first_try)
@@ -370,7 +385,7 @@ class Service:
                 page = await self.page_reader.page(request, heavy=True)
         if not page.topic_exists:
             raise NotFound(f"topic {topic_id} does not exist")
-        tail = _cursor(topic_id, *page.last, since, until) if page.last else cursor
+        tail = _cursor(topic_id, *page.last, since, until, filters) if page.last else cursor
         cursors = orjson.dumps({"next_cursor": tail if page.more else None, "tail_cursor": tail})
         parts = (b'{"data":', page.array, b",", cursors[1:])
         # One copy of the array; a heavy page's (megabytes) off the event loop.
@@ -560,18 +575,55 @@ class Service:
         self._readiness = (now, found)
         return dict(found)
 
+    # -- live tail --------------------------------------------------------------------
+    def stream_start(
+        self,
+        *,
+        topic_id: int,
+        cursor: str | None = None,
+        from_start: bool = False,
+        filters: Filters = NO_FILTERS,
+    ) -> int:
+        """The ``seq`` a live tail of the topic starts after: ``cursor`` (of a page or
+        an event in ingest order, with the same filters), else 0 ``from_start``, else the
+        newest stored message (only what is stored next). NotFound for a missing topic."""
+        self.store.get_topic(topic_id)
+        if cursor:
+            return _page_start(topic_id, cursor, None, None, filters).seq
+        return 0 if from_start else self.store.last_seq(topic_id)
+
+    # -- aggregations -----------------------------------------------------------------
+    def aggregate(self, *, topic_id: int, query: AggregateQuery) -> list[AggregateRow]:
+        """The rows of ``query`` in bucket, then group order, computed by the store; past
+        ``aggregates.MAX_ROWS`` rows (one more is asked for, to tell) InvalidQuery."""
+        rows = self.store.aggregate(topic_id, query, limit=MAX_AGGREGATE_ROWS + 1)
+        if len(rows) > MAX_AGGREGATE_ROWS:
+            raise too_many_rows(query)
+        return in_order(rows)
+
 
 def _page_start(
-    topic_id: int, cursor: str | None, since: datetime | None, until: datetime | None
+    topic_id: int,
+    cursor: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    filters: Filters = NO_FILTERS,
 ) -> Position:
     """Where a page starts, once the cursor and time window are checked: a cursor of a
     page with a time window continues only such a page, and one without only one without
-    (the two walk different orders, see ``domain.Position``)."""
+    (the two walk different orders, see ``domain.Position``); a cursor of a filtered
+    page continues only a page of the same filters."""
     if since is not None and until is not None and since > until:
         raise InvalidRequest("since must not be after until", field="since")
     if not cursor:
         return Position()
     position = decode_position(cursor, topic_id=topic_id)
+    if position.filters != filters.key:
+        raise InvalidQuery(
+            "this cursor is from a page with other filters; pass the same filters again"
+            " (a page with new filters starts without a cursor)",
+            field="cursor",
+        )
     windowed = since is not None or until is not None
     if windowed and position.published_at is None:
         raise InvalidRequest(
@@ -593,7 +645,8 @@ def _cursor(
     published_at: datetime,
     since: datetime | None,
     until: datetime | None,
+    filters: Filters = NO_FILTERS,
 ) -> str:
-    """The cursor after a row, in the order its page walked."""
+    """The cursor after a row, in the order its page walked, bound to its filters."""
     windowed = since is not None or until is not None
-    return Position(seq, published_at if windowed else None).encode(topic_id)
+    return Position(seq, published_at if windowed else None, filters.key).encode(topic_id)

@@ -52,12 +52,64 @@ class Settings(BaseSettings):
         " (always at least one message); next_cursor continues after it.",
     )
 
+    query_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Longest a filtered read, an aggregation or an export statement may run"
+        " before the database stops it (the request gets a 422 that says so).",
+    )
+    query_cost_per_second: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds of database time per second each key (or client address"
+        " without a key) may spend on aggregations; past its budget a 429 (0: no budget).",
+    )
+    query_cost_burst_seconds: int = Field(
+        30,
+        ge=1,
+        le=86_400,
+        description="Seconds of database time a key may spend on aggregations at once"
+        " before its budget refills at query_cost_per_second.",
+    )
+
+    # Live tail (GET /v1/topics/{id}/stream): each API process polls the store once per
+    # topic and filters, however many clients follow it.
+    stream_poll_seconds: float = Field(
+        0.1, gt=0, le=10, description="How often a live tail looks for new messages (s)."
+    )
+    stream_heartbeat_seconds: float = Field(
+        15.0, gt=0, le=300, description="A ': keep-alive' comment on an idle stream every (s)."
+    )
+    stream_queue_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Events waiting for one slow stream client at most (bytes); past it the"
+        " stream ends with `event: error` (the client resumes with Last-Event-ID).",
+    )
+    stream_send_timeout_seconds: float = Field(
+        30.0, gt=0, description="A stream whose client reads nothing for this long is dropped (s)."
+    )
+    stream_max_connections: int = Field(
+        200, ge=1, description="Open streams per API process; more get 429."
+    )
+    stream_max_per_key: int = Field(
+        20, ge=1, description="Open streams per API key (per address with auth off); more get 429."
+    )
+
     max_concurrent_pages: int = Field(
         1,
         ge=1,
         le=256,
         description="Big pages of messages (past 128 KiB) one API process builds at a time,"
         " off the event loop; more wait their turn, small reads never do.",
+    )
+    max_concurrent_exports: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Exports (GET /v1/topics/{id}/export) one API process streams at a time;"
+        " one more is refused with 429 and Retry-After.",
     )
 
     # Access control and abuse limits.

@@ -10,17 +10,20 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import Lifespan
 
-from latam import __version__, console
+from latam import __version__, console, live
 from latam.api import (
+    aggregate,
     compat,
     contracts,
     dead_letters,
+    export,
     health,
     messages,
     problems,
     pubsub_push,
     stats,
     status,
+    stream,
     topics,
 )
 from latam.api.deps import RefuseRepeatOffenders
@@ -51,12 +54,14 @@ def create_app(
     async def lifespan_and_pages(app: FastAPI) -> AsyncIterator[None]:
         """``lifespan``, then the page reader's connections closed in the loop that used them."""
         try:
-            if lifespan is None:
-                yield
-            else:
-                async with lifespan(app):
+            with live.closing_on_signals(app.state.live):
+                if lifespan is None:
                     yield
+                else:
+                    async with lifespan(app):
+                        yield
         finally:
+            await app.state.live.aclose()
             await service.page_reader.aclose()
 
     app = FastAPI(
@@ -78,6 +83,14 @@ def create_app(
     app.state.anonymous_limiter = RateLimiter(
         rate=settings.anonymous_rate_limit_per_second, burst=settings.rate_limit_burst
     )
+    app.state.live = live.LiveTail(
+        service,
+        poll_seconds=settings.stream_poll_seconds,
+        heartbeat_seconds=settings.stream_heartbeat_seconds,
+        queue_bytes=settings.stream_queue_bytes,
+        max_connections=settings.stream_max_connections,
+        max_per_caller=settings.stream_max_per_key,
+    )
     # A bulkhead: big pages wait here, on the event loop, for a turn in the thread pool.
     app.state.page_slots = asyncio.Semaphore(settings.max_concurrent_pages)
     app.state.failed_auth_limiter = RateLimiter(
@@ -87,7 +100,19 @@ def create_app(
     app.state.status = status.RenderedStatus(
         status_page or status.build_status_page(service, settings)
     )
-    for router in (topics, contracts, messages, stats, dead_letters, compat, health, status):
+    for router in (
+        topics,
+        contracts,
+        messages,
+        stream,
+        stats,
+        aggregate,
+        dead_letters,
+        compat,
+        health,
+        status,
+        export,
+    ):
         app.include_router(router.router)
     console.install(
         app,

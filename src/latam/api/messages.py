@@ -17,7 +17,11 @@ from latam.api.problems import documented
 from latam.api.render import OrjsonResponse
 from latam.api.schemas import BatchIn, MessageIn, MessageList, PublishOut
 from latam.domain import loads_exact
+from latam.filters import parse_filters
 from latam.service import PublishItem
+
+# The page's own query parameters; any other must be a field filter.
+PAGE_PARAMS = frozenset({"limit", "cursor", "since", "until"})
 
 router = APIRouter(
     prefix="/v1/topics",
@@ -116,7 +120,18 @@ async def read_messages(
     `published_at` themselves: every row in the window is returned exactly once, and a
     page's cost does not depend on where the window falls in the topic. A cursor only
     continues a page of the same kind (400 otherwise); pass the same window with it.
+
+    **Field filters**, PostgREST-style, any number up to 20, all of which must match:
+    `data.flight=eq.LA800`, `data.delay_min=gte.15`, `data.status=in.(DELAYED,CANCELLED)`,
+    `attributes.source=neq.ops`, `data.gate=is.null`, nested paths with dots. Operators
+    `eq, neq, lt, lte, gt, gte, in, is`. A value that parses as a JSON number compares
+    numerically and matches only numbers; `"..."` forces a string; `is` takes `null`
+    (missing or null), `true` or `false`. A comparison never matches another type or a
+    missing field. A cursor of a filtered page continues only the same filters (400
+    otherwise). A filtered read runs under `LATAM_QUERY_TIMEOUT_SECONDS` (422 past it);
+    `latam index create` indexes a hot field (docs/filters.md).
     """
+    filters = parse_filters(request.query_params.multi_items(), reserved=PAGE_PARAMS)
     body = await service.read_page(
         topic_id=topic_id,
         limit=limit,
@@ -124,5 +139,6 @@ async def read_messages(
         since=as_utc(since),
         until=as_utc(until),
         slots=request.app.state.page_slots,
+        filters=filters,
     )
     return Response(body, media_type="application/json")

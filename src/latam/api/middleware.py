@@ -67,6 +67,7 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["started"] = True
+                state["first_byte"] = time.perf_counter()
                 headers = message.setdefault("headers", [])
                 headers.append((REQUEST_ID.encode(), request_id.encode()))
                 headers.extend(SECURITY_HEADERS)
@@ -91,10 +92,12 @@ class RequestMiddleware:
             finally:
                 metrics.HTTP_IN_FLIGHT.dec()
                 elapsed = time.perf_counter() - started
-                # A refusal held on purpose (deps.RefuseRepeatOffenders) is not slowness.
-                self._record(
-                    scope, state["status"], elapsed - scope["state"].get("held_seconds", 0)
-                )
+                # A refusal held on purpose (deps.RefuseRepeatOffenders) is not slowness,
+                # nor is a stream's length: its latency is the time to its first byte.
+                served = elapsed - scope["state"].get("held_seconds", 0)
+                if scope["state"].get("streaming") and "first_byte" in state:
+                    served = state["first_byte"] - started
+                self._record(scope, state["status"], served)
                 if log.isEnabledFor(logging.INFO):
                     fields = {"request_id": request_id, **self._trace_fields(span)}
                     self._log(scope, state["status"], elapsed, fields)
@@ -141,9 +144,14 @@ class RequestMiddleware:
 
     def _limited(self, headers: dict[bytes, bytes], receive: Receive) -> Receive:
         seen = 0
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, body_done
+            if body_done:
+                # Only http.disconnect comes next, however late: a long response (a
+                # stream) waits for it and must not time out for it.
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.body_timeout_seconds)
             except TimeoutError as exc:
@@ -152,6 +160,7 @@ class RequestMiddleware:
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
                     raise BodyTooLarge
+                body_done = not message.get("more_body", False)
             return message
 
         return limited_receive

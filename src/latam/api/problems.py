@@ -13,10 +13,12 @@ from starlette.responses import JSONResponse, Response
 from latam.errors import (
     Conflict,
     IncompatibleSchema,
+    InvalidQuery,
     InvalidRequest,
     LatamError,
     NotFound,
     PermanentError,
+    QueryTooExpensive,
     SchemaNotCurrent,
     SchemaViolation,
     StoreRejected,
@@ -32,6 +34,7 @@ TITLES = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    406: "Not Acceptable",
     408: "Request Timeout",
     409: "Conflict",
     413: "Content Too Large",
@@ -136,6 +139,11 @@ async def _on_latam(_: Request, exc: Exception) -> Response:
             errors=list(exc.errors),
             extra={"schema_version": exc.version},
         )
+    if isinstance(exc, InvalidQuery):
+        errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
+        return problem(400, exc.detail, slug="invalid-query", errors=errors)
+    if isinstance(exc, QueryTooExpensive):
+        return problem(422, exc.detail, slug="query-timeout")
     if isinstance(exc, InvalidRequest):
         errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
         return problem(422, exc.detail, slug="validation-error", errors=errors)

@@ -28,6 +28,17 @@ class RateLimiter:
             if (entry := self._buckets.get(caller)) is not None:
                 self._buckets[caller] = (min(float(self.burst), entry[0] + cost), entry[1])
 
+    def charge(self, caller: str, cost: float) -> None:
+        """Take ``cost`` tokens for work already done, into debt if need be (down to
+        ``-burst``): the caller's next ``acquire`` waits until the debt is paid back."""
+        if self.rate <= 0 or cost <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(caller, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            self._store(caller, max(-float(self.burst), tokens - cost), now)
+
     def waiting(self, caller: str) -> float:
         """What ``acquire`` would answer for one token, without taking it."""
         return self._take(caller, 1.0, take=False)

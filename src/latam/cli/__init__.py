@@ -11,12 +11,15 @@ import click
 from latam.cli import (
     canary,
     dead_letters,
+    export,
+    indexes,
     keys,
     processes,
     publish,
     pubsub,
     rollups,
     schemas,
+    tail,
     topics,
 )
 
@@ -41,9 +44,12 @@ for command in (
     schemas.schemas,
     dead_letters.dead_letters,
     publish.publish,
+    tail.tail,
+    export.export,
     keys.keys,
     pubsub.pubsub,
     rollups.rollups,
+    indexes.index,
     canary.canary,
 ):
     main.add_command(command)

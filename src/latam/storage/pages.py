@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from anyio.to_thread import run_sync
 
 from latam.domain import Position, window_start
 from latam.errors import StoreUnavailable
+from latam.storage.filter_sql import where_sql
 from latam.storage.port import JsonPage, PageRequest
+from latam.storage.timeouts import sqlite_deadline
 
 # A page is read in two statements: the probe walks an index for the keys and sizes of
 # at most ``limit + 1`` rows and a running sum cuts it at the byte budget (``CUT``); then
@@ -76,9 +79,10 @@ def _quoted(message_id: bytes) -> bytes:
 class SqlitePages:
     """Reads pages of one SQLite database file, one read-only connection per thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, query_timeout: float = 10.0) -> None:
         self.uri = f"{path.resolve().as_uri()}?mode=ro"
         self._local = threading.local()
+        self.query_timeout = query_timeout
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -91,7 +95,7 @@ class SqlitePages:
     async def page(self, request: PageRequest, *, heavy: bool, first_try: bool = False) -> JsonPage:
         """A small page on the event loop (an indexed read of a local file costs less
         than a thread hop, and its budget bounds it); a heavy one in the thread pool."""
-        if heavy:
+        if heavy or request.filters:  # a filtered page may scan: never on the loop
             return await run_sync(self.read, request)
         return self.read(request, light=first_try)
 
@@ -108,13 +112,15 @@ class SqlitePages:
             "probe": request.limit + 1,
         }
         since, until = request.since, request.until
+        matching, bound = where_sql(request.filters, "sqlite")
+        values.update(bound)
         if not request.in_time:
-            sql = SEQ_KEYS + IN_INGEST_ORDER
+            sql = SEQ_KEYS + matching + IN_INGEST_ORDER
         else:
             if until is not None:
                 values["until"] = _stored(until)
             start = window_start(since, Position(request.after_seq, request.after_time))
-            upper = UNTIL if until is not None else ""
+            upper = (UNTIL if until is not None else "") + matching
             if start is None:
                 sql = KEYS + upper + IN_TIME_ORDER
             elif start[1] == 0:  # from ``since`` itself: every row at that instant
@@ -125,9 +131,15 @@ class SqlitePages:
                 sql = AFTER_IN_TIME.format(until=upper)
         order = "published_at, seq" if request.in_time else "seq"
         values["budget"] = request.max_bytes
+        if request.filters:  # a literal, so that a partial field index of the topic applies
+            sql = sql.replace("topic_id = :topic", f"topic_id = {int(request.topic_id)}")
         try:
             conn = self._connection()
-            keys = conn.execute(CUT.format(order=order, page=sql), values).fetchall()
+            bounded = (
+                sqlite_deadline(conn, self.query_timeout) if request.filters else nullcontext()
+            )
+            with bounded:
+                keys = conn.execute(CUT.format(order=order, page=sql), values).fetchall()
             seqs = [seq for seq, _ in keys[: request.limit]]
             probed = keys[0][1] if keys else 0
             if light and probed > len(seqs) < request.limit:

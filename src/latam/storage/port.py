@@ -12,8 +12,10 @@ from typing import Any, Protocol
 import orjson
 from anyio.to_thread import run_sync
 
+from latam.aggregates import AggregateQuery, AggregateRow
 from latam.domain import NewMessage, Topic, isoformat
 from latam.errors import NotFound
+from latam.filters import NO_FILTERS, Filters
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +112,12 @@ class Store(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
         after_time: datetime | None = None,
+        filters: Filters | None = None,
     ) -> tuple[list[StoredMessage], bool]:
-        """Up to ``limit`` rows of ``list_messages``, stopping after the row that brings
-        their ``data`` and ``attributes`` to ``max_bytes`` (so at least one), and whether
-        more rows follow."""
+        """Up to ``limit`` rows of ``list_messages`` that pass ``filters``, stopping after
+        the row that brings their ``data`` and ``attributes`` to ``max_bytes`` (so at least
+        one), and whether more rows follow. A filtered read is bounded by the statement
+        timeout (QueryTooExpensive)."""
         ...
 
     def last_seq(self, topic_id: int) -> int:
@@ -131,6 +135,12 @@ class Store(Protocol):
         limit: int,
     ) -> list[Bucket]:
         """Non-empty buckets in time order, at most ``limit``; NotFound for no topic."""
+        ...
+
+    def aggregate(self, topic_id: int, query: AggregateQuery, *, limit: int) -> list[AggregateRow]:
+        """Up to ``limit`` rows of ``query`` over the topic, in no particular order, computed
+        by the database (``latam.aggregates`` says how); NotFound for no topic,
+        QueryTooExpensive past the statement timeout."""
         ...
 
     def all_stats(self) -> list[TopicTotals]: ...
@@ -202,6 +212,7 @@ class PageRequest:
     after_time: datetime | None = None
     since: datetime | None = None
     until: datetime | None = None
+    filters: Filters = NO_FILTERS
 
     @property
     def in_time(self) -> bool:
@@ -269,6 +280,7 @@ def read_rendered(store: Store, request: PageRequest) -> JsonPage:
         after_time=request.after_time,
         since=request.since,
         until=request.until,
+        filters=request.filters,
     )
     exists = True
     if not items:

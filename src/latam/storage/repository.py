@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -11,12 +12,27 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Select, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    TextClause,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 
 from latam import metrics
+from latam.aggregates import AggregateQuery, AggregateRow
 from latam.domain import NewMessage, Position, Topic, utcnow, window_start
 from latam.errors import NotFound, SchemaNotCurrent, StoreUnavailable, TransientError
-from latam.storage import rollups
+from latam.filters import Filters
+from latam.storage import field_index, rollups
+from latam.storage.aggregate import aggregate_rows
 from latam.storage.bulk_insert import BulkInsert, insert_returning, returns_inserted
 from latam.storage.dialects import (
     SEQ_INDEX,
@@ -27,11 +43,13 @@ from latam.storage.dialects import (
     translate_errors,
     within_bytes,
 )
+from latam.storage.filter_sql import conditions
 from latam.storage.migrate import current_revision, describe, schema_problem
 from latam.storage.port import Bucket, SchemaVersion, StoredMessage, TopicTotals, WriteResult
 from latam.storage.schema import messages, topic_schemas, topics
 from latam.storage.schema import rollups as rollups_table
 from latam.storage.stats import all_totals, topic_buckets
+from latam.storage.timeouts import statement_timeout
 
 # A stored message's columns, in ``StoredMessage`` order.
 PAGE_COLUMNS = (
@@ -76,8 +94,10 @@ def _take_turns(conn: Connection, topic_ids: list[int]) -> None:
 class SqlStore:
     """The store on any SQLAlchemy database latam supports."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, query_timeout: float = 10.0) -> None:
         self.engine = engine
+        # Seconds an expensive read (filters, aggregations, exports) may run.
+        self.query_timeout = query_timeout
         metrics.watch_pool(self)  # read at scrape time: nothing on the query path
         # One-statement reads on PostgreSQL run in autocommit: no BEGIN before them and no
         # ROLLBACK when the connection goes back to the pool, two round trips of four.
@@ -293,6 +313,7 @@ class SqlStore:
         since: datetime | None = None,
         until: datetime | None = None,
         after_time: datetime | None = None,
+        filters: Filters | None = None,
     ) -> tuple[list[StoredMessage], bool]:
         """``list_messages`` bounded in bytes as well, cut by the database (so no more
         than the page is ever read into memory), and whether more rows follow."""
@@ -302,8 +323,14 @@ class SqlStore:
         probe = self._page_query(
             [*keys, row_bytes], topic_id, limit + 1, after_seq, since, until, after_time
         )
+        if filters:
+            # The topic as a literal too, so that a partial field index of it applies.
+            probe = probe.where(
+                messages.c.topic_id == literal_column(str(int(topic_id))),
+                *self.filter_clauses(filters),
+            )
         query = within_bytes(probe.subquery(), PAGE_COLUMNS, max_bytes, in_time=in_time)
-        with self._errors(), self._reads.connect() as conn:
+        with self._errors(), self._reads.connect() as conn, self.bounded(conn, bool(filters)):
             rows = conn.execute(query).all()
         shown = [StoredMessage(*row[:7]) for row in rows[:limit]]
         probed = int(rows[0][-1]) if rows else 0
@@ -325,6 +352,20 @@ class SqlStore:
             return query.order_by(messages.c.seq).limit(limit)
         start = window_start(since, Position(after_seq, after_time))
         return in_time_order(query, start, until, limit, self.engine.dialect.name)
+
+    def filter_clauses(self, filters: Filters) -> list[TextClause]:
+        """``filters`` as WHERE clauses on ``messages`` in this store's dialect."""
+        columns = field_index.indexed_columns(self.engine)
+        return [
+            text(sql).bindparams(**values)
+            for sql, values in conditions(filters, self.engine.dialect.name, columns=columns)
+        ]
+
+    def bounded(self, conn: Connection, expensive: bool = True) -> AbstractContextManager[None]:
+        """The statement timeout on ``conn`` for an ``expensive`` read."""
+        if not expensive:
+            return contextlib.nullcontext()
+        return statement_timeout(conn, self.query_timeout)
 
     def last_seq(self, topic_id: int) -> int:
         query = select(messages.c.seq).where(messages.c.topic_id == topic_id)
@@ -354,6 +395,15 @@ class SqlStore:
         return topic_buckets(
             self.engine, topic_id, bucket=bucket, since=since, until=until, limit=limit
         )
+
+    def aggregate(
+        self, topic_id: int, query: AggregateQuery, *, limit: int, native: bool = True
+    ) -> list[AggregateRow]:
+        """``storage.aggregate`` within the statement timeout; ``native=False`` computes
+        PostgreSQL's percentiles as the other stores do (for the contract tests)."""
+        self.get_topic(topic_id)
+        with self._errors(), self._reads.connect() as conn, self.bounded(conn):
+            return aggregate_rows(conn, topic_id, query, limit=limit, native=native)
 
     def all_stats(self) -> list[TopicTotals]:
         return rollups.totals(self._reads) if self._rollups_built() else all_totals(self.engine)

@@ -28,8 +28,11 @@ from sqlalchemy import Engine, event, text
 
 from latam.domain import Position, window_start
 from latam.errors import StoreUnavailable
+from latam.storage import field_index
 from latam.storage.dialects import MYSQL_NAMES, SEQ_INDEX, TIME_INDEX, translate_errors
+from latam.storage.filter_sql import where_sql
 from latam.storage.port import JsonPage, PageRequest, Store, read_rendered
+from latam.storage.timeouts import statement_timeout, too_expensive
 
 # A row as storage.port.message_json renders it. Ids are printable
 # (domain.validate_message_id), so a quote and a backslash are all JSON escapes in them.
@@ -77,7 +80,7 @@ FROM (
     SELECT seq, message_id, data, attributes, published_at, ingested_at, schema_version,
       ROW_NUMBER() OVER w AS n,
       SUM(size_bytes + length(attributes)) OVER w - size_bytes - length(attributes) AS before_row
-    FROM messages WHERE topic_id = :topic{where}
+    FROM messages WHERE topic_id = {topic}{where}
     WINDOW w AS (ORDER BY {order} ROWS UNBOUNDED PRECEDING)
     ORDER BY {order} LIMIT :probe
   ) AS probe
@@ -96,7 +99,7 @@ FROM (
     AND SUM(row_bytes) OVER w - row_bytes < :budget AS kept
   FROM (
     SELECT seq, published_at, size_bytes + length(attributes) AS row_bytes
-    FROM messages FORCE INDEX ({index}) WHERE topic_id = :topic{where}
+    FROM messages{hint} WHERE topic_id = {topic}{where}
     ORDER BY {order} LIMIT :probe
   ) AS probe
   WINDOW w AS (ORDER BY {order} ROWS UNBOUNDED PRECEDING)
@@ -116,8 +119,15 @@ MYSQL_AFTER = " AND (published_at > :after_time OR (published_at = :after_time A
 BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
 
 
-def page_statement(request: PageRequest, dialect: str) -> tuple[str, dict[str, Any]]:
-    """The page's statement (with ``:name`` binds) and its values, on ``dialect``."""
+def page_statement(
+    request: PageRequest, dialect: str, columns: frozenset[str] = frozenset()
+) -> tuple[str, dict[str, Any]]:
+    """The page's statement (with ``:name`` binds) and its values, on ``dialect``; on
+    MySQL/MariaDB ``columns`` are the generated columns of indexed fields.
+
+    A filtered page names its topic as a literal, so that the planner can use a field
+    index of that topic (partial, ``storage.field_index``); the filters' values are bound.
+    """
     mysql = dialect in MYSQL_NAMES
     values: dict[str, Any] = {
         "topic": request.topic_id,
@@ -138,6 +148,9 @@ def page_statement(request: PageRequest, dialect: str) -> tuple[str, dict[str, A
         if request.until is not None:
             values["until"] = request.until
             where += UNTIL
+    matching, bound = where_sql(request.filters, dialect, columns=columns)
+    where += matching
+    values.update(bound)
     if mysql:  # MySQL keeps naive UTC
         for name in ("after_time", "until"):
             if name in values:
@@ -150,8 +163,18 @@ def page_statement(request: PageRequest, dialect: str) -> tuple[str, dict[str, A
     desc = ", ".join(f"{column} DESC" for column in m_order.split(", "))
     last = MYSQL_LAST.format(desc=desc) if mysql else ""
     index = TIME_INDEX if request.in_time else SEQ_INDEX
+    # A filter on an indexed field lets the optimiser choose; otherwise MariaDB is told.
+    hint = "" if " lf_" in matching else f" FORCE INDEX ({index})"
+    topic = str(int(request.topic_id)) if request.filters else ":topic"
     sql = page.format(
-        where=where, order=order, array=array, exists=EXISTS, desc=desc, last=last, index=index
+        where=where,
+        order=order,
+        array=array,
+        exists=EXISTS,
+        desc=desc,
+        last=last,
+        hint=hint,
+        topic=topic,
     )
     return sql, values
 
@@ -186,6 +209,7 @@ class EnginePages:
     ) -> None:
         self.store = store
         self.engine = engine
+        self.query_timeout = float(getattr(store, "query_timeout", 10.0))
         self._limiter = limiter or CapacityLimiter(5)
         self.dialect = engine.dialect.name
         if self.dialect in MYSQL_NAMES:
@@ -203,9 +227,14 @@ class EnginePages:
         return None
 
     def read(self, request: PageRequest) -> JsonPage:
-        sql, values = page_statement(request, self.dialect)
+        columns = field_index.indexed_columns(self.engine) if request.filters else frozenset()
+        sql, values = page_statement(request, self.dialect, columns)
         with translate_errors(), self._reads.connect() as conn:
-            row = conn.execute(text(sql), values).one()
+            if request.filters:
+                with statement_timeout(conn, self.query_timeout):
+                    row = conn.execute(text(sql), values).one()
+            else:
+                row = conn.execute(text(sql), values).one()
         page = _page(row)
         if self.dialect in MYSQL_NAMES and len(page.array) >= MYSQL_MAX_CONCAT:
             return read_rendered(self.store, request)
@@ -229,10 +258,14 @@ class AsyncPgPages:
     """Pages built by PostgreSQL, read on the event loop through psycopg's async pool
     (opened on first use, in the loop that uses it)."""
 
-    def __init__(self, conninfo: str, *, max_size: int, timeout: float) -> None:
+    def __init__(
+        self, conninfo: str, *, max_size: int, timeout: float, query_timeout: float = 10.0
+    ) -> None:
         self.conninfo = conninfo
         self.max_size = max_size
         self.timeout = timeout
+        # Every page read is bounded (a filtered one may scan); unfiltered ones take ms.
+        self.query_timeout = query_timeout
         self._pool: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
@@ -255,7 +288,11 @@ class AsyncPgPages:
                     min_size=1,
                     max_size=self.max_size,
                     timeout=self.timeout,
-                    kwargs={"autocommit": True, "connect_timeout": 5},
+                    kwargs={
+                        "autocommit": True,
+                        "connect_timeout": 5,
+                        "options": f"-c statement_timeout={int(self.query_timeout * 1000)}",
+                    },
                     configure=_configure,
                     open=False,
                 )
@@ -279,6 +316,8 @@ class AsyncPgPages:
                     cursor = await conn.execute(query, values, prepare=True)
                     row = await cursor.fetchone()
                 return _page(row)
+            except psycopg.errors.QueryCanceled as exc:
+                raise too_expensive(self.query_timeout) from exc
             except psycopg.OperationalError as exc:
                 if attempt == 2 or conn is None or not conn.closed:
                     raise _unavailable(exc) from exc

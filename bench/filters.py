@@ -1,0 +1,99 @@
+"""Filtered reads: a 200,000-message topic (9,999 flights, about 20 messages each) loaded
+straight into the store, then `wrk` on `GET /v1/topics/{id}/messages?data.flight=eq.LA…`
+at random flights, first without an index on the field and then after
+`latam index create TOPIC data.flight`, in the same run; plus one aggregation
+(average per origin over the topic) timed sequentially."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import Figure, latam_env
+from bench.reads import parse_wrk
+from bench.windows import load
+
+LUA = """
+local flights = {%s}
+math.randomseed(os.time())
+request = function()
+  local f = flights[math.random(#flights)]
+  return wrk.format("GET", "/v1/topics/%d/messages?data.flight=eq." .. f)
+end
+"""
+
+
+def wrk_flights(base: str, topic_id: int, *, seconds: int) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, not-2xx) of ``wrk -t2 -c16`` at random flights."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    rng = random.Random(7)
+    flights = ",".join(f'"LA{rng.randrange(9999):04d}"' for _ in range(2000))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA % (flights, topic_id))
+    out = subprocess.run(
+        ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "-s", script.name, base],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    Path(script.name).unlink()
+    return parse_wrk(out)
+
+
+def create_index(url: str, data_dir: Path, topic_id: int) -> float:
+    """``latam index create`` on the topic's ``data.flight``; the seconds it took."""
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "latam", "index", "create", str(topic_id), "data.flight"],
+        env=latam_env(data_dir, database_url=url),
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
+    return time.monotonic() - started
+
+
+def measure(
+    label: str, url: str, data_dir: Path, serve: object, total: int, seconds: int
+) -> list[Figure]:
+    (topic_id,) = load(url, data_dir, [total])
+    figures: list[Figure] = []
+    for indexed in (False, True):
+        if indexed:
+            took = create_index(url, data_dir, topic_id)
+            figures.append(Figure(f"Field index build, {total:,} messages, {label}", "s", [took]))
+        state = "indexed" if indexed else "not indexed"
+        with serve(data_dir, database_url=url) as base:  # type: ignore[operator]
+            rps, _p50, p99, errors = wrk_flights(base, topic_id, seconds=seconds)
+            if errors:
+                raise RuntimeError(f"{errors} filtered reads were not 2xx")
+            figures.append(Figure(f"Filtered reads, {state}, {label}", "requests/s", [rps]))
+            figures.append(Figure(f"Filtered reads p99, {state}, {label}", "ms", [p99]))
+            print(f"  filtered reads, {state}: {rps:,.0f} req/s, p99 {p99:.1f} ms", flush=True)
+            if indexed:
+                figures.append(aggregation(base, topic_id, label, total))
+    return figures
+
+
+def aggregation(base: str, topic_id: int, label: str, total: int) -> Figure:
+    """The median of five sequential aggregations over the whole topic."""
+    path = f"/v1/topics/{topic_id}/aggregate?group_by=data.flight&metrics=count,max:data.seq"
+    path += "&data.flight=lt.LA0500"
+    took = []
+    for _ in range(5):
+        started = time.monotonic()
+        response = httpx.get(base + path, timeout=120)
+        response.raise_for_status()
+        took.append((time.monotonic() - started) * 1000)
+    took.sort()
+    print(f"  aggregation: {took[2]:.0f} ms", flush=True)
+    return Figure(f"Aggregation, 500 groups of {total:,} messages, {label}", "ms", [took[2]])

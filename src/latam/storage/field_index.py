@@ -1,0 +1,175 @@
+"""Indexes on a field of one topic's messages (``latam index create TOPIC data.flight``),
+so that filters on a hot field seek instead of scanning the topic.
+
+The index is built on exactly the expression the filters compare
+(``filter_sql.value_expr``), followed by ``seq`` so that a filtered page walks it in
+ingest order:
+
+- PostgreSQL: a partial expression index ``WHERE topic_id = N``, built
+  ``CONCURRENTLY`` (writes go on while it builds);
+- SQLite: a partial expression index ``WHERE topic_id = N`` (the build holds the write
+  lock, as any SQLite DDL does);
+- MySQL/MariaDB have neither partial nor (MariaDB) expression indexes: a ``VIRTUAL``
+  generated column holds the expression and an index ``(topic_id, column, seq)`` covers
+  it; the filters compare the column where it exists (``indexed_columns``).
+
+Filtered reads write the topic id as a literal (never a bound value) so the planners can
+match the partial indexes. A field's index is typed: ``string`` serves string filters
+(``eq.LA800``), ``number`` numeric ones (``gte.15``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, text
+
+from latam.errors import Conflict, NotFound
+from latam.filters import FieldPath
+from latam.storage.dialects import MYSQL_NAMES
+from latam.storage.filter_sql import Kind, column_name, value_expr
+
+PREFIX = "ix_field_"
+# MySQL/MariaDB generated columns holding an indexed field: ``lf_<digest>``.
+COLUMN_PREFIX = "lf_"
+NAME = re.compile(r"ix_field_[0-9]+_[0-9a-f]{10}")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldIndex:
+    """An index of a topic's field, as the database describes it."""
+
+    name: str
+    topic_id: int
+    definition: str
+
+
+def index_name(topic_id: int, field: FieldPath, kind: Kind) -> str:
+    return f"{PREFIX}{topic_id}_{column_name(field, kind)[len(COLUMN_PREFIX) :]}"
+
+
+def create(engine: Engine, topic_id: int, field: FieldPath, kind: Kind) -> str:
+    """Index ``field`` of topic ``topic_id`` as ``kind``; its name. Conflict if it exists."""
+    dialect = engine.dialect.name
+    name = index_name(topic_id, field, kind)
+    if any(index.name == name for index in list_indexes(engine)):
+        raise Conflict(f"{field.name} ({kind}) of topic {topic_id} is already indexed as {name}")
+    expr = value_expr(field, kind, dialect)
+    if dialect in MYSQL_NAMES:
+        _create_mysql(engine, name, field, kind, expr)
+        return name
+    where = f"WHERE topic_id = {int(topic_id)}"
+    if dialect == "postgresql":
+        ddl = f"CREATE INDEX CONCURRENTLY {name} ON messages (({expr}), seq) {where}"
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(ddl)
+        return name
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE INDEX {name} ON messages (({expr}), seq) {where}")
+        # Without statistics SQLite takes ``topic_id = ?`` to find ten rows and walks the
+        # topic in seq order rather than seek the field: it measures the table's indexes.
+        conn.exec_driver_sql("ANALYZE messages")
+    return name
+
+
+def _create_mysql(engine: Engine, name: str, field: FieldPath, kind: Kind, expr: str) -> None:
+    column = column_name(field, kind)
+    sql_type = (
+        "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if kind == "string" else "DOUBLE"
+    )
+    with engine.begin() as conn:
+        if column not in _columns(conn):
+            # A string longer than the column is cut in the index only: the filter
+            # compares the column, so values past 255 characters compare by their prefix.
+            cut = f"LEFT({expr}, 255)" if kind == "string" else expr
+            conn.exec_driver_sql(
+                f"ALTER TABLE messages ADD COLUMN {column} {sql_type} AS ({cut}) VIRTUAL"
+            )
+        conn.exec_driver_sql(f"CREATE INDEX {name} ON messages (topic_id, {column}, seq)")
+    _CACHE.clear()
+
+
+def drop(engine: Engine, name: str) -> None:
+    """Drop a field index by name; NotFound when there is none."""
+    if not NAME.fullmatch(name) or all(index.name != name for index in list_indexes(engine)):
+        raise NotFound(f"no field index named {name!r} (latam index list shows them)")
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        return
+    with engine.begin() as conn:
+        if dialect in MYSQL_NAMES:
+            conn.exec_driver_sql(f"DROP INDEX {name} ON messages")
+            _drop_unused_columns(conn)
+        else:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+    _CACHE.clear()
+
+
+def list_indexes(engine: Engine) -> list[FieldIndex]:
+    """Every field index, by name."""
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        sql = "SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE 'ix\\_field\\_%'"
+    elif dialect in MYSQL_NAMES:
+        sql = (
+            "SELECT s.INDEX_NAME, c.GENERATION_EXPRESSION FROM information_schema.STATISTICS s"
+            " JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA"
+            " AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME"
+            " WHERE s.TABLE_SCHEMA = DATABASE() AND s.TABLE_NAME = 'messages'"
+            " AND s.INDEX_NAME LIKE 'ix\\_field\\_%' AND s.COLUMN_NAME LIKE 'lf\\_%'"
+        )
+    else:
+        sql = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix_field_%'"
+    with engine.connect() as conn:
+        rows = conn.execute(text(sql)).all()
+    found = [
+        FieldIndex(str(name), int(str(name).split("_")[2]), str(definition))
+        for name, definition in rows
+        if NAME.fullmatch(str(name))
+    ]
+    return sorted(found, key=lambda index: (index.topic_id, index.name))
+
+
+def _columns(conn: Connection) -> set[str]:
+    rows = conn.execute(
+        text(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
+            " AND TABLE_NAME = 'messages' AND COLUMN_NAME LIKE 'lf\\_%'"
+        )
+    ).all()
+    return {str(row[0]) for row in rows}
+
+
+def _drop_unused_columns(conn: Connection) -> None:
+    """Generated columns no index uses any more (every topic's index of the field gone)."""
+    used = conn.execute(
+        text(
+            "SELECT DISTINCT COLUMN_NAME FROM information_schema.STATISTICS WHERE"
+            " TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages' AND COLUMN_NAME LIKE 'lf\\_%'"
+        )
+    ).all()
+    for column in _columns(conn) - {str(row[0]) for row in used}:
+        conn.exec_driver_sql(f"ALTER TABLE messages DROP COLUMN {column}")
+
+
+# The generated columns of a MySQL/MariaDB store, read at most every CACHE_SECONDS.
+CACHE_SECONDS = 30.0
+_CACHE: dict[int, tuple[float, frozenset[str]]] = {}
+
+
+def indexed_columns(engine: Engine) -> frozenset[str]:
+    """The field columns a MySQL/MariaDB store has (cached); empty elsewhere."""
+    if engine.dialect.name not in MYSQL_NAMES:
+        return frozenset()
+    now = time.monotonic()
+    cached = _CACHE.get(id(engine))
+    if cached is not None and now - cached[0] < CACHE_SECONDS:
+        return cached[1]
+    with engine.connect() as conn:
+        columns = frozenset(_columns(conn))
+    _CACHE[id(engine)] = (now, columns)
+    return columns
