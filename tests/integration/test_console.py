@@ -227,6 +227,24 @@ def test_live_tail_goes_on_from_its_cursor(deployment: Deployment) -> None:
     assert seen == ["n1", "n2", "n3", "n4"], "the tail missed or repeated a message"
 
 
+def test_the_browser_filters_and_pages_with_its_filters(deployment: Deployment) -> None:
+    topic_id = deployment.topic()
+    deployment.store(
+        topic_id,
+        *((f"m{n}", {"flight": "LA800" if n % 2 else "LA801", "delay": n}, {}) for n in range(8)),
+    )
+    client = deployment.as_admin()
+    where = "data.flight=eq.LA800 data.delay=gte.3"
+    first = client.get(f"/console/topics/{topic_id}", params={"where": where})
+    html = assert_console_page(first)
+    assert re.findall(r'data-message-id="([^"]+)"', html) == ["m3", "m5", "m7"]
+    assert 'value="data.flight=eq.LA800 data.delay=gte.3"' in html
+    bad = client.get(f"/console/topics/{topic_id}", params={"where": "data.flight=like.LA"})
+    assert bad.status_code == 422
+    assert "where: data.flight:" in bad.text
+    assert "no known operator" in bad.text
+
+
 def test_topic_create_rename_delete(deployment: Deployment) -> None:
     client = deployment.as_admin()
     token = csrf_of(client.get("/console/topics"))

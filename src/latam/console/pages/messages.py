@@ -6,9 +6,8 @@ and asks for what follows every 2 s (``/tail?cursor=``): each answer carries the
 of its next request, so pausing keeps the last one and resuming goes on from it, with no
 message missed or shown twice.
 
-Field filters (``data.flight=eq.LA800``) are not in the read path yet; once
-``Service.read_messages`` takes them, ``Browse.parse`` is where they are read from the
-query string, and the form in ``topic.html`` (``filters`` block) where they are typed.
+The browser's ``where`` box takes the API's field filters (``data.flight=eq.LA800``),
+separated by spaces; a cursor goes on only with the same filters, as on the API.
 """
 
 from __future__ import annotations
@@ -25,7 +24,8 @@ from starlette.responses import Response
 from latam.console.charts import Chart, chart, filled, window
 from latam.console.state import console_of
 from latam.console.web import call, render
-from latam.errors import InvalidRequest, NotFound
+from latam.errors import InvalidQuery, InvalidRequest, NotFound, QueryTooExpensive
+from latam.filters import NO_FILTERS, Filters, parse_filters
 from latam.service import MessagePage, Service
 from latam.storage.port import SchemaVersion, StoredMessage, TopicTotals
 
@@ -47,13 +47,28 @@ class Browse:
     until: datetime | None = None
     cursor: str | None = None
     error: str = ""
+    filters: Filters = NO_FILTERS
 
     @classmethod
-    def parse(cls, since: str, until: str, cursor: str | None) -> Browse:
+    def parse(cls, since: str, until: str, cursor: str | None, where: str = "") -> Browse:
         try:
-            return cls(_moment(since), _moment(until), cursor or None)
+            filters = parse_filters(_pairs(where), reserved=())
+        except InvalidQuery as exc:
+            return cls(error=f"where: {exc.field}: {exc.detail}")
+        try:
+            return cls(_moment(since), _moment(until), cursor or None, filters=filters)
         except ValueError:
             return cls(error="since and until must be dates and times, e.g. 2026-03-10T12:30")
+
+
+def _pairs(where: str) -> list[tuple[str, str]]:
+    """``data.a=eq.1 attributes.b=neq.x`` as (name, value) pairs; a term without ``=``
+    is kept whole, for the filter parser to name it."""
+    pairs = []
+    for term in where.split():
+        name, _, value = term.partition("=")
+        pairs.append((name, value))
+    return pairs
 
 
 def _moment(text: str) -> datetime | None:
@@ -100,8 +115,9 @@ def _view(service: Service, topic_id: int, browse: Browse, bucket: str) -> Topic
                 since=browse.since,
                 until=browse.until,
                 max_bytes=PAGE_BYTES,
+                filters=browse.filters,
             )
-        except InvalidRequest as exc:
+        except (InvalidRequest, QueryTooExpensive) as exc:
             error = exc.detail
     first, count = window(bucket)
     stats = service.topic_stats(topic_id=topic_id, bucket=bucket, since=first)
@@ -131,13 +147,14 @@ async def topic_page(
     since: Annotated[str, Query(max_length=64)] = "",
     until: Annotated[str, Query(max_length=64)] = "",
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    where: Annotated[str, Query(max_length=2000)] = "",
     bucket: Bucket = "hour",
 ) -> Response:
     console = console_of(request)
     await console.gate.viewer(request)
     service = console.service
     topic = await call(service, service.get_topic, topic_id=topic_id)
-    browse = Browse.parse(since, until, cursor)
+    browse = Browse.parse(since, until, cursor, where)
     view = await call(service, _view, service, topic_id, browse, bucket)
     return render(
         request,
@@ -149,6 +166,7 @@ async def topic_page(
         browse=browse,
         since=typed(browse.since) if not browse.error else since,
         until=typed(browse.until) if not browse.error else until,
+        where=where.strip(),
         messages=rows(view.page.items) if view.page else [],
         bucket=bucket,
         tail_seconds=TAIL_SECONDS,
