@@ -80,11 +80,24 @@ class Filters:
         a cursor continues only a page of the same filters ("" when there are none)."""
         if not self.items:
             return ""
-        text = orjson.dumps([[f.field.name, f.op, f.value, list(f.values)] for f in self.items])
+        # Past 64 bits orjson writes no integer: those go as text, marked as numbers.
+        text = orjson.dumps(
+            [
+                [f.field.name, f.op, _keyed(f.value), [_keyed(v) for v in f.values]]
+                for f in self.items
+            ]
+        )
         return hashlib.sha256(text).hexdigest()[:12]
 
 
 NO_FILTERS = Filters()
+
+
+def _keyed(value: Scalar) -> Scalar | list[str]:
+    """``value`` as orjson writes it into ``Filters.key``."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return ["int", str(value)]
+    return value
 
 
 def parse_path(text: str, *, param: str | None = None) -> FieldPath:
@@ -146,8 +159,10 @@ def parse_filter(name: str, raw: str) -> Filter:
     flat = field.root == "attributes"
     if op == "in":
         values = _in_values(text, name, flat=flat)
+        _check_nul(values, name)
         return Filter(field, "in", values=values)
     value = _scalar(text, flat=flat)
+    _check_nul((value,), name)
     if op == "is":
         if text not in {"null", "true", "false"}:
             raise InvalidQuery("is takes null, true or false (is.null)", field=name)
@@ -160,6 +175,12 @@ def parse_filter(name: str, raw: str) -> Filter:
             field=name,
         )
     return Filter(field, op, value)
+
+
+def _check_nul(values: Iterable[Scalar], name: str) -> None:
+    """No store compares U+0000 as the others do (PostgreSQL cannot bind it at all)."""
+    if any(isinstance(value, str) and "\x00" in value for value in values):
+        raise InvalidQuery("a value cannot contain U+0000", field=name)
 
 
 def _scalar(text: str, *, flat: bool) -> Scalar:
@@ -176,8 +197,10 @@ def _scalar(text: str, *, flat: bool) -> Scalar:
         number = float(text)
         if number != number or number in {float("inf"), float("-inf")}:
             return text
+        # An integer stays exact at any size: PostgreSQL compares it exactly, and the
+        # stores that cannot bind it (past 64 bits) get it as a double (filter_sql).
         integral = "." not in text and "e" not in text.lower()
-        return int(text) if integral and abs(int(text)) < 2**63 else number
+        return int(text) if integral else number
     return text
 
 

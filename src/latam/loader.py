@@ -100,10 +100,15 @@ class Sink(Protocol):
 
 
 def http_topic_id(
-    client: httpx.Client, name: str, *, create: bool, retention_seconds: int | None = None
+    client: httpx.Client,
+    name: str,
+    *,
+    create: bool,
+    retention_seconds: int | None = None,
+    hint: str = " (use --create)",
 ) -> int:
     """The id of topic ``name`` through the API (``create``: made when missing, with
-    ``retention_seconds`` when given)."""
+    ``retention_seconds`` when given; otherwise NotFound, with ``hint``)."""
     cursor = None
     while True:
         params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
@@ -116,7 +121,7 @@ def http_topic_id(
         if not (cursor := body["next_cursor"]):
             break
     if not create:
-        raise NotFound(f"topic {name!r} does not exist (use --create)")
+        raise NotFound(f"topic {name!r} does not exist{hint}")
     wanted: dict[str, Any] = {"name": name}
     if retention_seconds is not None:
         wanted["retention_seconds"] = retention_seconds

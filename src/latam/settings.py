@@ -88,7 +88,9 @@ class Settings(BaseSettings):
         " stream ends with `event: error` (the client resumes with Last-Event-ID).",
     )
     stream_send_timeout_seconds: float = Field(
-        30.0, gt=0, description="A stream whose client reads nothing for this long is dropped (s)."
+        30.0,
+        gt=0,
+        description="A stream or export whose client reads nothing for this long is dropped (s).",
     )
     stream_max_connections: int = Field(
         200, ge=1, description="Open streams per API process; more get 429."

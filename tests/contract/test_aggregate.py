@@ -11,15 +11,17 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import text
 
 from latam.aggregates import AggregateQuery, in_order, parse_query
 from latam.domain import NewMessage
-from latam.errors import NotFound
+from latam.errors import NotFound, QueryTooExpensive
 from latam.filters import parse_filters
 from latam.settings import Settings
 from latam.storage import migrate
 from latam.storage.dialects import build_engine
 from latam.storage.repository import SqlStore
+from latam.storage.timeouts import statement_timeout
 from tests.contract.conftest import AnyStore
 from tests.databases import temporary_database
 
@@ -264,3 +266,37 @@ def test_window_percentiles_equal_percentile_cont(postgres: SqlStore, group_by: 
     windows = in_order(postgres.aggregate(topic_id, query, limit=1001, native=False))
     assert native == windows
     assert len(native) >= 3
+
+
+def test_numbers_at_the_edges_of_the_double_range(store: AnyStore) -> None:
+    """A number below the double range (kept exactly by PostgreSQL's numeric) reads as
+    0, and two numbers too far apart to subtract give a null percentile: not a store
+    error (PostgreSQL refused the cast, MariaDB the subtraction)."""
+    topic_id = store.create_topic("edges").id
+    texts = [
+        '{"tiny":1.0000000000000000000001E-400,"wide":-1.7e308}',
+        '{"tiny":2,"wide":1.5e308}',
+    ]
+    store.write_messages(
+        [(topic_id, NewMessage("edges", f"e{n}", text)) for n, text in enumerate(texts)]
+    )
+    rows = run(store, topic_id, metrics="p50:data.tiny,min:data.tiny,p50:data.wide,min:data.wide")
+    assert rows == [
+        {
+            "bucket": None,
+            "group": {},
+            "p50:data.tiny": 1.0,
+            "min:data.tiny": 0,
+            "p50:data.wide": None,
+            "min:data.wide": -1.7e308,
+        }
+    ]
+
+
+def test_a_statement_stopped_in_a_transaction_is_too_expensive(postgres: SqlStore) -> None:
+    """On a connection inside a transaction, the timeout's reset ran in the aborted
+    transaction and hid QueryTooExpensive behind InFailedSqlTransaction."""
+    with postgres.engine.connect() as conn:
+        with pytest.raises(QueryTooExpensive), statement_timeout(conn, 0.05):
+            conn.execute(text("SELECT pg_sleep(2)"))
+        assert conn.execute(text("SHOW statement_timeout")).scalar() == "0"

@@ -145,3 +145,48 @@ def test_bad_index_requests_name_what_is_wrong(url: str) -> None:
     assert "no field index" in out, out
     code, out = cli(url, "index", "create", "flights", "data.flight", "--type", "date")
     assert code == 2, out
+    code, out = cli(url, "index", "create", "²", "data.flight")  # a digit, not 0-9
+    assert code == 1, out
+    assert "does not exist" in out, out
+
+
+def test_a_string_index_seeks_in_code_point_order(url: str, tmp_path: Path) -> None:
+    """MySQL/MariaDB's column was utf8mb4_bin, which pads with spaces: "a\t" sorted
+    before "a" in it, so a range seek missed rows the filter selects."""
+    store = SqlStore(build_engine(url, Settings(data_dir=tmp_path)))
+    flights = ["a", "a\t", "a ", "a\u0001", "b", "a" * 300 + "\t", "a" * 300]
+    store.write_messages(
+        [
+            (1, NewMessage("flights", f"s{n}", orjson.dumps({"flight": flight}).decode()))
+            for n, flight in enumerate(flights)
+        ]
+    )
+    store.close()
+    queries = [
+        [("data.flight", "gt.a")],
+        [("data.flight", "gte.a\t")],
+        [("data.flight", "lt.a ")],
+        [("data.flight", "lte.a\t")],
+        [("data.flight", "eq.a")],
+        [("data.flight", "gt." + "a" * 300)],
+    ]
+    before = [read(url, tmp_path, query) for query in queries]
+    assert before[0] == [f"s{n}" for n in (1, 2, 3, 4, 5, 6)]
+    code, out = cli(url, "index", "create", "flights", "data.flight")
+    assert code == 0, out
+    field_index._CACHE.clear()
+    assert [read(url, tmp_path, query) for query in queries] == before
+
+
+def test_a_deep_message_is_stored_once_a_field_is_indexed(url: str, tmp_path: Path) -> None:
+    """MariaDB's generated column read the JSON past its 32 levels: the insert of a deeper
+    message, into any topic, failed in strict mode and its batch was retried forever."""
+    code, out = cli(url, "index", "create", "flights", "data.flight")
+    assert code == 0, out
+    deep = '{"flight":"LA7","d":' + "[" * 40 + "]" * 40 + "}"
+    store = SqlStore(build_engine(url, Settings(data_dir=tmp_path)))
+    store.write_messages(
+        [(1, NewMessage("flights", "deep", deep)), (2, NewMessage("other", "deep", deep))]
+    )
+    store.close()
+    assert len(read(url, tmp_path, [("data.flight", "eq.LA7")])) >= ROWS // 300

@@ -207,3 +207,40 @@ def test_the_tail_cursor_of_a_filtered_page_follows_only_new_matches(service: Se
         return [row["id"] for row in orjson.loads(body)["data"]]
 
     assert asyncio.run(read()) == ["late-1"]
+
+
+def test_a_nul_in_a_message_and_integers_past_64_bits(service: Service) -> None:
+    """PostgreSQL's json operators failed on a document holding ``\\u0000`` anywhere (so
+    one such message made every filtered read of its topic a 503), and an integer past
+    64 bits was compared there as the double nearest to it."""
+    topic = service.store.create_topic("edges").id
+    texts = [
+        '{"flight":"LA1","note":"a\\u0000b"}',
+        '{"flight":"LA2","big":18446744073709551616}',
+        '{"flight":"LA3","big":36893488147419103232,"note":"a\\\\u0000b"}',
+    ]
+    service.store.write_messages(
+        [(topic, NewMessage("edges", f"m{n}", text)) for n, text in enumerate(texts)]
+    )
+    cases = [
+        ([("data.flight", "eq.LA1")], [0]),
+        ([("data.note", "eq.a\\u0000b")], [2]),  # a backslash, then "u0000"
+        ([("data.big", "eq.18446744073709551616")], [1]),
+        ([("data.big", "gte.18446744073709551616")], [1, 2]),
+    ]
+    for params, expected in cases:
+        assert walk(service, topic, parse_filters(params, reserved=()), limit=2) == expected
+
+
+@pytest.mark.parametrize("value", ['eq."a\\u0000"', "eq.a\x00", 'in.(x,"\\u0000")'])
+def test_a_value_holding_nul_is_refused(value: str) -> None:
+    with pytest.raises(InvalidQuery, match="U\\+0000"):
+        parse_filters([("data.note", value)], reserved=())
+
+
+def test_the_key_of_an_integer_past_64_bits() -> None:
+    one = parse_filters([("data.big", "eq.18446744073709551616")], reserved=())
+    other = parse_filters([("data.big", 'eq."18446744073709551616"')], reserved=())
+    assert one.items[0].value == 2**64
+    assert one.key
+    assert one.key != other.key

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -264,6 +266,44 @@ def test_a_client_that_goes_away_frees_its_export(tmp_path: Path) -> None:
             assert datetime.now(UTC) < deadline, "the export went on after the client left"
 
 
+def test_a_client_that_reads_nothing_loses_its_export_slot(tmp_path: Path) -> None:
+    """A client that takes nothing (its connection up, its receive window shut) is
+    dropped after LATAM_STREAM_SEND_TIMEOUT_SECONDS: it would hold the slot forever."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    settings = {"max_concurrent_exports": 1, "api_workers": 1, "stream_send_timeout_seconds": 1}
+    with real_api(tmp_path, url, **settings) as (client, topic_id):
+        port = client.base_url.port
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(f"GET /v1/topics/{topic_id}/export HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            small = {"until": START.isoformat()}
+            deadline = time.monotonic() + 5
+            while client.get(f"/v1/topics/{topic_id}/export", params=small).status_code != 429:
+                assert time.monotonic() < deadline, "the export never started"
+                time.sleep(0.05)
+            deadline = time.monotonic() + 10
+            while client.get(f"/v1/topics/{topic_id}/export", params=small).status_code == 429:
+                assert time.monotonic() < deadline, "a client that reads nothing holds its slot"
+                time.sleep(0.2)
+        assert "unhandled error" not in (tmp_path / "api.log").read_text()
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_a_topic_deleted_mid_export_cuts_the_body(fmt: str, tmp_path: Path) -> None:
+    """Its rows gone, the rest of the walk reads nothing: that is not the end of the
+    topic, and the file must not look complete."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with real_api(tmp_path, url, api_workers=1) as (client, topic_id):
+        received = bytearray()
+        with pytest.raises(httpx.RemoteProtocolError):
+            read_while_deleting(client, topic_id, fmt, received)
+        assert 0 < len(received) < 20_000_000
+        if fmt == "ndjson":
+            last = orjson.loads(bytes(received).rstrip(b"\n").rsplit(b"\n", 1)[-1])
+            assert last["error"]["status"] == 404
+
+
 @pytest.mark.parametrize("fmt", ["ndjson", "csv"])
 def test_a_store_lost_mid_stream_cuts_the_body(fmt: str, tmp_path: Path) -> None:
     with (
@@ -280,6 +320,15 @@ def test_a_store_lost_mid_stream_cuts_the_body(fmt: str, tmp_path: Path) -> None
         if fmt == "ndjson":
             last = orjson.loads(bytes(received).rstrip(b"\n").rsplit(b"\n", 1)[-1])
             assert last["error"]["status"] == 503
+
+
+def read_while_deleting(client: httpx.Client, topic_id: int, fmt: str, received: bytearray) -> None:
+    with client.stream("GET", f"/v1/topics/{topic_id}/export", params={"format": fmt}) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_bytes():
+            if not received:
+                assert client.delete(f"/v1/topics/{topic_id}").status_code == 204
+            received += chunk
 
 
 def read_while_dropping(

@@ -99,3 +99,27 @@ def test_an_unknown_topic(served: tuple[str, str], tmp_path: Path) -> None:
     done = latam_export(base, "no-such-topic", "-o", str(tmp_path / "x.csv"))
     assert done.returncode == 1
     assert done.stderr.startswith("latam: error: TOPIC: topic 'no-such-topic' does not exist")
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_transfer(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    base, name = served
+    done = latam_export(base, name, "-o", str(tmp_path / "missing" / "x.csv"))
+    assert done.returncode == 2
+    assert done.stderr.startswith("latam: error: -o: the directory "), done.stderr
+    assert "Traceback" not in done.stderr
+    done = latam_export(base, name, "-o", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"latam: error: -o: {tmp_path} is a directory"), done.stderr
+    assert list(tmp_path.parent.glob(f"{tmp_path.name}*")) == [tmp_path]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_file_is_replaced_whole(served: tuple[str, str], tmp_path: Path) -> None:
+    base, name = served
+    out = tmp_path / "x.ndjson"
+    out.write_bytes(b"old\n" * 1000)
+    done = latam_export(base, name, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert len(out.read_bytes().splitlines()) == len(DATA)

@@ -20,6 +20,7 @@ import httpx
 import orjson
 import pytest
 
+from latam.domain import Position
 from tests.databases import temporary_database
 from tests.support import (
     LatamProcess,
@@ -226,7 +227,8 @@ def test_idle_stream_sends_heartbeats(served: tuple[str, httpx.Client, Path]) ->
         ({"flight": "eq.1"}, {}, 400, "flight"),
         ({"since": "2024-01-01T00:00:00Z"}, {}, 400, "since"),
         ({"cursor": "not-a-cursor"}, {}, 422, "cursor"),
-        ({}, {"Last-Event-ID": "bm9wZQ"}, 422, "cursor"),
+        # A bad Last-Event-ID is named as the header the client sent, not as a cursor.
+        ({}, {"Last-Event-ID": "bm9wZQ"}, 422, "Last-Event-ID"),
     ],
 )
 def test_bad_requests_are_problems_before_streaming(
@@ -242,6 +244,27 @@ def test_bad_requests_are_problems_before_streaming(
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["field"] == field
+
+
+def test_a_last_event_id_of_other_filters_names_the_header(
+    served: tuple[str, httpx.Client, Path],
+) -> None:
+    _, client, _ = served
+    topic_id = create_topic(client)
+    unfiltered = Position(0).encode(topic_id)
+    response = client.get(
+        f"/v1/topics/{topic_id}/stream",
+        params={"data.n": "gt.1"},
+        headers={"Last-Event-ID": unfiltered},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["field"] == "Last-Event-ID"
+    # The same cursor as ?cursor= is named as the query parameter.
+    response = client.get(
+        f"/v1/topics/{topic_id}/stream", params={"data.n": "gt.1", "cursor": unfiltered}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["field"] == "cursor"
 
 
 def test_missing_topic_is_404_and_deleted_topic_ends_the_stream(
@@ -355,6 +378,38 @@ def test_a_consumer_that_stops_reading_is_cut_with_an_error(tmp_path: Path) -> N
         stored = [m["data"]["n"] for m in read_all(client, topic_id)]
         assert 0 < len(ns) < 4000
         assert ns == stored[: len(ns)]
+
+
+def test_a_client_that_reads_nothing_is_dropped_quietly(tmp_path: Path) -> None:
+    """A client that takes nothing for LATAM_STREAM_SEND_TIMEOUT_SECONDS is dropped: its
+    slot comes back (the open-streams gauge is 0 again) and the drop is logged as such,
+    never as an unhandled error."""
+    settings = {**QUICK, "stream_send_timeout_seconds": 1, "stream_queue_bytes": 1 << 24}
+    with (
+        running_serve(tmp_path, **settings) as (base, _proc),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        topic_id = create_topic(client)
+        pad = "x" * 2000
+        for batch in range(8):
+            publish(client, topic_id, [{"n": batch * 250 + i, "pad": pad} for i in range(250)])
+        wait_for_count(client, topic_id, 2000)
+        port = int(base.rsplit(":", 1)[1])
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            request = f"GET /v1/topics/{topic_id}/stream?from=start HTTP/1.1\r\nHost: x"
+            sock.sendall(f"{request}\r\n\r\n".encode())
+            log_path, deadline = tmp_path / "serve.log", time.monotonic() + 15
+            while not any(
+                line in log_path.read_text() for line in ("read nothing", "unhandled error")
+            ):
+                assert time.monotonic() < deadline, "the stream was never dropped"
+                time.sleep(0.2)
+        log = log_path.read_text()
+        assert "the client read nothing" in log
+        assert "unhandled error" not in log
+        assert "latam_streams_open 0.0" in client.get("/metrics").text
 
 
 def test_latam_tail_prints_messages_and_names_a_bad_filter(

@@ -201,6 +201,17 @@ def test_negotiation() -> None:
     )
     assert negotiate(None, "text/csv;q=0, text/*;q=0.1, application/x-ndjson;q=0.2") == "ndjson"
     assert negotiate("csv", "application/vnd.apache.parquet") == "csv"  # the query wins
+    # A type refused by name is not served through a wildcard that also matches it.
+    assert negotiate(None, "application/x-ndjson;q=0, */*") == "csv"
+    assert negotiate(None, "application/x-ndjson;q=0, application/*") == "parquet"
+    assert negotiate(None, "text/csv;q=0.5, */*;q=0.1") == "csv"
+    assert negotiate(None, "*/*;q=0.1, application/vnd.apache.parquet;q=0.1") == "parquet"
+    assert negotiate(None, "text/csv; Q=0.1, application/x-ndjson;q=0.05") == "csv"
+    assert negotiate(None, "text/csv;q=0.2, application/x-ndjson; Q = 0.9") == "ndjson"
+    for refused in ("text/csv;q=0, text/*", "*/*;q=0", "text/csv;q=inf", "text/csv;q=nan"):
+        with pytest.raises(HTTPException) as caught:
+            negotiate(None, refused)
+        assert caught.value.status_code == 406, refused
     with pytest.raises(HTTPException) as caught:
         negotiate(None, "application/json")
     assert caught.value.status_code == 406

@@ -15,16 +15,17 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import anyio
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from latam.api.deps import ServiceDep, TopicId, as_utc, authorize
 from latam.api.problems import PROBLEM_TYPE, TITLES, documented
 from latam.domain import utcnow
-from latam.errors import InvalidRequest, QueryTooExpensive, TransientError
+from latam.errors import InvalidRequest, NotFound, QueryTooExpensive, TransientError
 from latam.export import MEDIA_TYPES, Export, ExportRange, Format, chunks, make_writer, parse_format
 from latam.export.fields import parse_fields
 from latam.filters import parse_filters
@@ -38,27 +39,58 @@ RESERVED = ("format", "since", "until", "fields")
 # of LATAM_MAX_CONCURRENT_EXPORTS slots and reads the whole range.
 EXPORT_COST = 10
 ACCEPTED = {media.split(";")[0]: name for name, media in MEDIA_TYPES.items()}
-WILDCARDS: dict[str, Format] = {"*/*": "ndjson", "application/*": "ndjson", "text/*": "csv"}
+
+
+def _ranges(accept: str) -> list[tuple[str, float]]:
+    """The Accept header's media ranges with their quality (lower-cased; a range whose
+    ``q`` is not a number from 0 to 1 counts as refused)."""
+    ranges = []
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+                if not 0.0 <= quality <= 1.0:  # also NaN
+                    quality = 0.0
+        if media:
+            ranges.append((media.lower(), quality))
+    return ranges
+
+
+def _quality(media: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
+    """``media``'s quality from its most specific matching range (``type/sub`` over
+    ``type/*`` over ``*/*``, RFC 9110 12.5.1), and that specificity (0 when none)."""
+    kind = media.split("/")[0]
+    found: tuple[float, int] = (0.0, 0)
+    for pattern, quality in ranges:
+        specificity = {media: 3, f"{kind}/*": 2, "*/*": 1}.get(pattern, 0)
+        if specificity > found[1]:
+            found = (quality, specificity)
+    return found
 
 
 def negotiate(query: str | None, accept: str | None) -> Format:
-    """``format=`` when given, else the preferred of the Accept header's types."""
+    """``format=`` when given, else the Accept header's preferred type: the highest
+    quality, an explicit type before a wildcard, then NDJSON, CSV, Parquet. A type
+    refused by name (``text/csv;q=0``) is never chosen through a wildcard."""
     if query is not None:
         return parse_format(query)
-    best: tuple[float, Format] | None = None
-    for part in (accept or "*/*").split(","):
-        media, *params = (piece.strip() for piece in part.split(";"))
-        name = ACCEPTED.get(media.lower()) or WILDCARDS.get(media.lower())
-        quality = next((p[2:] for p in params if p.startswith("q=")), "1")
-        try:
-            q = float(quality)
-        except ValueError:
-            q = 0.0
-        if name is not None and q > 0 and (best is None or q > best[0]):
-            best = (q, name)
-    if best is None:
+    ranges = _ranges(accept or "*/*")
+    best: tuple[float, int, int] | None = None
+    choice: Format | None = None
+    for order, (media, name) in enumerate(ACCEPTED.items()):
+        quality, specificity = _quality(media, ranges)
+        rank = (quality, specificity, -order)
+        if quality > 0 and (best is None or rank > best):
+            best, choice = rank, name
+    if choice is None:
         raise HTTPException(406, f"export answers {', '.join(ACCEPTED)}; or pass format=")
-    return best[1]
+    return choice
 
 
 def _stamp(value: datetime | None, default: str) -> str:
@@ -79,6 +111,8 @@ def problem_of(exc: Exception) -> dict[str, Any]:
     """The problem an error mid-stream would have answered before it (no driver detail)."""
     if isinstance(exc, QueryTooExpensive):
         status, slug, detail = 422, "query-timeout", exc.detail
+    elif isinstance(exc, NotFound):
+        status, slug, detail = 404, "topic-deleted", "the topic was deleted during the export"
     elif isinstance(exc, TransientError):
         status, slug, detail = 503, None, "a dependency is unavailable; retry later"
     else:
@@ -113,15 +147,33 @@ class ExportSlots:
 
 class ExportResponse(StreamingResponse):
     """A streamed export that gives its slot back however the response ends: streamed
-    to the end, cut by an error, or never started because the client went away."""
+    to the end, cut by an error, never started because the client went away, or dropped
+    because the client took nothing for ``send_timeout`` seconds (a client that stops
+    reading would otherwise hold its slot, and the store's rows, for as long as its
+    connection stays up)."""
 
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kw: Any):
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        release: Callable[[], None],
+        *,
+        send_timeout: float,
+        **kw: Any,
+    ):
         super().__init__(content, **kw)
         self.release = release
+        self.send_timeout = send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def timed_send(message: Message) -> None:
+            with anyio.fail_after(self.send_timeout):
+                await send(message)
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, timed_send)
+        except TimeoutError:
+            # Returning without the end of the body makes the server close the socket.
+            log.info("export dropped: the client read nothing for %.0f s", self.send_timeout)
         finally:
             self.release()
 
@@ -193,7 +245,10 @@ async def export(
         raise
     headers = {"content-disposition": disposition(topic.name, since, until, fmt)}
     stream = _stream(first, body, job, fmt, topic_id)
-    return ExportResponse(stream, release, media_type=MEDIA_TYPES[fmt], headers=headers)
+    send_timeout = request.app.state.settings.stream_send_timeout_seconds
+    return ExportResponse(
+        stream, release, send_timeout=send_timeout, media_type=MEDIA_TYPES[fmt], headers=headers
+    )
 
 
 async def _stream(

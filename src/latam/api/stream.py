@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from latam import metrics
 from latam.api.deps import ServiceDep, TopicId, authorize
 from latam.api.problems import PROBLEM_TYPE, TITLES, documented
-from latam.errors import InvalidQuery
+from latam.errors import InvalidQuery, InvalidRequest
 from latam.filters import parse_filters
 from latam.live import Ending, LiveTail, Subscription, TooManyStreams
 
@@ -70,11 +70,17 @@ class EventStream(Response):
                     group.cancel_scope.cancel()
 
                 group.start_soon(until_disconnect)
-                await self._stream(send)
+                # Caught inside the group: one raised through it arrives as an
+                # ExceptionGroup, which no ``except TimeoutError`` outside would catch.
+                try:
+                    await self._stream(send)
+                except TimeoutError:
+                    # Not reading at all: nothing more can reach it; returning without
+                    # the end of the body makes the server close the socket.
+                    log.info(
+                        "stream dropped: the client read nothing for %.0f s", self.send_timeout
+                    )
                 group.cancel_scope.cancel()
-        except TimeoutError:
-            # Not reading at all: nothing more can reach it; the server closes the socket.
-            log.info("stream dropped: the client read nothing for %.0f s", self.send_timeout)
         finally:
             self.subscription.close()
 
@@ -151,13 +157,18 @@ async def stream(
                 field=name,
             )
     filters = parse_filters(request.query_params.multi_items(), reserved=STREAM_PARAMS)
-    after = await service.in_store_thread(
-        service.stream_start,
-        topic_id=topic_id,
-        cursor=last_event_id or cursor,
-        from_start=start == "start",
-        filters=filters,
-    )
+    try:
+        after = await service.in_store_thread(
+            service.stream_start,
+            topic_id=topic_id,
+            cursor=last_event_id or cursor,
+            from_start=start == "start",
+            filters=filters,
+        )
+    except InvalidRequest as exc:
+        if last_event_id and exc.field == "cursor":
+            exc.field = "Last-Event-ID"  # the client sent no cursor: name what it sent
+        raise
     tail: LiveTail = request.app.state.live
     if tail.closing:
         raise HTTPException(503, "the server is stopping", headers={"Retry-After": "1"})

@@ -111,6 +111,15 @@ def download(client: Any, path: str, params: list[tuple[str, str]], out: IO[byte
     return meter
 
 
+def check_output(path: Path) -> None:
+    """Refuse, before any transfer, an OUTPUT that cannot be written: a directory, or a
+    file in a directory that does not exist."""
+    if path.is_dir():
+        fail(f"-o: {path} is a directory; name a file", code=2)
+    if not path.parent.is_dir():
+        fail(f"-o: the directory {path.parent} does not exist", code=2)
+
+
 def nulled_warning(path: Path) -> str | None:
     """What a Parquet export wrote as null (``latam.nulled`` in its footer), if anything."""
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
@@ -154,7 +163,8 @@ def export(
     """Export TOPIC's messages to a file, streamed through the API.
 
     FILTERS are field filters as on reads, e.g. data.flight=eq.LA800 data.delay_min=gte.15.
-    Exits 1, leaving OUTPUT.partial, when the transfer does not complete.
+    Exits 1, leaving OUTPUT.partial, when the transfer does not complete (130 on Ctrl-C).
+    An existing OUTPUT is replaced only once the whole export arrived.
     """
     import httpx
 
@@ -162,6 +172,8 @@ def export(
     from latam.loader import http_topic_id
 
     settings = load_settings()
+    if output != "-":
+        check_output(Path(output))
     fmt = fmt or EXTENSIONS.get(Path(output).suffix.lower(), "ndjson")
     opts = {"format": fmt, "since": since, "until": until, "fields": fields}
     params = _params(opts, filters)
@@ -170,7 +182,7 @@ def export(
     timeout = httpx.Timeout(60, connect=10)
     with httpx.Client(base_url=base, headers=headers, timeout=timeout) as client:
         try:
-            topic_id = http_topic_id(client, topic, create=False)
+            topic_id = http_topic_id(client, topic, create=False, hint="")
         except NotFound as exc:
             fail(f"TOPIC: {exc.detail}", code=1)
         except httpx.HTTPError as exc:
@@ -189,7 +201,15 @@ def export(
         except Cut as exc:
             kept = "" if output == "-" else f"; {partial} is incomplete"
             fail(f"{exc}{kept}", code=1)
-    os.replace(partial, output)
+        except KeyboardInterrupt:
+            kept = "" if output == "-" else f"; {partial} is incomplete"
+            fail(f"interrupted{kept}", code=130)
+        except OSError as exc:
+            fail(f"-o: cannot write {exc.filename or output}: {exc.strerror or exc}", code=1)
+    try:
+        os.replace(partial, output)
+    except OSError as exc:
+        fail(f"-o: cannot write {output}: {exc.strerror or exc}; {partial} is complete", code=1)
     rows = f"{meter.lines:,} rows, " if fmt == "ndjson" else ""
     elapsed = time.monotonic() - meter.started
     click.echo(f"exported {rows}{meter.bytes:,} bytes to {output} in {elapsed:.1f}s", err=True)

@@ -98,7 +98,8 @@ def _store_and_topic(topic: str) -> tuple[SqlStore, int]:
     from latam.errors import NotFound
 
     store = build_store(load_settings())
-    found = int(topic) if topic.isdigit() else store.topic_ids([topic]).get(topic)
+    numeric = topic.isascii() and topic.isdigit()  # "²".isdigit() too, which int() refuses
+    found = int(topic) if numeric else store.topic_ids([topic]).get(topic)
     if found is None:
         store.close()
         raise NotFound(f"topic {topic!r} does not exist")

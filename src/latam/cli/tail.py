@@ -111,7 +111,7 @@ def follow(base: str, api_key: str | None, topic: str, params: list[tuple[str, s
     timeout = httpx.Timeout(10.0, read=60.0)
     with httpx.Client(base_url=base, headers=headers, timeout=timeout) as client:
         try:
-            topic_id = http_topic_id(client, topic, create=False)
+            topic_id = http_topic_id(client, topic, create=False, hint="")
         except NotFound:
             if not topic.isdigit():
                 raise

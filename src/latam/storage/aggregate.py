@@ -144,7 +144,7 @@ class Statement:
 
     def _percentile(self, p: float, j: int) -> str:
         if not self.windows:
-            return f"percentile_cont({p!r}) WITHIN GROUP (ORDER BY CAST(x{j} AS double precision))"
+            return f"percentile_cont({p!r}) WITHIN GROUP (ORDER BY {_pg_double(f'x{j}')})"
         # As percentile_cont: position p * (n - 1) from 0, in double precision (an
         # exponent makes the literal a double on MySQL; on PostgreSQL it stays numeric),
         # floor and ceiling rows.
@@ -155,10 +155,27 @@ class Statement:
         floor = f"CAST({position} AS INTEGER)" if self.dialect == "sqlite" else f"FLOOR({position})"
         ceiling = f"CASE WHEN {position} > {floor} THEN {floor} + 1 ELSE {floor} END"
         # PostgreSQL (compared with percentile_cont) in double precision too, not numeric.
-        x = f"CAST(x{j} AS double precision)" if self.dialect == "postgresql" else f"x{j}"
+        x = _pg_double(f"x{j}") if self.dialect == "postgresql" else f"x{j}"
         low = f"MAX(CASE WHEN r{j} = {floor} + 1 THEN {x} END)"
         high = f"MAX(CASE WHEN r{j} = {ceiling} + 1 THEN {x} END)"
-        return f"{low} + ({high} - {low}) * MAX({position} - {floor})"
+        # high - low past the double range is infinite to percentile_cont (null in the
+        # answer) but an error to MySQL/MariaDB and PostgreSQL arithmetic: null it first.
+        spread = f"ABS({high} / 2 - {low} / 2) > {HALF_DOUBLE_MAX!r}"
+        return (
+            f"CASE WHEN {spread} THEN NULL"
+            f" ELSE {low} + ({high} - {low}) * MAX({position} - {floor}) END"
+        )
+
+
+# Half the largest double: two numbers this far apart have no finite difference.
+HALF_DOUBLE_MAX = 8.988465674311579e307
+
+
+def _pg_double(x: str) -> str:
+    """PostgreSQL's numeric ``x`` as a double; numbers below the double range (JSON may
+    hold ``1.000000000000000000001e-400``) are 0, as the other stores read them, where
+    the cast would fail."""
+    return f"CAST(CASE WHEN ABS({x}) < 1e-320 THEN 0 ELSE {x} END AS double precision)"
 
 
 def _check_windows(conn: Connection, query: AggregateQuery) -> None:

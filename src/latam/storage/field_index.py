@@ -76,16 +76,20 @@ def create(engine: Engine, topic_id: int, field: FieldPath, kind: Kind) -> str:
 
 def _create_mysql(engine: Engine, name: str, field: FieldPath, kind: Kind, expr: str) -> None:
     column = column_name(field, kind)
-    sql_type = (
-        "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if kind == "string" else "DOUBLE"
-    )
+    # Bytes, not utf8mb4_bin: that collation pads with spaces, so "a\t" < "a" in it while
+    # the filters compare code points ("a" < "a\t"), and a range seek would miss rows.
+    sql_type = "VARBINARY(1020)" if kind == "string" else "DOUBLE"
     with engine.begin() as conn:
         if column not in _columns(conn):
             # A string longer than the column is cut in the index only: the filter
             # compares the column, so values past 255 characters compare by their prefix.
-            cut = f"LEFT({expr}, 255)" if kind == "string" else expr
+            cut = f"CAST(LEFT({expr}, 255) AS BINARY)" if kind == "string" else expr
+            # MariaDB's JSON functions stop at 32 levels with a warning, which strict
+            # mode makes an error on INSERT: a deeper message of any topic could not be
+            # stored. JSON_VALID says 0 there with a note only; the column is then null.
+            guarded = f"CASE WHEN JSON_VALID({field.root}) THEN {cut} END"
             conn.exec_driver_sql(
-                f"ALTER TABLE messages ADD COLUMN {column} {sql_type} AS ({cut}) VIRTUAL"
+                f"ALTER TABLE messages ADD COLUMN {column} {sql_type} AS ({guarded}) VIRTUAL"
             )
         conn.exec_driver_sql(f"CREATE INDEX {name} ON messages (topic_id, {column}, seq)")
     _CACHE.clear()

@@ -36,9 +36,23 @@ def _json_path(field: FieldPath) -> str:
     return "'$" + "".join(f'."{key}"' for key in field.keys) + "'"
 
 
+# PostgreSQL cannot turn a JSON ``\u0000`` into text, and its json operators fail on a
+# document holding one anywhere (even in a field no filter reads): such documents are
+# read with each escaped NUL (an odd run of backslashes before ``u0000``) as ``\u0001``.
+PG_NUL = r"(?<!\\)((\\\\)*)\\u0000"
+
+
+def _pg_json(column: str) -> str:
+    """``column`` as json, readable by the json operators whatever it holds."""
+    cleaned = f"regexp_replace({column}, '{PG_NUL}', '\\1\\\\u0001', 'g')"
+    return (
+        f"CAST(CASE WHEN strpos({column}, '\\u0000') > 0 THEN {cleaned} ELSE {column} END AS json)"
+    )
+
+
 def _pg_path(field: FieldPath, table: str, *, text: bool) -> str:
     """``CAST(data AS json) -> 'a' ->> 'b'``: the value as json, or as text."""
-    parts = [f"CAST({_column(field, table)} AS json)"]
+    parts = [_pg_json(_column(field, table))]
     for n, key in enumerate(field.keys):
         last = n == len(field.keys) - 1
         parts.append(f"{'->>' if last and text else '->'} '{key}'")
@@ -92,8 +106,11 @@ def is_expr(field: FieldPath, value: bool | None, dialect: str, table: str = "")
 def bind_number(value: int | float, dialect: str) -> Any:
     """A number as each driver compares it exactly with the column's expression."""
     if dialect == "postgresql":
-        return Decimal(str(value))
-    return float(value) if dialect in MYSQL_NAMES else value
+        return Decimal(value) if isinstance(value, int) else Decimal(str(value))
+    if dialect in MYSQL_NAMES or not -(2**63) <= value < 2**63:
+        # SQLite binds 64-bit integers only; past them it stores doubles anyway.
+        return float(value)
+    return value
 
 
 def kind_of(value: Scalar) -> Kind:
@@ -144,8 +161,8 @@ def where_sql(
     return sql, values
 
 
-# The operator a generated column (strings cut to 255 characters) is sought with: a
-# string passes the exact comparison only if its prefix passes this one.
+# The operator a generated column (strings cut to 255 characters, as bytes) is sought
+# with: a string passes the exact comparison only if its prefix passes this one.
 PREFIX_OPERATORS = {"eq": "=", "lt": "<=", "lte": "<=", "gt": ">=", "gte": ">="}
 
 
@@ -161,7 +178,8 @@ def _through_column(
         return exact
     if kind == "number":
         return f"{table}{column} {SQL_OPERATORS[item.op]} :{name}"
-    return f"{table}{column} {PREFIX_OPERATORS[item.op]} LEFT(:{name}, 255) AND {exact}"
+    seek = f"CAST(LEFT(:{name}, 255) AS BINARY)"
+    return f"{table}{column} {PREFIX_OPERATORS[item.op]} {seek} AND {exact}"
 
 
 def _condition(item: Filter, name: str, values: dict[str, Any], dialect: str, table: str) -> str:

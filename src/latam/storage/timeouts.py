@@ -71,14 +71,20 @@ def statement_timeout(conn: Connection, seconds: float) -> Iterator[None]:
         yield
         return
     conn.exec_driver_sql(setting)
+    failed = True
     try:
         yield
+        failed = False
     except DBAPIError as exc:
         if is_timeout(exc):
             raise too_expensive(seconds) from exc
         raise
     finally:
         if not conn.invalidated and not conn.closed:
+            if failed and dialect == "postgresql" and conn.in_transaction():
+                # The error aborted the transaction (which took the SET with it): the
+                # reset would fail there and hide the error.
+                conn.rollback()
             conn.exec_driver_sql(reset)
 
 
