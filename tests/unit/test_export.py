@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from starlette.exceptions import HTTPException
 
-from latam.api.export import disposition, negotiate
+from latam.api.export import disposition
+from latam.api.negotiation import negotiate
 from latam.domain import NewMessage
 from latam.errors import InvalidQuery
 from latam.export import Export, ExportRange, chunks, make_writer, parse_format

@@ -23,10 +23,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from latam.api.deps import ServiceDep, TopicId, as_utc, authorize
+from latam.api.negotiation import negotiate
 from latam.api.problems import PROBLEM_TYPE, TITLES, documented
 from latam.domain import utcnow
 from latam.errors import InvalidRequest, NotFound, QueryTooExpensive, TransientError
-from latam.export import MEDIA_TYPES, Export, ExportRange, Format, chunks, make_writer, parse_format
+from latam.export import MEDIA_TYPES, Export, ExportRange, Format, chunks, make_writer
 from latam.export.fields import parse_fields
 from latam.filters import parse_filters
 
@@ -38,59 +39,6 @@ RESERVED = ("format", "since", "until", "fields")
 # Rate-limit tokens an export costs on top of the one every request pays: it holds one
 # of LATAM_MAX_CONCURRENT_EXPORTS slots and reads the whole range.
 EXPORT_COST = 10
-ACCEPTED = {media.split(";")[0]: name for name, media in MEDIA_TYPES.items()}
-
-
-def _ranges(accept: str) -> list[tuple[str, float]]:
-    """The Accept header's media ranges with their quality (lower-cased; a range whose
-    ``q`` is not a number from 0 to 1 counts as refused)."""
-    ranges = []
-    for part in accept.split(","):
-        media, *params = (piece.strip() for piece in part.split(";"))
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value.strip())
-                except ValueError:
-                    quality = 0.0
-                if not 0.0 <= quality <= 1.0:  # also NaN
-                    quality = 0.0
-        if media:
-            ranges.append((media.lower(), quality))
-    return ranges
-
-
-def _quality(media: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
-    """``media``'s quality from its most specific matching range (``type/sub`` over
-    ``type/*`` over ``*/*``, RFC 9110 12.5.1), and that specificity (0 when none)."""
-    kind = media.split("/")[0]
-    found: tuple[float, int] = (0.0, 0)
-    for pattern, quality in ranges:
-        specificity = {media: 3, f"{kind}/*": 2, "*/*": 1}.get(pattern, 0)
-        if specificity > found[1]:
-            found = (quality, specificity)
-    return found
-
-
-def negotiate(query: str | None, accept: str | None) -> Format:
-    """``format=`` when given, else the Accept header's preferred type: the highest
-    quality, an explicit type before a wildcard, then NDJSON, CSV, Parquet. A type
-    refused by name (``text/csv;q=0``) is never chosen through a wildcard."""
-    if query is not None:
-        return parse_format(query)
-    ranges = _ranges(accept or "*/*")
-    best: tuple[float, int, int] | None = None
-    choice: Format | None = None
-    for order, (media, name) in enumerate(ACCEPTED.items()):
-        quality, specificity = _quality(media, ranges)
-        rank = (quality, specificity, -order)
-        if quality > 0 and (best is None or rank > best):
-            best, choice = rank, name
-    if choice is None:
-        raise HTTPException(406, f"export answers {', '.join(ACCEPTED)}; or pass format=")
-    return choice
 
 
 def _stamp(value: datetime | None, default: str) -> str:
