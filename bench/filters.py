@@ -7,17 +7,15 @@ at random flights, first without an index on the field and then after
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 from bench.common import Figure, latam_env
-from bench.reads import parse_wrk
+from bench.reads import wrk_script
 from bench.windows import load
 
 LUA = """
@@ -32,21 +30,9 @@ end
 
 def wrk_flights(base: str, topic_id: int, *, seconds: int) -> tuple[float, float, float, int]:
     """(requests/s, p50 ms, p99 ms, not-2xx) of ``wrk -t2 -c16`` at random flights."""
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed (apt-get install wrk)")
     rng = random.Random(7)
     flights = ",".join(f'"LA{rng.randrange(9999):04d}"' for _ in range(2000))
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % (flights, topic_id))
-    out = subprocess.run(
-        ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "-s", script.name, base],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
-    Path(script.name).unlink()
-    return parse_wrk(out)
+    return wrk_script(base, LUA % (flights, topic_id), seconds=seconds)
 
 
 def create_index(url: str, data_dir: Path, topic_id: int) -> float:

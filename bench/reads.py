@@ -32,24 +32,44 @@ def run_wrk(
 ) -> tuple[float, float, float, int]:
     """(requests/s, p50 ms, p99 ms, responses that were not 2xx) over random cursors
     within the topic's sequence range."""
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed (apt-get install wrk)")
     rng = random.Random(42)
     cursors = ",".join(f'"{encode_cursor(topic_id, rng.randrange(max_seq))}"' for _ in range(2000))
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % (cursors, topic_id))
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, base],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
-    Path(script.name).unlink()
-    rps, p50, p99, errors = parse_wrk(out)
+    rps, p50, p99, errors = wrk_script(
+        base, LUA % (cursors, topic_id), seconds=seconds, connections=connections
+    )
     if errors:
         print(f"  wrk saw {errors} responses that were not 2xx")
     return rps, p50, p99, errors
+
+
+def wrk_script(
+    base: str, lua: str, *, seconds: int, connections: int = 16
+) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, not-2xx responses) of ``wrk -t2`` running ``lua``."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua)
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                script.name,
+                base,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        ).stdout
+    finally:
+        Path(script.name).unlink()
+    return parse_wrk(out)
 
 
 def parse_wrk(out: str) -> tuple[float, float, float, int]:
