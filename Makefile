@@ -29,9 +29,15 @@ run: venv ## API + worker on http://127.0.0.1:8000 with the embedded defaults
 # Coverage of src/latam, in the test process and in the latam processes the tests start
 # ([tool.coverage.*] in pyproject.toml): the total is printed and coverage.xml written.
 COVERAGE_ARGS := --cov --cov-report=term:skip-covered --cov-report=xml:coverage.xml
+# The suite runs in TEST_WORKERS processes (pytest-xdist; much of it waits on servers and
+# subprocesses), then the tests marked `serial` (they measure latency) alone, adding to
+# the same coverage data: the total printed is the whole suite's.
+TEST_WORKERS ?= 2
 
 test: venv ## the whole test suite, measuring coverage (total printed, coverage.xml written)
-	$(BIN)/pytest $(COVERAGE_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" \
+		$(if $(COVERAGE_ARGS),--cov --cov-report= --cov-fail-under=0)
+	$(BIN)/pytest -m serial $(if $(COVERAGE_ARGS),$(COVERAGE_ARGS) --cov-append)
 
 unit: venv ## the fast unit tests: in process, on in-memory fakes, no server (seconds)
 	$(BIN)/pytest tests/unit -q -m "not slow"

@@ -44,7 +44,8 @@ MEMORY_BOUND = 1024**3  # the process tree's resident memory, all processes toge
 HEALTHZ_P99_MS = 50
 # The normal reader's p99, on every store (docs/reliability.md has the figures).
 NORMAL_P99_MS = 100
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# serial: its p99 bounds hold on a machine that runs nothing else (`make test`).
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(600)]
 
 
 def load(url: str, data_dir: Path) -> tuple[int, int, str]:

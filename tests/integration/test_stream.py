@@ -160,9 +160,10 @@ def test_resume_after_a_killed_connection_loses_and_repeats_nothing(
     resume_without_gap_or_repeat(base, client)
 
 
-def test_resume_on_postgresql(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_resume_on_a_server_store(kind: str, tmp_path: Path) -> None:
     with (
-        temporary_database("postgresql", tmp_path) as url,
+        temporary_database(kind, tmp_path) as url,
         running_serve(tmp_path, database_url=url, **QUICK) as (base, _proc),
         httpx.Client(base_url=base, timeout=30) as client,
     ):
