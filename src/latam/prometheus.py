@@ -20,14 +20,16 @@ import math
 import ssl
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 from anyio.to_thread import run_sync
 
 from latam.promql import QueryFailed
+
+if TYPE_CHECKING:  # loaded at the first query: an API process may never make one
+    import httpx
 
 log = logging.getLogger("latam")
 GOOGLE_HOST = "monitoring.googleapis.com"
@@ -72,6 +74,8 @@ class PrometheusSource:
             headers = await self._auth_headers()
         except QueryFailed as failed:
             return [failed for _ in queries]
+        import httpx
+
         # A client per evaluation: it lives in the event loop that uses it, and a status
         # page evaluates a handful of queries every 30 s at most.
         if self._tls is None:
@@ -82,6 +86,8 @@ class PrometheusSource:
             return list(await asyncio.gather(*(self._query(client, q) for q in queries)))
 
     async def _query(self, client: httpx.AsyncClient, query: str) -> list[float] | QueryFailed:
+        import httpx
+
         try:
             async with asyncio.timeout(self.timeout):
                 status, body = await _fetch(client, self.endpoint, query)

@@ -257,6 +257,12 @@ class Settings(BaseSettings):
         return self.host in LOOPBACK_HOSTS
 
     @property
+    def pubsub_push_enabled(self) -> bool:
+        """Pub/Sub push is on when both the audience and the pushing service account are
+        set (only then does the API load Google's auth libraries)."""
+        return bool(self.pubsub_push_audience and self.pubsub_push_service_account)
+
+    @property
     def auth_enabled(self) -> bool:
         """Keys are required when asked for, or by default off loopback."""
         if self.auth != "auto":

@@ -20,7 +20,6 @@ from latam.api import (
     health,
     messages,
     problems,
-    pubsub_push,
     stats,
     status,
     stream,
@@ -124,8 +123,11 @@ def create_app(
     )
     if not settings.metrics_port:
         app.include_router(health.metrics_router)
-    if pubsub_push.configured(settings):
-        # Only where push is on: elsewhere the route does not exist, so costs nothing.
+    if settings.pubsub_push_enabled:
+        # Only where push is on: elsewhere the route does not exist, and Google's auth
+        # libraries (about 10 MB per process) are not loaded.
+        from latam.api import pubsub_push
+
         app.include_router(pubsub_push.router)
     problems.install(app)
     if settings.cors_origins:

@@ -49,11 +49,6 @@ CERTS_REFETCH_SECONDS = 60.0  # at most one early fetch a minute, for a key id n
 CERTS_RETRY_SECONDS = 5.0  # after a failed fetch
 
 
-def configured(settings: Settings) -> bool:
-    """Push is on when both the audience and the pushing service account are set."""
-    return bool(settings.pubsub_push_audience and settings.pubsub_push_service_account)
-
-
 class CertsUnavailable(Exception):
     """Google's certificate endpoint did not answer with certificates."""
 
@@ -180,7 +175,7 @@ async def push(request: Request) -> Response:
     """Store one pushed message; 204 only after the store committed. The token is checked
     before the body is read, so an unauthenticated caller costs no body and no store."""
     settings: Settings = request.app.state.settings
-    if not configured(settings):
+    if not settings.pubsub_push_enabled:
         return problem(404, "push delivery is not configured here")
     # A certificate fetch (once an hour or so) and the store block: off the event loop.
     if (refused := await run_in_threadpool(_authorize, request, settings)) is not None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from latam.cli.canary import MAX_INTERVAL, MIN_INTERVAL
 from latam.cli.common import fail, host_option, load_settings, port_option, run_guarded, setup
+
+if TYPE_CHECKING:
+    from latam.settings import Settings
 
 
 @click.command()
@@ -28,6 +34,7 @@ def serve(host: str | None, port: int | None, canary_interval: float) -> None:
 
     prepare_multiprocess_metrics(settings)
     setup(settings)
+    migrate_apart(settings)
     from latam.process.supervisor import run_serve
 
     run_guarded(run_serve, settings, canary_interval=canary_interval)
@@ -62,18 +69,33 @@ def worker() -> None:
     run_guarded(run_worker, settings)
 
 
+def _upgrade(settings: Settings) -> str:
+    """The schema brought to the newest revision; that revision."""
+    from latam.bootstrap import build_store
+    from latam.storage import migrate as migrations
+
+    store = build_store(settings)
+    try:
+        return migrations.upgrade(store.engine)
+    finally:
+        store.close()
+
+
+def migrate_apart(settings: Settings) -> None:
+    """``latam migrate`` in a forked child, so that Alembic, and Mako and Pygments that it
+    loads (about 11 MB), never enter this process, which goes on to serve the API. A
+    failed migration ends this process with the child's exit status, its error printed."""
+    child = multiprocessing.get_context("fork").Process(
+        target=run_guarded, args=(_upgrade, settings), name="latam-migrate"
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        sys.exit(child.exitcode if child.exitcode and child.exitcode > 0 else 1)
+
+
 @click.command()
 def migrate() -> None:
     """Create or upgrade the store's schema (safe to run again)."""
     settings = load_settings()
-    from latam.bootstrap import build_store
-    from latam.storage import migrate as migrations
-
-    def go() -> str:
-        store = build_store(settings)
-        try:
-            return migrations.upgrade(store.engine)
-        finally:
-            store.close()
-
-    click.echo(f"schema at revision {run_guarded(go)}")
+    click.echo(f"schema at revision {run_guarded(_upgrade, settings)}")

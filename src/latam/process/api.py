@@ -74,7 +74,6 @@ def run_api(settings: Settings) -> None:
 def api_process_app() -> FastAPI:
     """The app of one API process, from ``LATAM_*`` (uvicorn calls this in each process)."""
     from latam import tracing
-    from latam.api import pubsub_push
     from latam.api.app import create_app
     from latam.bootstrap import build_keys, build_service
     from latam.logs import configure_logging
@@ -110,7 +109,7 @@ def api_process_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=check_dependencies_forever, daemon=True).start()
-        if pubsub_push.configured(settings) and settings.retention_interval_seconds > 0:
+        if settings.pubsub_push_enabled and settings.retention_interval_seconds > 0:
             # Where Pub/Sub pushes to the API, it is the ingest path and no `latam worker`
             # runs: retention runs here instead.
             retention = Retention(service.store)

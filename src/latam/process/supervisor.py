@@ -1,4 +1,4 @@
-"""``serve``: migrate, run worker processes (and the canary) under supervision, serve
+"""``serve``: run worker processes (and the canary) under supervision, serve
 the API."""
 
 from __future__ import annotations
@@ -105,14 +105,8 @@ def canary_url(settings: Settings) -> str:
 
 
 def run_serve(settings: Settings, *, canary_interval: float = 0) -> None:
-    """Migrate, start the worker processes (and the canary with ``canary_interval``),
-    serve the API; stop them on exit."""
-    from latam.bootstrap import build_store
-    from latam.storage import migrate
-
-    store = build_store(settings)
-    migrate.upgrade(store.engine)
-    store.close()
+    """Start the worker processes (and the canary with ``canary_interval``), serve the
+    API; stop them on exit. The schema is migrated before (``latam serve``)."""
     commands = [["worker"]] * settings.worker_process_count
     if canary_interval:
         url = canary_url(settings)

@@ -1,22 +1,34 @@
-"""Schema migrations with Alembic, run on an engine latam already built."""
+"""Schema migrations with Alembic, run on an engine latam already built.
+
+Only ``latam migrate`` (``upgrade``) loads Alembic. The schema check that every API and
+worker process makes (``Store.ping``: readiness) reads the version table with one query
+and compares it with ``HEAD``: Alembic, with Mako and Pygments that it loads, would add
+about 11 MB to every process. ``tests/unit/test_migrations.py`` checks ``HEAD`` and
+``KNOWN`` against Alembic's own reading of the migration scripts.
+"""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, inspect, text
 
 from latam.storage.dialects import translate_errors
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest revision (the file versions/HEAD_*.py); revisions are numbered 0001, 0002, …
+HEAD = "0008"
+KNOWN = frozenset(f"{n:04d}" for n in range(1, int(HEAD) + 1))
+VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -24,6 +36,8 @@ def _config() -> Config:
 
 def upgrade(engine: Engine) -> str:
     """Bring the schema to the newest revision; running it again changes nothing."""
+    from alembic import command
+
     config = _config()
     with translate_errors(), engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -31,15 +45,9 @@ def upgrade(engine: Engine) -> str:
     return head()
 
 
-@functools.cache
 def head() -> str:
     """The newest revision this code knows."""
-    return ScriptDirectory.from_config(_config()).get_current_head() or ""
-
-
-@functools.cache
-def known_revisions() -> frozenset[str]:
-    return frozenset(s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions())
+    return HEAD
 
 
 def current(engine: Engine) -> str | None:
@@ -49,7 +57,13 @@ def current(engine: Engine) -> str | None:
 
 
 def current_revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    """The revision in the version table; None where there is none (never migrated)."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    found = sorted(versions)
+    # Migrations are linear (one head): more than one row would be a branch latam never makes.
+    return found[-1] if found else None
 
 
 def describe(revision: str | None) -> str | None:
@@ -57,7 +71,7 @@ def describe(revision: str | None) -> str | None:
     expected = head()
     if revision == expected:
         return None
-    if revision is None or revision in known_revisions():
+    if revision is None or revision in KNOWN:
         return f"schema at revision {revision or 'none'}, expected {expected}: run latam migrate"
     return (
         f"schema at revision {revision}, newer than this latam knows ({expected}): "
