@@ -3,10 +3,11 @@ store and the in-memory fake (``tests/fakes.py``), so the fake cannot drift."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Awaitable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -21,6 +22,21 @@ from tests.databases import STORES, temporary_database
 from tests.fakes import MemoryBroker, MemoryStore
 
 AnyStore = SqlStore | MemoryStore
+T = TypeVar("T")
+
+
+def run_reads(service: Service, reads: Awaitable[T]) -> T:
+    """``reads`` in an event loop of its own, the page reader closed in that loop after:
+    a connection pool left open would still be connecting when ``asyncio.run`` cancels
+    its tasks on the way out, and psycopg's pool then never finishes cancelling."""
+
+    async def run() -> T:
+        try:
+            return await reads
+        finally:
+            await service.page_reader.aclose()
+
+    return asyncio.run(run())
 
 
 @pytest.fixture(params=[*STORES, "memory"])

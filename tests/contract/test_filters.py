@@ -16,6 +16,7 @@ from latam.domain import NewMessage
 from latam.errors import InvalidQuery
 from latam.filters import Filters, parse_filters
 from latam.service import Service
+from tests.contract.conftest import run_reads
 
 BASE = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 ROWS: list[tuple[dict[str, Any], dict[str, str]]] = [
@@ -179,11 +180,13 @@ def test_a_cursor_continues_only_the_same_filters(service: Service) -> None:
     plain = asyncio.run(first_cursor(Filters()))
     for cursor, filters in ((filtered, other), (filtered, Filters()), (plain, one)):
         with pytest.raises(InvalidQuery, match="other filters"):
-            asyncio.run(service.read_page(topic_id=topic, limit=1, cursor=cursor, filters=filters))
+            run_reads(
+                service, service.read_page(topic_id=topic, limit=1, cursor=cursor, filters=filters)
+            )
     # The same filters, written in another order of parameters, are other filters only
     # when they differ: the same list continues.
     again = orjson.loads(
-        asyncio.run(service.read_page(topic_id=topic, limit=5, cursor=filtered, filters=one))
+        run_reads(service, service.read_page(topic_id=topic, limit=5, cursor=filtered, filters=one))
     )
     assert [row["id"] for row in again["data"]] == ["m4", "m8"]
 

@@ -111,12 +111,14 @@ async def walk(
 async def every_page(store: SqlStore, topic_id: int, reader: PageReader) -> list[bytes]:
     service = Service(store=store, broker=MemoryBroker(), max_message_bytes=1 << 18, pages=reader)
     bodies: list[bytes] = []
-    for budget in (4 << 20, 64 * 1024):
-        service.max_page_bytes = budget
-        for window in WINDOWS:
-            for limit in (1, 7, 1000):
-                bodies += await walk(service, topic_id, limit, window)
-    await reader.aclose()
+    try:
+        for budget in (4 << 20, 64 * 1024):
+            service.max_page_bytes = budget
+            for window in WINDOWS:
+                for limit in (1, 7, 1000):
+                    bodies += await walk(service, topic_id, limit, window)
+    finally:
+        await reader.aclose()
     return bodies
 
 
