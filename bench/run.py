@@ -32,7 +32,7 @@ from bench import (
     tail,
     windows,
 )
-from bench.common import ROOT, Figure, free_port, latam, latam_env, machine, wait_ready
+from bench.common import ROOT, Figure, analyze, free_port, latam, latam_env, machine, wait_ready
 from bench.floor import floor_rate, mysql_floor_rate, postgres_floor_rate
 from bench.ingest import create_topic, publish_and_wait
 
@@ -82,6 +82,8 @@ def ingest_and_reads(
             elapsed = publish_and_wait(base, topic_id, f"r{run}", total)
             rates.append(total / elapsed)
         figures.append(Figure(f"E2E ingest, {label}", "messages/s", rates))
+        if "database_url" in settings:
+            analyze(settings["database_url"])
         if want_reads:
             samples = [
                 reads.run_wrk(base, topic_id, total, seconds=wrk_seconds) for _ in range(runs)

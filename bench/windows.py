@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.common import PAYLOAD_PAD, Figure
+from bench.common import PAYLOAD_PAD, Figure, analyze
 from bench.reads import parse_wrk, run_wrk
 from latam.domain import NewMessage
 from latam.settings import Settings
@@ -63,6 +63,7 @@ def load(url: str, data_dir: Path, sizes: Sequence[int]) -> list[int]:
     elapsed = time.monotonic() - started
     print(f"  loaded {sum(sizes):,} messages in {elapsed:.0f} s", flush=True)
     store.close()
+    analyze(url)
     return ids
 
 

@@ -21,7 +21,10 @@ from latam.settings import Settings
 from latam.storage import field_index, migrate
 from latam.storage.dialects import build_engine
 from latam.storage.filter_sql import where_sql
+from latam.storage.pages import IN_INGEST_ORDER, SEQ_KEYS
+from latam.storage.port import PageRequest
 from latam.storage.repository import SqlStore
+from latam.storage.server_pages import page_statement
 from tests.databases import STORES, temporary_database
 from tests.fakes import MemoryBroker
 
@@ -190,3 +193,31 @@ def test_a_deep_message_is_stored_once_a_field_is_indexed(url: str, tmp_path: Pa
     )
     store.close()
     assert len(read(url, tmp_path, [("data.flight", "eq.LA7")])) >= ROWS // 300
+
+
+def test_unfiltered_pages_keep_the_topic_index_once_a_field_is_indexed(
+    url: str, tmp_path: Path
+) -> None:
+    """An index of a field is for filtered pages: the planner must not read an
+    unfiltered page of the topic through it (it would sort the whole topic). The test's
+    database has no statistics of its own (nothing has analyzed it), as a server with
+    autovacuum off or a table just bulk-loaded: `latam index create` gathers them."""
+    code, out = cli(url, "index", "create", "flights", "data.flight")
+    assert code == 0, out
+    code, out = cli(url, "index", "create", "flights", "data.delay_min", "--type", "number")
+    assert code == 0, out
+    engine = build_engine(url, Settings(data_dir=tmp_path))
+    dialect = engine.dialect.name
+    for after in (0, ROWS // 2):
+        request = PageRequest(topic_id=1, limit=100, max_bytes=1 << 20, after_seq=after)
+        if dialect == "sqlite":  # the probe of storage/pages.py, as SqlitePages runs it
+            sql = "EXPLAIN QUERY PLAN " + SEQ_KEYS + IN_INGEST_ORDER
+            values = {"topic": 1, "after": after, "probe": 101}
+        else:
+            sql, values = page_statement(request, dialect)
+            sql = "EXPLAIN " + sql
+        with engine.connect() as conn:
+            rows = conn.execute(text(sql), values).all()
+        found = "\n".join(" ".join(str(cell) for cell in row) for row in rows)
+        assert "ix_field_" not in found, found
+    engine.dispose()

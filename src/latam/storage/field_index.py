@@ -65,6 +65,12 @@ def create(engine: Engine, topic_id: int, field: FieldPath, kind: Kind) -> str:
         ddl = f"CREATE INDEX CONCURRENTLY {name} ON messages (({expr}), seq) {where}"
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql(ddl)
+            # PostgreSQL keeps statistics of an index's expression only from the next
+            # ANALYZE: until then it guesses how many rows a value matches, and where the
+            # table has no statistics at all (autovacuum off, a bulk load just done) it
+            # may read an unfiltered page of the topic through this partial index and
+            # sort the whole topic. A sample of the table: well under a second.
+            conn.exec_driver_sql("ANALYZE messages")
         return name
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE INDEX {name} ON messages (({expr}), seq) {where}")
