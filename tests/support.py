@@ -193,6 +193,22 @@ def read_all(client: httpx.Client, topic_id: int, *, limit: int = 1000) -> list[
             return items
 
 
+def wait_stored(
+    client: httpx.Client, topic_id: int, expected: set[str], timeout: float
+) -> list[str]:
+    """The ids stored in ``topic_id`` once every id of ``expected`` is among them (or at
+    ``timeout``). Waiting for a count instead would end early where messages of refused
+    batches were stored too (a broker may keep a publish the API could not confirm)."""
+    deadline = time.monotonic() + timeout
+    ids: list[str] = []
+    while time.monotonic() < deadline:
+        ids = [m["id"] for m in read_all(client, topic_id)]
+        if expected <= set(ids):
+            return ids
+        time.sleep(0.3)
+    return ids
+
+
 def wait_for_count(
     client: httpx.Client, topic_id: int, expected: int, *, timeout: float = 60
 ) -> list[dict[str, Any]]:

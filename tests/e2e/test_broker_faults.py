@@ -26,8 +26,15 @@ from latam.storage.repository import SqlStore
 from latam.worker import Worker
 from tests.contract.brokers import HARNESSES
 from tests.databases import temporary_database
-from tests.support import create_topic, free_port, local_binary, reachable, running_serve, unique
-from tests.support import read_all as read_stored
+from tests.support import (
+    create_topic,
+    free_port,
+    local_binary,
+    reachable,
+    running_serve,
+    unique,
+    wait_stored,
+)
 
 pytestmark = pytest.mark.slow
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -147,17 +154,6 @@ class Publisher(threading.Thread):
                 time.sleep(0.02)
 
 
-def wait_stored(client: httpx.Client, topic_id: int, count: int, timeout: float) -> list[str]:
-    deadline = time.monotonic() + timeout
-    ids: list[str] = []
-    while time.monotonic() < deadline:
-        ids = [m["id"] for m in read_stored(client, topic_id)]
-        if len(ids) >= count:
-            return ids
-        time.sleep(0.3)
-    return ids
-
-
 @pytest.mark.parametrize("kind", ["nats", "pubsub"])
 def test_broker_restart_while_messages_flow_stores_each_accepted_once(
     kind: str, tmp_path: Path
@@ -181,7 +177,7 @@ def test_broker_restart_while_messages_flow_stores_each_accepted_once(
             # f-419 so), so the publisher waits until both exist again, as on GCP, where
             # they never vanish.
             publisher.paused.set()
-            wait_stored(client, topic_id, len(publisher.accepted), 60)
+            wait_stored(client, topic_id, set(publisher.accepted), 60)
         restart()
         publisher.paused.clear()
         before = len(publisher.accepted)
@@ -191,7 +187,7 @@ def test_broker_restart_while_messages_flow_stores_each_accepted_once(
         publisher.stop.set()
         publisher.join(30)
         assert len(publisher.accepted) >= before + 400, "publishing did not recover"
-        stored = wait_stored(client, topic_id, len(publisher.accepted), 120)
+        stored = wait_stored(client, topic_id, set(publisher.accepted), 120)
         assert len(stored) == len(set(stored)), "a message was stored twice"
         assert set(publisher.accepted) <= set(stored), "an accepted message was lost"
         assert set(stored) <= set(publisher.accepted) | set(publisher.unsettled)

@@ -22,9 +22,9 @@ from tests.support import (
     create_topic,
     free_port,
     latam_env,
-    read_all,
     unique,
     wait_http,
+    wait_stored,
 )
 
 BATCH = 200
@@ -98,19 +98,6 @@ def dead_letter_reasons(deployment: Deployment) -> dict[str, int]:
     for letter in response.json().get("data", []):
         reasons[letter["reason"]] = reasons.get(letter["reason"], 0) + 1
     return reasons
-
-
-def wait_stored(
-    client: httpx.Client, topic_id: int, expected: set[str], timeout: float
-) -> list[str]:
-    deadline = time.monotonic() + timeout
-    ids: list[str] = []
-    while time.monotonic() < deadline:
-        ids = [m["id"] for m in read_all(client, topic_id)]
-        if expected <= set(ids):
-            return ids
-        time.sleep(0.3)
-    return ids
 
 
 def test_kill_9_worker_twice_stores_every_message_exactly_once(deployment: Deployment) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_broker_faults import private_nats, wait_stored
-from tests.support import create_topic, running_serve
+from tests.e2e.test_broker_faults import private_nats
+from tests.support import create_topic, running_serve, wait_stored
 
 OUTAGE_SECONDS = 8
 
@@ -64,7 +64,7 @@ def test_broker_down_refuses_with_503_and_recovers(tmp_path: Path) -> None:
         before = len(producer.accepted)
         while len(producer.accepted) < before + 200 and time.monotonic() < deadline:
             producer.publish()
-        stored = wait_stored(client, producer.topic_id, len(producer.accepted), 120)
+        stored = wait_stored(client, producer.topic_id, set(producer.accepted), 120)
         print(
             f"broker-down: accepted={len(producer.accepted)} stored={len(stored)} "
             f"duplicated={len(stored) - len(set(stored))} "

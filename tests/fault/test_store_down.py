@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_crash import BATCH, Producer, wait_stored
+from tests.e2e.test_crash import BATCH, Producer
 from tests.fault.postgres import PrivatePostgres
-from tests.support import LatamProcess, create_topic, free_port, latam_env, wait_http
+from tests.support import LatamProcess, create_topic, free_port, latam_env, wait_http, wait_stored
 
 TOTAL = 20_000
 DOWN_SECONDS = 30

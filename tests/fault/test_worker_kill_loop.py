@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tests.e2e.test_crash import BATCH, Deployment, Producer, deployment, wait_stored
-from tests.support import create_topic
+from tests.e2e.test_crash import BATCH, Deployment, Producer, deployment
+from tests.support import create_topic, wait_stored
 
 __all__ = ["deployment"]  # the fixture of the e2e suite, here on the embedded broker
 
