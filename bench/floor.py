@@ -54,11 +54,13 @@ def floor_rate(total: int, *, batch: int = 500, synchronous: str = "FULL") -> fl
 
 
 def _floor_rows(total: int, topic_id: int) -> list[tuple[Any, ...]]:
+    """Rows of ``bulk_insert.COLUMNS`` (no schema: ``schema_version`` null)."""
     now = datetime.now(UTC)
-    return [
+    rows = [
         (topic_id, f"floor-{i}", orjson.dumps(payload("floor", i)).decode(), "{}", 200, now, now)
         for i in range(total)
     ]
+    return [(*row, None) for row in rows]
 
 
 def _store_with_topic(url: str, data_dir: Path) -> int:
@@ -113,7 +115,7 @@ def mysql_floor_rate(url: str, data_dir: Path, total: int, *, batch: int = 500) 
     topic_id = _store_with_topic(url, data_dir)
     parsed = make_url(url)
     rows = [
-        (*row[:5], row[5].replace(tzinfo=None), row[6].replace(tzinfo=None))
+        (*row[:5], row[5].replace(tzinfo=None), row[6].replace(tzinfo=None), *row[7:])
         for row in _floor_rows(total, topic_id)
     ]
     conn = pymysql.connect(
@@ -125,7 +127,7 @@ def mysql_floor_rate(url: str, data_dir: Path, total: int, *, batch: int = 500) 
         charset="utf8mb4",
     )
     sql = (
-        f"INSERT INTO messages ({', '.join(COLUMNS)}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        f"INSERT INTO messages ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
         " ON DUPLICATE KEY UPDATE seq = seq"
     )
     try:
