@@ -34,10 +34,15 @@ COVERAGE_ARGS := --cov --cov-report=term:skip-covered --cov-report=xml:coverage.
 # the same coverage data: the total printed is the whole suite's.
 TEST_WORKERS ?= 2
 
+# Both parts run whatever the first gives (the report and coverage.xml come from the
+# second); the status is the first failure's.
 test: venv ## the whole test suite, measuring coverage (total printed, coverage.xml written)
+	@status=0; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" \
-		$(if $(COVERAGE_ARGS),--cov --cov-report= --cov-fail-under=0)
-	$(BIN)/pytest -m serial $(if $(COVERAGE_ARGS),$(COVERAGE_ARGS) --cov-append)
+		$(if $(COVERAGE_ARGS),--cov --cov-report= --cov-fail-under=0) || status=$$?; \
+	$(BIN)/pytest -m serial $(if $(COVERAGE_ARGS),$(COVERAGE_ARGS) --cov-append) \
+		|| { [ $$status -ne 0 ] || status=$$?; }; \
+	exit $$status
 
 unit: venv ## the fast unit tests: in process, on in-memory fakes, no server (seconds)
 	$(BIN)/pytest tests/unit -q -m "not slow"

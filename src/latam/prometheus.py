@@ -61,6 +61,8 @@ class PrometheusSource:
         credentials: Credentials | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        import httpx  # noqa: F401 - loaded here, not in the event loop at the first query
+
         self.endpoint = url.rstrip("/") + "/api/v1/query"
         self.timeout = timeout
         self.google = urlsplit(url).hostname == GOOGLE_HOST

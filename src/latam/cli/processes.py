@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -82,16 +81,14 @@ def _upgrade(settings: Settings) -> str:
 
 
 def migrate_apart(settings: Settings) -> None:
-    """``latam migrate`` in a forked child, so that Alembic, and Mako and Pygments that it
-    loads (about 11 MB), never enter this process, which goes on to serve the API. A
-    failed migration ends this process with the child's exit status, its error printed."""
-    child = multiprocessing.get_context("fork").Process(
-        target=run_guarded, args=(_upgrade, settings), name="latam-migrate"
-    )
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        sys.exit(child.exitcode if child.exitcode and child.exitcode > 0 else 1)
+    """``latam migrate`` in a forked child (``lifecycle.run_apart``), so that Alembic never
+    enters this process, which goes on to serve the API. A failed migration ends this
+    process with the child's exit status, its error printed."""
+    from latam.process.lifecycle import run_apart
+
+    code = run_apart(run_guarded, _upgrade, settings, name="the migration")
+    if code != 0:
+        sys.exit(code)
 
 
 @click.command()

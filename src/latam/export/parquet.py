@@ -18,6 +18,7 @@ never nulls anything; export as CSV or NDJSON to keep such values as they are.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -37,7 +38,9 @@ def _release_promptly() -> None:
     """Arrow's memory (only Parquet exports use it) from jemalloc, which hands freed
     pages back to the system at once (decay 0): Arrow's default, mimalloc, keeps them
     for reuse, about 11 MB more at the peak of an export. Where this build of pyarrow
-    has no jemalloc, its default stays."""
+    has no jemalloc, or ``ARROW_DEFAULT_MEMORY_POOL`` names a pool, Arrow's choice stays."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
     try:
         pool = pa.jemalloc_memory_pool()
         pa.jemalloc_set_decay_ms(0)

@@ -20,16 +20,20 @@ match the partial indexes. A field's index is typed: ``string`` serves string fi
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from latam.errors import Conflict, NotFound
 from latam.filters import FieldPath
 from latam.storage.dialects import MYSQL_NAMES
 from latam.storage.filter_sql import Kind, column_name, value_expr
+
+log = logging.getLogger("latam")
 
 PREFIX = "ix_field_"
 # MySQL/MariaDB generated columns holding an indexed field: ``lf_<digest>``.
@@ -70,7 +74,7 @@ def create(engine: Engine, topic_id: int, field: FieldPath, kind: Kind) -> str:
             # table has no statistics at all (autovacuum off, a bulk load just done) it
             # may read an unfiltered page of the topic through this partial index and
             # sort the whole topic. A sample of the table: well under a second.
-            conn.exec_driver_sql("ANALYZE messages")
+            _analyze(conn)
         return name
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE INDEX {name} ON messages (({expr}), seq) {where}")
@@ -78,6 +82,17 @@ def create(engine: Engine, topic_id: int, field: FieldPath, kind: Kind) -> str:
         # topic in seq order rather than seek the field: it measures the table's indexes.
         conn.exec_driver_sql("ANALYZE messages")
     return name
+
+
+def _analyze(conn: Connection) -> None:
+    """``ANALYZE messages``, waiting at most 5 s for its lock: the index exists already,
+    so a failure here is a warning (autovacuum analyzes later), not a failed create."""
+    try:
+        conn.exec_driver_sql("SET lock_timeout = 5000")
+        conn.exec_driver_sql("ANALYZE messages")
+        conn.exec_driver_sql("RESET lock_timeout")
+    except DBAPIError as exc:
+        log.warning("ANALYZE messages after the index build failed: %s", type(exc).__name__)
 
 
 def _create_mysql(engine: Engine, name: str, field: FieldPath, kind: Kind, expr: str) -> None:

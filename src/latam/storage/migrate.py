@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# The newest revision (the file versions/HEAD_*.py); revisions are numbered 0001, 0002, …
+# The newest revision (versions/<HEAD>_*.py); revisions are numbered 0001, 0002, …
 HEAD = "0008"
 KNOWN = frozenset(f"{n:04d}" for n in range(1, int(HEAD) + 1))
 VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
@@ -60,6 +60,7 @@ def current_revision(connection: Connection) -> str | None:
     """The revision in the version table; None where there is none (never migrated)."""
     if not inspect(connection).has_table(VERSION_TABLE):
         return None
+    # VERSION_TABLE, written out (a statement is never built from a variable here).
     versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
     found = sorted(versions)
     # Migrations are linear (one head): more than one row would be a branch latam never makes.

@@ -120,17 +120,18 @@ MYSQL_AFTER = " AND (published_at > :after_time OR (published_at = :after_time A
 BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
 
 
-# A page's statement has a few shapes per process (order, window, the filters' fields and
-# operators), and turning one into a driver's form costs tens of microseconds a request
-# (the bind regex over 1.5 KB, 36 µs; SQLAlchemy's text() parses it as much): each shape
-# is converted once. The filters' values are bound, never part of the text.
-@functools.lru_cache(maxsize=1024)
+# Turning a page's statement into a driver's form costs tens of microseconds a request
+# (the bind regex over 1.5 KB, 36 µs; SQLAlchemy's text() parses it as much), so the
+# recent ones are kept: unfiltered pages have four shapes; a filtered one names its topic
+# and fields, so clients make more (the values are bound, never in the text). 128 of
+# each hold well under 1 MB.
+@functools.lru_cache(maxsize=128)
 def pyformat(sql: str) -> str:
     """``sql`` with psycopg's ``%(name)s`` binds for SQLAlchemy's ``:name``."""
     return BIND.sub(r"%(\1)s", sql)
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=128)
 def compiled_text(sql: str) -> TextClause:
     return text(sql)
 
