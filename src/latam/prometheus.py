@@ -20,16 +20,14 @@ import math
 import ssl
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 from anyio.to_thread import run_sync
 
 from latam.promql import QueryFailed
-
-if TYPE_CHECKING:  # loaded at the first query: an API process may never make one
-    import httpx
 
 log = logging.getLogger("latam")
 GOOGLE_HOST = "monitoring.googleapis.com"
@@ -61,8 +59,6 @@ class PrometheusSource:
         credentials: Credentials | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        import httpx  # noqa: F401 - loaded here, not in the event loop at the first query
-
         self.endpoint = url.rstrip("/") + "/api/v1/query"
         self.timeout = timeout
         self.google = urlsplit(url).hostname == GOOGLE_HOST
@@ -76,8 +72,6 @@ class PrometheusSource:
             headers = await self._auth_headers()
         except QueryFailed as failed:
             return [failed for _ in queries]
-        import httpx
-
         # A client per evaluation: it lives in the event loop that uses it, and a status
         # page evaluates a handful of queries every 30 s at most.
         if self._tls is None:
@@ -88,8 +82,6 @@ class PrometheusSource:
             return list(await asyncio.gather(*(self._query(client, q) for q in queries)))
 
     async def _query(self, client: httpx.AsyncClient, query: str) -> list[float] | QueryFailed:
-        import httpx
-
         try:
             async with asyncio.timeout(self.timeout):
                 status, body = await _fetch(client, self.endpoint, query)

@@ -5,7 +5,6 @@ nulls and missing fields, nested paths, unicode and two topics sharing message i
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -129,22 +128,19 @@ def walk(
     async def pages() -> list[int]:
         seen: list[int] = []
         cursor = None
-        try:
-            for _ in range(len(ROWS) + 2):
-                body = orjson.loads(
-                    await service.read_page(
-                        topic_id=topic_id, limit=limit, cursor=cursor, filters=filters, **window
-                    )
+        for _ in range(len(ROWS) + 2):
+            body = orjson.loads(
+                await service.read_page(
+                    topic_id=topic_id, limit=limit, cursor=cursor, filters=filters, **window
                 )
-                seen += [int(row["id"][1:]) for row in body["data"]]
-                cursor = body["next_cursor"]
-                if cursor is None:
-                    return seen
-            raise AssertionError("the pages did not end")
-        finally:
-            await service.page_reader.aclose()
+            )
+            seen += [int(row["id"][1:]) for row in body["data"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return seen
+        raise AssertionError("the pages did not end")
 
-    return asyncio.run(pages())
+    return run_reads(service, pages())
 
 
 def test_every_store_filters_alike(service: Service) -> None:
@@ -169,15 +165,12 @@ def test_a_cursor_continues_only_the_same_filters(service: Service) -> None:
     one = parse_filters([("data.flight", "eq.LA800")], reserved=())
     other = parse_filters([("data.flight", "eq.LA801")], reserved=())
 
-    async def first_cursor(filters: Filters) -> str:
-        try:
-            body = orjson.loads(await service.read_page(topic_id=topic, limit=1, filters=filters))
-        finally:
-            await service.page_reader.aclose()
-        return str(body["next_cursor"])
+    def first_cursor(filters: Filters) -> str:
+        page = run_reads(service, service.read_page(topic_id=topic, limit=1, filters=filters))
+        return str(orjson.loads(page)["next_cursor"])
 
-    filtered = asyncio.run(first_cursor(one))
-    plain = asyncio.run(first_cursor(Filters()))
+    filtered = first_cursor(one)
+    plain = first_cursor(Filters())
     for cursor, filters in ((filtered, other), (filtered, Filters()), (plain, one)):
         with pytest.raises(InvalidQuery, match="other filters"):
             run_reads(
@@ -202,14 +195,10 @@ def test_the_tail_cursor_of_a_filtered_page_follows_only_new_matches(service: Se
         ]
     )
 
-    async def read() -> list[str]:
-        try:
-            body = await service.read_page(topic_id=topic, limit=10, cursor=tail, filters=filters)
-        finally:
-            await service.page_reader.aclose()
-        return [row["id"] for row in orjson.loads(body)["data"]]
-
-    assert asyncio.run(read()) == ["late-1"]
+    body = run_reads(
+        service, service.read_page(topic_id=topic, limit=10, cursor=tail, filters=filters)
+    )
+    assert [row["id"] for row in orjson.loads(body)["data"]] == ["late-1"]
 
 
 def test_a_nul_in_a_message_and_integers_past_64_bits(service: Service) -> None:

@@ -19,7 +19,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latam.api.status_html import CSP, render
-from latam.prometheus import PrometheusSource
 from latam.service import Service
 from latam.settings import Settings
 from latam.status import Snapshot, StatusPage
@@ -44,9 +43,16 @@ def build_status_page(service: Service, settings: Settings) -> StatusPage:
     except (OSError, ValueError) as exc:
         log.error("status: the SLO catalog cannot be read, the page shows no SLO: %s", exc)
         catalog = Catalog(0, ())
+    source = None
+    if url:
+        # Only here: the Prometheus adapter loads httpx (with rich and pygments, about
+        # 5 MB), which an API process without LATAM_STATUS_PROMETHEUS_URL never needs.
+        from latam.prometheus import PrometheusSource
+
+        source = PrometheusSource(url)
     return StatusPage(
         service,
-        PrometheusSource(url) if url else None,
+        source,
         canary_topic=settings.canary_topic,
         catalog=catalog,
     )
