@@ -35,23 +35,28 @@ def test_a_crash_loop_backs_off_and_delays_no_other_child(tmp_path: Path) -> Non
         Settings(data_dir=tmp_path, shutdown_timeout_seconds=1),
         commands=[["--version"], ["canary", "--url", "http://127.0.0.1:9", "--interval", "60"]],
     )
-    spawned: list[tuple[int, float]] = []
+    # (slot, when, the delay the supervisor waited before this start). The time between
+    # two starts also holds the child's own run, which a loaded machine stretches: the
+    # delays chosen are what must grow.
+    spawned: list[tuple[int, float, float]] = []
     spawn = supervisor._spawn
 
     def recording(slot: int) -> None:
-        spawned.append((slot, time.monotonic()))
+        spawned.append((slot, time.monotonic(), supervisor.delays[slot]))
         spawn(slot)
 
     supervisor._spawn = recording  # type: ignore[method-assign]
     supervisor.start()
     try:
         time.sleep(9)
-        crashing = [at for slot, at in spawned if slot == 0]
-        running = [at for slot, at in spawned if slot == 1]
+        crashing = [(at, delay) for slot, at, delay in spawned if slot == 0]
+        running = [at for slot, at, _delay in spawned if slot == 1]
         assert running == running[:1], "the running child was restarted"
-        gaps = [b - a for a, b in itertools.pairwise(crashing)]
-        assert len(gaps) >= 2, spawned
-        assert gaps[0] < 3, gaps  # about 1 s after the first exit
-        assert all(later > earlier for earlier, later in itertools.pairwise(gaps)), gaps
+        assert len(crashing) >= 3, spawned
+        delays = [delay for _at, delay in crashing[1:]]
+        assert delays[:2] == [1.0, 2.0], delays  # 1 s after the first exit, then doubled
+        assert all(later > earlier for earlier, later in itertools.pairwise(delays)), delays
+        for (before, _), (after, delay) in itertools.pairwise(crashing):
+            assert after - before >= delay, (after - before, delay)  # it did wait
     finally:
         supervisor.stop()
