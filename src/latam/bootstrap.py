@@ -22,7 +22,7 @@ from latam.settings import Settings
 from latam.storage.dialects import build_engine
 from latam.storage.keys import SqlKeyStore
 from latam.storage.pages import SqlitePages
-from latam.storage.port import PageReader, RenderedPages, Store
+from latam.storage.port import PageReader, RenderedPages, StatsReader, Store
 from latam.storage.repository import SqlStore
 from latam.storage.server_pages import AsyncPgPages, EnginePages
 
@@ -122,12 +122,14 @@ def pubsub_config(settings: Settings) -> PubsubConfig:
 def build_service(settings: Settings) -> Service:
     store = build_store(settings)
     limiter = store_limiter(store, settings)
+    pages = page_reader(store, settings, limiter)
     return Service(
         store=store,
         broker=build_broker(settings),
         max_message_bytes=settings.max_message_bytes,
         max_page_bytes=settings.max_page_bytes,
-        pages=page_reader(store, settings, limiter),
+        pages=pages,
+        stats=stats_reader(pages),
         store_limiter=limiter,
     )
 
@@ -168,6 +170,13 @@ def page_reader(
     return EnginePages(
         store, store.engine, limiter=limiter or CapacityLimiter(settings.db_pool_size)
     )
+
+
+def stats_reader(pages: PageReader) -> StatsReader | None:
+    """How the API reads the stats: on PostgreSQL through psycopg, on the page reader's
+    async pool (one prepared statement per span, no thread hop); elsewhere None, the
+    store answers in a thread behind ``store_limiter``."""
+    return pages if isinstance(pages, AsyncPgPages) else None
 
 
 def build_key_store(settings: Settings, store: Store | Engine | None = None) -> KeyStore:

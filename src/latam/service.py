@@ -60,6 +60,7 @@ from latam.storage.port import (
     PageRequest,
     RenderedPages,
     SchemaVersion,
+    StatsReader,
     Store,
     StoredMessage,
     TopicTotals,
@@ -71,6 +72,22 @@ SMALL_PAGE_BYTES = 128 * 1024
 
 # Bounds the size of one stats response; a wider range must use a larger bucket.
 MAX_BUCKETS = 10_000
+
+
+def _check_stats_range(bucket: str, since: datetime | None, until: datetime | None) -> None:
+    if bucket not in BUCKET_SECONDS:
+        raise InvalidRequest(f"bucket must be one of {', '.join(BUCKET_SECONDS)}", field="bucket")
+    if since is not None and until is not None and since > until:
+        raise InvalidRequest("since must not be after until", field="since")
+    span = (until - since).total_seconds() if since and until else 0.0
+    if span / BUCKET_SECONDS[bucket] > MAX_BUCKETS:
+        raise _too_many_buckets(bucket)
+
+
+def _fits(buckets: list[Bucket], bucket: str) -> list[Bucket]:
+    if len(buckets) > MAX_BUCKETS:
+        raise _too_many_buckets(bucket)
+    return buckets
 
 
 def _too_many_buckets(bucket: str) -> InvalidRequest:
@@ -187,6 +204,9 @@ class Service:
     # How pages of messages are read as JSON: the store's own reader
     # (``bootstrap.page_reader``), else ``RenderedPages`` over ``store`` (``page_reader``).
     pages: PageReader | None = None
+    # How the stats are read where the store has a reader of its own
+    # (``bootstrap.stats_reader``); None: from ``store`` in a thread.
+    stats: StatsReader | None = None
     # Store calls the API makes from threads (``in_store_thread``) wait for one of these:
     # as many as the store's pool keeps connections (``bootstrap.store_limiter``). More
     # at once would open and close a connection per call; None: the default thread pool.
@@ -417,26 +437,45 @@ class Service:
         until: datetime | None = None,
     ) -> list[Bucket]:
         """Count and bytes per time bucket; at most ``MAX_BUCKETS`` buckets."""
-        if bucket not in BUCKET_SECONDS:
-            raise InvalidRequest(
-                f"bucket must be one of {', '.join(BUCKET_SECONDS)}", field="bucket"
-            )
-        if since is not None and until is not None and since > until:
-            raise InvalidRequest("since must not be after until", field="since")
-        span = (until - since).total_seconds() if since and until else 0.0
-        if span / BUCKET_SECONDS[bucket] > MAX_BUCKETS:
-            raise _too_many_buckets(bucket)
+        _check_stats_range(bucket, since, until)
         # One more than allowed tells an open-ended range that is too wide from one that fits.
-        buckets = self.store.topic_stats(
-            topic_id, bucket=bucket, since=since, until=until, limit=MAX_BUCKETS + 1
+        return _fits(
+            self.store.topic_stats(
+                topic_id, bucket=bucket, since=since, until=until, limit=MAX_BUCKETS + 1
+            ),
+            bucket,
         )
-        if len(buckets) > MAX_BUCKETS:
-            raise _too_many_buckets(bucket)
-        return buckets
+
+    async def read_topic_stats(
+        self,
+        *,
+        topic_id: int,
+        bucket: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Bucket]:
+        """``topic_stats`` for the API: from the store's own stats reader where it has one
+        (on the event loop), else from the store in a thread."""
+        _check_stats_range(bucket, since, until)
+        found = None
+        if self.stats is not None:
+            found = await self.stats.topic_stats(
+                topic_id, bucket=bucket, since=since, until=until, limit=MAX_BUCKETS + 1
+            )
+        if found is None:
+            return await self.in_store_thread(
+                self.topic_stats, topic_id=topic_id, bucket=bucket, since=since, until=until
+            )
+        return _fits(found, bucket)
 
     def all_stats(self) -> list[TopicTotals]:
         """Totals per topic, topics without messages included."""
         return self.store.all_stats()
+
+    async def read_all_stats(self) -> list[TopicTotals]:
+        """``all_stats`` for the API, as ``read_topic_stats`` reads."""
+        found = None if self.stats is None else await self.stats.all_stats()
+        return await self.in_store_thread(self.all_stats) if found is None else found
 
     # -- dead letters -----------------------------------------------------------------
     def list_dead_letters(

@@ -4,6 +4,7 @@ and stats read from them equal to stats computed from the rows, for any range.""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ from latam.storage.dialects import build_engine
 from latam.storage.repository import SqlStore
 from latam.storage.schema import messages, rollup_build
 from latam.storage.schema import rollups as rollups_table
+from latam.storage.server_pages import AsyncPgPages
 from latam.storage.stats import all_totals, topic_buckets
 from tests.databases import STORES
 
@@ -207,3 +209,49 @@ def test_a_message_another_writer_stored_meanwhile_is_not_counted_twice(
     assert rollups.verify(engine) == []
     assert sqlite3.sqlite_version_info >= (3, 24)  # upsert, used by the rollups
     store.close()
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+def test_the_async_stats_reader_answers_as_the_store(store: SqlStore) -> None:
+    """PostgreSQL's stats reader (``AsyncPgPages``, what the API uses there) gives the
+    store's answers for any range, totals included, and leaves the answer to the store
+    while the rollups are being built."""
+    write_random(store, random.Random(5), ["a", "b"], 600)
+    topic = store.topic_ids(["a"])["a"]
+    url = store.engine.url.set(drivername="postgresql")
+    reader = AsyncPgPages(url.render_as_string(hide_password=False), max_size=2, timeout=10)
+    rnd = random.Random(6)
+    ranges = [
+        (None, None),
+        (BASE, BASE + timedelta(days=2)),
+        *(random_range(rnd) for _ in range(20)),
+    ]
+
+    async def compare() -> None:
+        try:
+            for since, until in ranges:
+                for bucket in ("hour", "day") if since is None or until is None else BUCKET_SECONDS:
+                    args: dict[str, Any] = {"bucket": bucket, "since": since, "until": until}
+                    want = rollups.buckets(store.engine, topic, limit=10_001, **args)
+                    assert await reader.topic_stats(topic, limit=10_001, **args) == want, args
+            assert await reader.all_stats() == rollups.totals(store.engine)
+            with pytest.raises(NotFound):
+                await reader.topic_stats(10**9, bucket="day", since=None, until=None, limit=10)
+        finally:
+            await reader.aclose()
+
+    asyncio.run(compare())
+    with store.engine.begin() as conn:  # rows the rollups do not hold yet
+        conn.execute(update(rollup_build).values(horizon_seq=10**9, built_to_seq=0))
+    building = AsyncPgPages(url.render_as_string(hide_password=False), max_size=2, timeout=10)
+
+    async def while_building() -> tuple[Any, Any]:
+        try:
+            hours = await building.topic_stats(
+                topic, bucket="hour", since=None, until=None, limit=10
+            )
+            return hours, await building.all_stats()
+        finally:
+            await building.aclose()
+
+    assert asyncio.run(while_building()) == (None, None)

@@ -235,6 +235,27 @@ class PageReader(Protocol):
     async def aclose(self) -> None: ...
 
 
+class StatsReader(Protocol):
+    """How the service reads the stats where a store has a reader of its own (PostgreSQL
+    on its async pool, ``bootstrap.stats_reader``); the same answers as ``Store``'s."""
+
+    async def topic_stats(
+        self,
+        topic_id: int,
+        *,
+        bucket: str,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+    ) -> list[Bucket] | None:
+        """As ``Store.topic_stats``; None when the store has to answer instead."""
+        ...
+
+    async def all_stats(self) -> list[TopicTotals] | None:
+        """As ``Store.all_stats``; None when the store has to answer instead."""
+        ...
+
+
 def message_json(message: StoredMessage) -> dict[str, Any]:
     """One stored message as every read returns it: its stored JSON spliced, not parsed.
     Page readers that build pages themselves produce exactly these bytes."""

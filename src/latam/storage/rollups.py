@@ -16,12 +16,12 @@ with the writes so that the stats endpoints never scan ``messages``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Engine, Insert, Select, bindparam, delete, func, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from latam.domain import BUCKET_SECONDS, NewMessage
@@ -38,6 +38,8 @@ from latam.storage.port import Bucket, TopicTotals
 from latam.storage.schema import messages, rollup_build, rollups
 
 WIDTHS = tuple(sorted(BUCKET_SECONDS.values()))  # 60, 3600, 86400
+# Runs a statement (``:name`` binds) on an async reader and returns its rows.
+Fetch = Callable[[str, Mapping[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICRO = timedelta(microseconds=1)
 BUILD_ID = 1
@@ -311,12 +313,42 @@ def buckets(
     """Non-empty buckets of a topic in time order, at most ``limit``, from the rollups;
     NotFound when there is no such topic. Rollup rows go with their topic (a foreign key
     that cascades), so the topic is looked up only when the range has none."""
-    width = BUCKET_SECONDS[bucket]
-    spans = _cover(since, until, [w for w in WIDTHS if w <= width])
+    width, spans = plan(bucket, since, until)
     with translate_errors(), engine.connect() as conn:
         results = [_span_rows(conn, span, topic_id, limit) for span in spans]
         if not any(results) and not driver_rows(conn, TOPIC, {"topic": topic_id}):
             raise NotFound(f"topic {topic_id} does not exist")
+    return combine(results, spans, width, limit)
+
+
+async def buckets_on(
+    fetch: Fetch,
+    topic_id: int,
+    *,
+    bucket: str,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[Bucket]:
+    """``buckets`` read through ``fetch`` (PostgreSQL's async pool): the same statements,
+    the same answer."""
+    width, spans = plan(bucket, since, until)
+    results = [await fetch(*span_statement(span, topic_id, limit, "postgresql")) for span in spans]
+    if not any(results) and not await fetch(TOPIC, {"topic": topic_id}):
+        raise NotFound(f"topic {topic_id} does not exist")
+    return combine(results, spans, width, limit)
+
+
+def plan(bucket: str, since: datetime | None, until: datetime | None) -> tuple[int, list[_Span]]:
+    """The bucket width in seconds and the spans that cover ``[since, until)``."""
+    width = BUCKET_SECONDS[bucket]
+    return width, _cover(since, until, [w for w in WIDTHS if w <= width])
+
+
+def combine(
+    results: Sequence[Sequence[Any]], spans: Sequence[_Span], width: int, limit: int
+) -> list[Bucket]:
+    """The buckets of ``width`` from the ``(start, messages, bytes)`` rows of each span."""
     if len(results) == 1 and spans[0].width == width:  # whole buckets only: as read
         return [Bucket(_start(start), count, size) for start, count, size in results[0][:limit]]
     counts: dict[int, list[int]] = {}
@@ -363,37 +395,74 @@ TOTALS = (
     " LEFT JOIN rollups r ON r.topic_id = t.id AND r.width = :width"
     " GROUP BY t.id, t.name ORDER BY t.id"
 )
+TOTALS_VALUES = {"width": WIDTHS[-1]}
+# How many seqs of rows stored before the rollups existed are still to add (no row: none).
+BUILD_LEFT = "SELECT horizon_seq - built_to_seq FROM rollup_build WHERE id = :id"
+BUILD_LEFT_VALUES = {"id": BUILD_ID}
 
 
 def _span_rows(conn: Connection, span: _Span, topic_id: int, limit: int) -> Sequence[Any]:
     """``(bucket start in seconds, messages, bytes)`` rows of one span."""
-    if span.width == 0:  # less than a minute at an end: the rows themselves
-        dialect_name = conn.dialect.name
-        start = bucket_start(messages.c.published_at, "minute", dialect_name).label("start")
-        raw = select(start, func.count(), func.coalesce(func.sum(messages.c.size_bytes), 0))
-        raw = through(raw.where(messages.c.topic_id == topic_id), TIME_INDEX)
-        if span.lo is not None:
-            raw = raw.where(messages.c.published_at >= span.lo)
-        if span.hi is not None:
-            raw = raw.where(messages.c.published_at < span.hi)
-        return conn.execute(raw.group_by(start)).all()
+    if span.width == 0:
+        return conn.execute(_raw_span(span, topic_id, conn.dialect.name)).all()
+    return driver_rows(conn, *span_statement(span, topic_id, limit, conn.dialect.name))
+
+
+def span_statement(
+    span: _Span, topic_id: int, limit: int, dialect_name: str
+) -> tuple[str, dict[str, Any]]:
+    """The statement and values of one span, on ``dialect_name``: ``:name`` binds, but
+    ``%(name)s`` ones for the rows themselves (PostgreSQL only)."""
+    if span.width == 0:  # PostgreSQL's async reader: the text of the SQLAlchemy query
+        sql, fixed = _raw_span_sql(dialect_name, span.lo is not None, span.hi is not None)
+        values = {"topic": topic_id, **dict(fixed), "lo": span.lo, "hi": span.hi}
+        return sql, {k: v for k, v in values.items() if v is not None}
     values = {"topic": topic_id, "width": span.width, "limit": limit + 1}
     if span.lo is not None:
         values["lo"] = micros(span.lo) // 1_000_000
     if span.hi is not None:
         values["hi"] = micros(span.hi) // 1_000_000
     sql = SPAN.format(lo=SPAN_FROM if "lo" in values else "", hi=SPAN_TO if "hi" in values else "")
-    return driver_rows(conn, sql, values)
+    return sql, values
+
+
+def _raw_span(span: _Span, topic_id: int, dialect_name: str) -> Select[Any]:
+    """Less than a minute at an end of the range: the rows themselves, by minute."""
+    start = bucket_start(messages.c.published_at, "minute", dialect_name).label("start")
+    raw = select(start, func.count(), func.coalesce(func.sum(messages.c.size_bytes), 0))
+    raw = through(raw.where(messages.c.topic_id == bindparam("topic")), TIME_INDEX)
+    if span.lo is not None:
+        raw = raw.where(messages.c.published_at >= bindparam("lo", span.lo))
+    if span.hi is not None:
+        raw = raw.where(messages.c.published_at < bindparam("hi", span.hi))
+    return raw.group_by(start).params(topic=topic_id)
+
+
+@functools.lru_cache(maxsize=8)
+def _raw_span_sql(dialect_name: str, lo: bool, hi: bool) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """``_raw_span`` as PostgreSQL text (``%(name)s`` binds) and its fixed values, for a
+    reader without SQLAlchemy."""
+    if dialect_name != "postgresql":
+        raise ValueError(f"no text form of the raw span on {dialect_name}")
+    anchor = datetime(2000, 1, 1, tzinfo=UTC)
+    span = _Span(0, anchor if lo else None, anchor if hi else None)
+    compiled = _raw_span(span, 0, dialect_name).compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
+    fixed = tuple((k, v) for k, v in compiled.params.items() if k not in {"topic", "lo", "hi"})
+    return str(compiled), fixed
 
 
 def totals(engine: Engine) -> list[TopicTotals]:
     """Count, bytes and first/last publish time of every topic, from the day rollups."""
     with translate_errors(), engine.connect() as conn:
-        rows = driver_rows(conn, TOTALS, {"width": WIDTHS[-1]})
+        return totals_of(driver_rows(conn, TOTALS, TOTALS_VALUES))
+
+
+def totals_of(rows: Iterable[Sequence[Any]]) -> list[TopicTotals]:
+    """``TopicTotals`` from the rows of ``TOTALS`` (a name read as bytes is decoded)."""
     return [
         TopicTotals(
             topic_id,
-            name,
+            name.decode() if isinstance(name, bytes) else name,
             int(count or 0),  # a SUM is a DECIMAL on MySQL
             int(size or 0),
             None if first is None else _instant(int(first)),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,10 +30,17 @@ from sqlalchemy import Engine, TextClause, event, text
 
 from latam.domain import Position, window_start
 from latam.errors import StoreUnavailable
-from latam.storage import field_index
+from latam.storage import field_index, rollups
 from latam.storage.dialects import MYSQL_NAMES, SEQ_INDEX, TIME_INDEX, translate_errors
 from latam.storage.filter_sql import where_sql
-from latam.storage.port import JsonPage, PageRequest, Store, read_rendered
+from latam.storage.port import (
+    Bucket,
+    JsonPage,
+    PageRequest,
+    Store,
+    TopicTotals,
+    read_rendered,
+)
 from latam.storage.timeouts import statement_timeout, too_expensive
 
 # A row as storage.port.message_json renders it. Ids are printable
@@ -286,6 +294,7 @@ class AsyncPgPages:
         self._pool: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
+        self._built = False  # the rollups hold every row (they stay so once they do)
 
     async def _open(self) -> Any:
         """The pool of the running loop (a process's API runs one loop; a test may run
@@ -318,12 +327,50 @@ class AsyncPgPages:
         return self._pool
 
     async def page(self, request: PageRequest, *, heavy: bool, first_try: bool = False) -> JsonPage:
+        sql, values = page_statement(request, "postgresql")
+        return _page(await self._one(pyformat(sql), values))
+
+    async def rows(self, sql: str, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of a short read (``:name`` binds; text columns come back as bytes)."""
+        return await self._run(pyformat(sql), values, fetch_all=True)  # type: ignore[no-any-return]
+
+    async def topic_stats(
+        self,
+        topic_id: int,
+        *,
+        bucket: str,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+    ) -> list[Bucket] | None:
+        """The rollups' buckets as ``Store.topic_stats`` reads them; None until the
+        rollups hold every row (the store reads the rows meanwhile)."""
+        if not await self._rollups_built():
+            return None
+        return await rollups.buckets_on(
+            self.rows, topic_id, bucket=bucket, since=since, until=until, limit=limit
+        )
+
+    async def all_stats(self) -> list[TopicTotals] | None:
+        if not await self._rollups_built():
+            return None
+        return rollups.totals_of(await self.rows(rollups.TOTALS, rollups.TOTALS_VALUES))
+
+    async def _rollups_built(self) -> bool:
+        if not self._built:
+            rows = await self.rows(rollups.BUILD_LEFT, rollups.BUILD_LEFT_VALUES)
+            self._built = not rows or int(rows[0][0]) <= 0
+        return self._built
+
+    async def _one(self, query: str, values: Mapping[str, Any]) -> Any:
+        return await self._run(query, values, fetch_all=False)
+
+    async def _run(self, query: str, values: Mapping[str, Any], *, fetch_all: bool) -> Any:
+        """One prepared statement on the pool: its first row, or all of them."""
         import psycopg
 
         pool = await self._open()
-        sql, values = page_statement(request, "postgresql")
-        query = pyformat(sql)
-        # A pooled connection is not checked before use (that is a round trip per page):
+        # A pooled connection is not checked before use (that is a round trip per read):
         # when one the server closed (a restart) fails, the idle ones are checked, the
         # closed ones dropped, and the read tried again.
         for attempt in (1, 2):
@@ -331,8 +378,7 @@ class AsyncPgPages:
             try:
                 async with pool.connection() as conn:
                     cursor = await conn.execute(query, values, prepare=True)
-                    row = await cursor.fetchone()
-                return _page(row)
+                    return await (cursor.fetchall() if fetch_all else cursor.fetchone())
             except psycopg.errors.QueryCanceled as exc:
                 raise too_expensive(self.query_timeout) from exc
             except psycopg.OperationalError as exc:
