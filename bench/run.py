@@ -26,6 +26,7 @@ from bench import (
     export,
     filters,
     freshness,
+    http_floor,
     memory,
     reads,
     stats,
@@ -38,6 +39,7 @@ from bench.ingest import create_topic, publish_and_wait
 
 PARTS = (
     "floor",
+    "http-floor",
     "ingest",
     "reads",
     "windows",
@@ -287,6 +289,9 @@ def main() -> None:
                 )
             ],
         )
+    if only & {"http-floor", "reads", "stats", "filters", "stores", "windows"}:
+        # Measured with every read part, in the same run: what the machine itself allows.
+        part("http-floor", lambda: http_floor.measure(runs, 5 if args.quick else 10))
     if only & {"ingest", "reads"}:
         wrk_seconds = 5 if args.quick else 15
         part(
