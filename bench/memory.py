@@ -14,9 +14,10 @@ from latam.settings import Settings
 from latam.storage import migrate
 
 
-def fill(data_dir: Path, total: int, topic: str = "memory") -> None:
-    """Queue ``total`` messages straight onto the embedded broker (no worker running)."""
-    settings = Settings(data_dir=data_dir, sqlite_synchronous="NORMAL")
+def fill(data_dir: Path, total: int, topic: str = "memory", **broker: str) -> None:
+    """Queue ``total`` messages straight onto the broker (the embedded one unless
+    ``broker`` settings say otherwise), no worker running."""
+    settings = Settings(data_dir=data_dir, sqlite_synchronous="NORMAL", **broker)  # type: ignore[arg-type]
     store = build_store(settings)
     migrate.upgrade(store.engine)
     store.create_topic(topic)
@@ -33,10 +34,12 @@ def fill(data_dir: Path, total: int, topic: str = "memory") -> None:
     broker.close()
 
 
-def peak_rss_mb(data_dir: Path, total: int, timeout: float = 400) -> tuple[float, float]:
+def peak_rss_mb(
+    data_dir: Path, total: int, timeout: float = 400, **broker: str
+) -> tuple[float, float]:
     """(peak RSS in MB from the kernel's VmHWM, seconds to drain ``total``)."""
     store = build_store(Settings(data_dir=data_dir))
-    env = latam_env(data_dir)
+    env = latam_env(data_dir, **broker)
     with latam(["worker"], env, data_dir / "worker.log") as proc:
         started = time.perf_counter()
         deadline = started + timeout

@@ -12,6 +12,7 @@ no duplicate check is needed before it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -107,14 +108,71 @@ PG_UNNEST = (
 
 def returns_inserted(conn: Connection) -> bool:
     """Whether ``insert_returning`` works on this connection's driver."""
-    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+    name = conn.dialect.name
+    return name == "sqlite" or (name == "postgresql" and conn.dialect.driver == "psycopg")
+
+
+# SQLite: a multi-row INSERT whose RETURNING lists only the rows it inserted (a row that
+# DO NOTHING skips returns nothing), at most this many rows per statement (8 binds a row,
+# well under SQLite's 32,766).
+SQLITE_ROWS = 500
+SQLITE_INSERT = (
+    "INSERT INTO messages ({columns}) VALUES {values}"
+    " ON CONFLICT (topic_id, message_id) DO NOTHING RETURNING message_id"
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_insert(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)  # placeholders only
+    return SQLITE_INSERT.format(columns=", ".join(COLUMNS), values=values)
+
+
+def _sqlite_returning(
+    conn: Connection, topic_id: int, batch: Sequence[NewMessage], now: datetime
+) -> set[str]:
+    convert = _time_converter(conn)
+    times: dict[datetime, Any] = {}
+
+    def when(value: datetime) -> Any:
+        if value not in times:
+            times[value] = convert(value)
+        return times[value]
+
+    ingested = when(now)
+    inserted: set[str] = set()
+    for start in range(0, len(batch), SQLITE_ROWS):
+        chunk = batch[start : start + SQLITE_ROWS]
+        binds: list[Any] = []
+        for m in chunk:
+            binds += (
+                topic_id,
+                m.message_id,
+                m.data,
+                orjson.dumps(m.attributes).decode() if m.attributes else EMPTY_ATTRIBUTES,
+                len(m.data.encode()),
+                when(m.published_at),
+                ingested,
+                m.schema_version or None,
+            )
+        result = conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(binds))
+        inserted.update(result.scalars())
+    return inserted
+
+
+def _time_converter(conn: Connection) -> Callable[[Any], Any]:
+    dialect = conn.dialect
+    processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    return processor or (lambda value: value)
 
 
 def insert_returning(
     conn: Connection, topic_id: int, batch: Sequence[NewMessage], now: datetime
 ) -> set[str]:
-    """Insert ``batch`` in one statement (PostgreSQL, psycopg) ignoring duplicates; the
-    ids of the rows it inserted."""
+    """Insert ``batch`` ignoring duplicates, in one statement on PostgreSQL (psycopg) and
+    one per ``SQLITE_ROWS`` on SQLite; the ids of the rows it inserted."""
+    if conn.dialect.name == "sqlite":
+        return _sqlite_returning(conn, topic_id, batch, now)
     values = {
         "topic_id": topic_id,
         "ingested_at": now,

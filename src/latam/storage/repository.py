@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -250,8 +249,15 @@ class SqlStore:
     def _insert_new(
         self, conn: Connection, topic_id: int, batch: dict[str, NewMessage], now: datetime
     ) -> dict[str, NewMessage]:
-        """Insert the messages of ``batch`` not stored yet; those it inserted."""
-        if returns_inserted(conn):  # one statement, which says which rows were new
+        """Insert the messages of ``batch`` not stored yet; those it inserted.
+
+        On SQLite and on PostgreSQL through psycopg the insert itself says which rows were
+        new (``RETURNING``), so the rollups count exactly what it inserted, whoever else
+        writes. Elsewhere (MySQL, pg8000) the stored ids are looked up first, and the
+        topic's row lock (``_take_turns``) keeps every other writer of the topic out
+        between that check and the insert.
+        """
+        if returns_inserted(conn):
             inserted = insert_returning(conn, topic_id, list(batch.values()), now)
             return {mid: m for mid, m in batch.items() if mid in inserted}
         fresh = dict(batch)
@@ -261,30 +267,8 @@ class SqlStore:
         for message_id in conn.execute(already).scalars():
             fresh.pop(message_id, None)  # exact match: ids compare byte for byte
         if fresh:
-            self._insert_counted(conn, topic_id, fresh, now)
-        return fresh
-
-    def _insert_counted(
-        self, conn: Connection, topic_id: int, fresh: dict[str, NewMessage], now: datetime
-    ) -> None:
-        """Insert ``fresh``, all of it: the rollups count exactly what is inserted.
-
-        On PostgreSQL and MySQL the topic's row lock (``_take_turns``) keeps every other
-        writer of the topic out between the duplicate check and the insert. SQLite takes
-        its write lock only at the insert, so another process may have stored one of
-        these messages in between; the insert then ignores it, and the batch is written
-        again (a transient error) rather than counted wrong.
-        """
-        raw = conn.connection.dbapi_connection
-        if not isinstance(raw, sqlite3.Connection):
             self._insert(conn, topic_id, fresh.values(), now)
-            return
-        before = raw.total_changes
-        self._insert(conn, topic_id, fresh.values(), now)
-        if raw.total_changes - before != len(fresh):
-            raise StoreUnavailable(
-                "another writer stored some of these messages meanwhile; writing again"
-            )
+        return fresh
 
     def list_messages(
         self,
