@@ -37,6 +37,20 @@ COLUMNS = (
 EMPTY_ATTRIBUTES = "{}"
 
 
+def row(topic_id: int, m: NewMessage, published: Any, ingested: Any) -> tuple[Any, ...]:
+    """A message's values in ``COLUMNS`` order, its times already in the driver's form."""
+    return (
+        topic_id,
+        m.message_id,
+        m.data,
+        orjson.dumps(m.attributes).decode() if m.attributes else EMPTY_ATTRIBUTES,
+        len(m.data.encode()),
+        published,
+        ingested,
+        m.schema_version or None,  # 0: checked, no schema enforced
+    )
+
+
 class BulkInsert:
     """Insert messages ignoring (topic_id, message_id) duplicates, on any dialect."""
 
@@ -71,19 +85,7 @@ class BulkInsert:
             return times[value]
 
         ingested = when(now)
-        rows = [
-            (
-                topic_id,
-                m.message_id,
-                m.data,
-                orjson.dumps(m.attributes).decode() if m.attributes else EMPTY_ATTRIBUTES,
-                len(m.data.encode()),
-                when(m.published_at),
-                ingested,
-                m.schema_version or None,  # 0: checked, no schema enforced
-            )
-            for m in batch
-        ]
+        rows = [row(topic_id, m, when(m.published_at), ingested) for m in batch]
         if not self._positional:
             conn.exec_driver_sql(sql, [dict(zip(COLUMNS, row, strict=True)) for row in rows])
         elif self._order == COLUMNS:
@@ -145,16 +147,7 @@ def _sqlite_returning(
         chunk = batch[start : start + SQLITE_ROWS]
         binds: list[Any] = []
         for m in chunk:
-            binds += (
-                topic_id,
-                m.message_id,
-                m.data,
-                orjson.dumps(m.attributes).decode() if m.attributes else EMPTY_ATTRIBUTES,
-                len(m.data.encode()),
-                when(m.published_at),
-                ingested,
-                m.schema_version or None,
-            )
+            binds += row(topic_id, m, when(m.published_at), ingested)
         result = conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(binds))
         inserted.update(result.scalars())
     return inserted
