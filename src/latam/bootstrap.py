@@ -173,10 +173,12 @@ def page_reader(
 
 
 def stats_reader(pages: PageReader) -> StatsReader | None:
-    """How the API reads the stats: on PostgreSQL through psycopg, on the page reader's
-    async pool (one prepared statement per span, no thread hop); elsewhere None, the
-    store answers in a thread behind ``store_limiter``."""
-    return pages if isinstance(pages, AsyncPgPages) else None
+    """How the API reads the stats where the page reader can: on PostgreSQL through
+    psycopg, on its async pool (one prepared statement per span, no thread hop); on a
+    SQLite file, bounded ranges on its read-only connection on the event loop. Elsewhere
+    (and where those readers decline) the store answers in a thread behind
+    ``store_limiter``."""
+    return pages if isinstance(pages, AsyncPgPages | SqlitePages) else None
 
 
 def build_key_store(settings: Settings, store: Store | Engine | None = None) -> KeyStore:

@@ -35,7 +35,7 @@ from latam.storage.dialects import (
     translate_errors,
 )
 from latam.storage.port import Bucket, TopicTotals
-from latam.storage.schema import messages, rollup_build, rollups
+from latam.storage.schema import UTCDateTime, messages, rollup_build, rollups
 
 WIDTHS = tuple(sorted(BUCKET_SECONDS.values()))  # 60, 3600, 86400
 # Runs a statement (``:name`` binds) on an async reader and returns its rows.
@@ -323,6 +323,7 @@ def buckets(
 
 async def buckets_on(
     fetch: Fetch,
+    dialect_name: str,
     topic_id: int,
     *,
     bucket: str,
@@ -330,10 +331,11 @@ async def buckets_on(
     until: datetime | None,
     limit: int,
 ) -> list[Bucket]:
-    """``buckets`` read through ``fetch`` (PostgreSQL's async pool): the same statements,
-    the same answer."""
+    """``buckets`` read through ``fetch`` (a page reader's own connections): the same
+    statements, the same answer."""
     width, spans = plan(bucket, since, until)
-    results = [await fetch(*span_statement(span, topic_id, limit, "postgresql")) for span in spans]
+    statements = [span_statement(span, topic_id, limit, dialect_name) for span in spans]
+    results = [await fetch(sql, values) for sql, values in statements]
     if not any(results) and not await fetch(TOPIC, {"topic": topic_id}):
         raise NotFound(f"topic {topic_id} does not exist")
     return combine(results, spans, width, limit)
@@ -412,11 +414,14 @@ def span_statement(
     span: _Span, topic_id: int, limit: int, dialect_name: str
 ) -> tuple[str, dict[str, Any]]:
     """The statement and values of one span, on ``dialect_name``: ``:name`` binds, but
-    ``%(name)s`` ones for the rows themselves (PostgreSQL only)."""
-    if span.width == 0:  # PostgreSQL's async reader: the text of the SQLAlchemy query
+    ``%(name)s`` ones for the rows themselves on PostgreSQL."""
+    if span.width == 0:  # a reader without SQLAlchemy: the text of the SQLAlchemy query
         sql, fixed = _raw_span_sql(dialect_name, span.lo is not None, span.hi is not None)
-        values = {"topic": topic_id, **dict(fixed), "lo": span.lo, "hi": span.hi}
-        return sql, {k: v for k, v in values.items() if v is not None}
+        values = {"topic": topic_id, **dict(fixed)}
+        for name, at in (("lo", span.lo), ("hi", span.hi)):
+            if at is not None:
+                values[name] = _bound_time(dialect_name, at)
+        return sql, values
     values = {"topic": topic_id, "width": span.width, "limit": limit + 1}
     if span.lo is not None:
         values["lo"] = micros(span.lo) // 1_000_000
@@ -440,15 +445,29 @@ def _raw_span(span: _Span, topic_id: int, dialect_name: str) -> Select[Any]:
 
 @functools.lru_cache(maxsize=8)
 def _raw_span_sql(dialect_name: str, lo: bool, hi: bool) -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """``_raw_span`` as PostgreSQL text (``%(name)s`` binds) and its fixed values, for a
-    reader without SQLAlchemy."""
-    if dialect_name != "postgresql":
-        raise ValueError(f"no text form of the raw span on {dialect_name}")
+    """``_raw_span`` as text and its fixed values, for a reader without SQLAlchemy:
+    PostgreSQL's with ``%(name)s`` binds, SQLite's with ``:name`` ones."""
     anchor = datetime(2000, 1, 1, tzinfo=UTC)
     span = _Span(0, anchor if lo else None, anchor if hi else None)
-    compiled = _raw_span(span, 0, dialect_name).compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
+    compiled = _raw_span(span, 0, dialect_name).compile(dialect=_text_dialect(dialect_name))
     fixed = tuple((k, v) for k, v in compiled.params.items() if k not in {"topic", "lo", "hi"})
     return str(compiled), fixed
+
+
+@functools.lru_cache(maxsize=2)
+def _text_dialect(dialect_name: str) -> Any:
+    if dialect_name == "postgresql":
+        return postgresql.dialect()  # type: ignore[no-untyped-call]
+    if dialect_name == "sqlite":
+        return sqlite.dialect(paramstyle="named")
+    raise ValueError(f"no text form of the raw span on {dialect_name}")
+
+
+def _bound_time(dialect_name: str, value: datetime) -> Any:
+    """``value`` as the store keeps it (SQLite: naive UTC text)."""
+    dialect = _text_dialect(dialect_name)
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    return value if process is None else process(value)
 
 
 def totals(engine: Engine) -> list[TopicTotals]:

@@ -348,7 +348,7 @@ class AsyncPgPages:
         if not await self._rollups_built():
             return None
         return await rollups.buckets_on(
-            self.rows, topic_id, bucket=bucket, since=since, until=until, limit=limit
+            self.rows, "postgresql", topic_id, bucket=bucket, since=since, until=until, limit=limit
         )
 
     async def all_stats(self) -> list[TopicTotals] | None:
