@@ -74,6 +74,15 @@ SMALL_PAGE_BYTES = 128 * 1024
 MAX_BUCKETS = 10_000
 
 
+# Stats answers of up to this many rows are rendered on the event loop (a month of hourly
+# buckets: 0.2 ms); bigger ones (up to 10,000 buckets, or every topic) in a thread.
+LOOP_ROWS = 2_000
+
+
+async def _rendered(render: Callable[[Sequence[Any]], Rendered], rows: Sequence[Any]) -> Rendered:
+    return render(rows) if len(rows) <= LOOP_ROWS else await run_sync(render, rows)
+
+
 def _check_stats_range(bucket: str, since: datetime | None, until: datetime | None) -> None:
     if bucket not in BUCKET_SECONDS:
         raise InvalidRequest(f"bucket must be one of {', '.join(BUCKET_SECONDS)}", field="bucket")
@@ -163,6 +172,7 @@ class LetterSummary:
 
 Params = ParamSpec("Params")
 Result = TypeVar("Result")
+Rendered = TypeVar("Rendered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,14 +458,17 @@ class Service:
 
     async def read_topic_stats(
         self,
+        render: Callable[[Sequence[Bucket]], Rendered],
         *,
         topic_id: int,
         bucket: str,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> list[Bucket]:
-        """``topic_stats`` for the API: from the store's own stats reader where it has one
-        (on the event loop), else from the store in a thread."""
+    ) -> Rendered:
+        """``topic_stats`` for the API, ``render``ed: read by the store's own stats reader
+        where it has one (on the event loop), else by the store in a thread, which also
+        renders them (a read and its body in one hop); a big answer is rendered in a
+        thread either way."""
         _check_stats_range(bucket, since, until)
         found = None
         if self.stats is not None:
@@ -464,18 +477,22 @@ class Service:
             )
         if found is None:
             return await self.in_store_thread(
-                self.topic_stats, topic_id=topic_id, bucket=bucket, since=since, until=until
+                lambda: render(
+                    self.topic_stats(topic_id=topic_id, bucket=bucket, since=since, until=until)
+                )
             )
-        return _fits(found, bucket)
+        return await _rendered(render, _fits(found, bucket))
 
     def all_stats(self) -> list[TopicTotals]:
         """Totals per topic, topics without messages included."""
         return self.store.all_stats()
 
-    async def read_all_stats(self) -> list[TopicTotals]:
-        """``all_stats`` for the API, as ``read_topic_stats`` reads."""
+    async def read_all_stats(self, render: Callable[[Sequence[TopicTotals]], Rendered]) -> Rendered:
+        """``all_stats`` for the API, ``render``ed, as ``read_topic_stats`` reads."""
         found = None if self.stats is None else await self.stats.all_stats()
-        return await self.in_store_thread(self.all_stats) if found is None else found
+        if found is None:
+            return await self.in_store_thread(lambda: render(self.all_stats()))
+        return await _rendered(render, found)
 
     # -- dead letters -----------------------------------------------------------------
     def list_dead_letters(
