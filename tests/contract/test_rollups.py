@@ -284,3 +284,22 @@ def test_the_stats_readers_answer_as_the_store(store: SqlStore) -> None:
             await building.aclose()
 
     assert asyncio.run(while_building()) is None
+
+
+@sql_stores
+def test_ranges_at_the_end_of_year_9999_answer_from_the_rows(store: SqlStore) -> None:
+    """No whole bucket starts after the last one of year 9999: a range ending there is
+    read from narrower rollups and the rows, never past the largest datetime."""
+    write_random(store, random.Random(8), ["a"], 200)
+    topic = store.topic_ids(["a"])["a"]
+    end = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    ranges = [
+        (end - timedelta(microseconds=1), None),
+        (end - timedelta(minutes=30, microseconds=5), end),
+        (end - timedelta(days=2, microseconds=5), None),
+    ]
+    for since, until in ranges:
+        for bucket in ("hour", "day"):
+            args: dict[str, Any] = {"bucket": bucket, "since": since, "until": until}
+            want = topic_buckets(store.engine, topic, limit=10_001, **args)
+            assert rollups.buckets(store.engine, topic, limit=10_001, **args) == want, args

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -99,6 +99,48 @@ def test_totals_per_topic(client: httpx.Client, topic_id: int) -> None:
     assert (row["count"], row["bytes"]) == (len(DATA), stored_bytes())
     assert row["first_published_at"].endswith("Z")
     assert row["first_published_at"] <= row["last_published_at"]
+
+
+def test_a_bounded_range_answers_as_an_open_one(client: httpx.Client, topic_id: int) -> None:
+    """A dashboard's range (since and until, ragged to the microsecond) is read on the
+    event loop by the store's own reader; the whole history in the store's thread: the
+    same buckets either way."""
+    path = f"/v1/topics/{topic_id}/stats"
+    for bucket in ("minute", "hour", "day"):
+        whole = client.get(path, params={"bucket": bucket})
+        assert whole.status_code == 200, whole.text
+        first = whole.json()["buckets"][0]["start"]
+        since = datetime.fromisoformat(first) - timedelta(microseconds=1)
+        until = datetime.now(UTC) + timedelta(minutes=1, microseconds=123)
+        params = {"bucket": bucket, "since": since.isoformat(), "until": until.isoformat()}
+        bounded = client.get(path, params=params)
+        assert bounded.status_code == 200, bounded.text
+        assert bounded.content == whole.content
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000001Z"),
+        ("9999-12-31T23:59:59.999998Z", "9999-12-31T23:59:59.999999Z"),
+        ("2026-01-01T00:00:00+14:00", "2026-01-01T00:00:00-12:00"),
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+    ],
+)
+def test_edge_ranges_are_empty_not_errors(
+    client: httpx.Client, topic_id: int, since: str, until: str
+) -> None:
+    params = {"bucket": "minute", "since": since, "until": until}
+    response = client.get(f"/v1/topics/{topic_id}/stats", params=params)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"buckets": [], "total": {"count": 0, "bytes": 0}}
+
+
+def test_unknown_topic_with_a_range_is_404(client: httpx.Client) -> None:
+    params = {"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"}
+    response = client.get("/v1/topics/987654321/stats", params=params)
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith(PROBLEM)
 
 
 def test_openapi_documents_the_responses(client: httpx.Client) -> None:

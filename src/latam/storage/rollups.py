@@ -279,6 +279,8 @@ def _cover(lo: datetime | None, hi: datetime | None, widths: Sequence[int]) -> l
     if not widths:
         return [] if lo is not None and hi is not None and lo >= hi else [_Span(0, lo, hi)]
     width = widths[-1]
+    if lo is not None and _no_whole_bucket_after(lo, width):
+        return _cover(lo, hi, widths[:-1])
     inner_lo = None if lo is None else _ceil(lo, width)
     inner_hi = None if hi is None else _floor(hi, width)
     if inner_lo is not None and inner_hi is not None and inner_lo >= inner_hi:
@@ -299,6 +301,16 @@ def _floor(at: datetime, width: int) -> datetime:
 def _ceil(at: datetime, width: int) -> datetime:
     floor = _floor(at, width)
     return floor if floor == at else floor + timedelta(seconds=width)
+
+
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _no_whole_bucket_after(at: datetime, width: int) -> bool:
+    """Whether ``at`` is inside the last bucket of year 9999, past its start (no whole
+    bucket of ``width`` starts after it: narrower widths and the rows cover the rest)."""
+    floor = _floor(at, width)
+    return floor != at and floor > LATEST - timedelta(seconds=width)
 
 
 def buckets(
