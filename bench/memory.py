@@ -14,10 +14,12 @@ from latam.settings import Settings
 from latam.storage import migrate
 
 
-def fill(data_dir: Path, total: int, topic: str = "memory", **broker: str) -> None:
+def fill(data_dir: Path, total: int, topic: str = "memory", **broker_settings: str) -> None:
     """Queue ``total`` messages straight onto the broker (the embedded one unless
-    ``broker`` settings say otherwise), no worker running."""
-    settings = Settings(data_dir=data_dir, sqlite_synchronous="NORMAL", **broker)  # type: ignore[arg-type]
+    ``broker_settings`` say otherwise), no worker running."""
+    settings = Settings.model_validate(
+        {"data_dir": data_dir, "sqlite_synchronous": "NORMAL", **broker_settings}
+    )
     store = build_store(settings)
     migrate.upgrade(store.engine)
     store.create_topic(topic)
@@ -35,11 +37,11 @@ def fill(data_dir: Path, total: int, topic: str = "memory", **broker: str) -> No
 
 
 def peak_rss_mb(
-    data_dir: Path, total: int, timeout: float = 400, **broker: str
+    data_dir: Path, total: int, timeout: float = 400, **broker_settings: str
 ) -> tuple[float, float]:
     """(peak RSS in MB from the kernel's VmHWM, seconds to drain ``total``)."""
     store = build_store(Settings(data_dir=data_dir))
-    env = latam_env(data_dir, **broker)
+    env = latam_env(data_dir, **broker_settings)
     with latam(["worker"], env, data_dir / "worker.log") as proc:
         started = time.perf_counter()
         deadline = started + timeout

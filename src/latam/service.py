@@ -55,6 +55,7 @@ from latam.ingest import Ingest
 from latam.jsonschemas import MAX_VIOLATIONS
 from latam.retention import Retention
 from latam.storage.port import (
+    LOOP_ROWS,
     Bucket,
     PageReader,
     PageRequest,
@@ -72,11 +73,6 @@ SMALL_PAGE_BYTES = 128 * 1024
 
 # Bounds the size of one stats response; a wider range must use a larger bucket.
 MAX_BUCKETS = 10_000
-
-
-# Stats answers of up to this many rows are rendered on the event loop (a month of hourly
-# buckets: 0.2 ms); bigger ones (up to 10,000 buckets, or every topic) in a thread.
-LOOP_ROWS = 2_000
 
 
 async def _rendered(render: Callable[[Sequence[Any]], Rendered], rows: Sequence[Any]) -> Rendered:

@@ -20,7 +20,8 @@ from latam.errors import NotFound, StoreUnavailable
 from latam.settings import Settings
 from latam.storage import migrate, rollups
 from latam.storage.dialects import build_engine
-from latam.storage.pages import LOOP_BUCKETS, SqlitePages
+from latam.storage.pages import SqlitePages
+from latam.storage.port import LOOP_ROWS
 from latam.storage.repository import SqlStore
 from latam.storage.schema import messages, rollup_build
 from latam.storage.schema import rollups as rollups_table
@@ -212,15 +213,26 @@ def test_a_message_another_writer_stored_meanwhile_is_not_counted_twice(
     assert (again.stored, again.duplicates) == ({"a": 0}, {"a": 2})
     assert store.count_messages(topic.id) == 2
     assert rollups.verify(engine) == []
-    assert sqlite3.sqlite_version_info >= (3, 24)  # upsert, used by the rollups
+    assert sqlite3.sqlite_version_info >= (3, 35, 4)  # INSERT … RETURNING (bulk_insert)
     store.close()
 
 
 def on_the_loop(bucket: str, since: datetime | None, until: datetime | None) -> bool:
-    """Whether SQLite's reader takes the range (else the store reads it in a thread)."""
+    """Whether SQLite's reader takes the range (else the store reads it in a thread): both
+    ends given, whole minutes, at most ``LOOP_ROWS`` buckets."""
     if since is None or until is None:
         return False
-    return (until - since).total_seconds() / BUCKET_SECONDS[bucket] <= LOOP_BUCKETS
+    whole = all(at.second == at.microsecond == 0 for at in (since, until))
+    return whole and (until - since).total_seconds() / BUCKET_SECONDS[bucket] <= LOOP_ROWS
+
+
+def minute_range(rnd: random.Random) -> tuple[datetime, datetime]:
+    """A range of whole minutes over the data (what a dashboard's aligned range is)."""
+    ends = sorted(BASE + timedelta(minutes=rnd.randrange(-60, 4 * 1440)) for _ in range(2))
+    return ends[0], ends[1]
+
+
+END_OF_TIME = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
 
 
 def stats_reader(store: SqlStore) -> AsyncPgPages | SqlitePages:
@@ -235,9 +247,10 @@ def stats_reader(store: SqlStore) -> AsyncPgPages | SqlitePages:
 @pytest.mark.parametrize("store", ["postgresql", "sqlite"], indirect=True)
 def test_the_stats_readers_answer_as_the_store(store: SqlStore) -> None:
     """The API's stats readers (PostgreSQL's async pool, SQLite's read-only connection on
-    the event loop) give the store's answers for every range they take, totals included,
-    and leave the answer to the store while the rollups are being built. SQLite's reader
-    takes bounded ranges of up to ``LOOP_BUCKETS`` buckets only."""
+    the event loop) give the buckets the rows give (``topic_buckets``, a scan that shares
+    no code with the rollups) for every range they take, totals included, and leave the
+    answer to the store while the rollups are being built. SQLite's reader takes ranges
+    of whole minutes of up to ``LOOP_ROWS`` buckets only."""
     write_random(store, random.Random(5), ["a", "b"], 600)
     topic = store.topic_ids(["a"])["a"]
     bounded_only = store.engine.url.get_backend_name() == "sqlite"
@@ -246,7 +259,10 @@ def test_the_stats_readers_answer_as_the_store(store: SqlStore) -> None:
     ranges = [
         (None, None),
         (BASE, BASE + timedelta(days=2)),
+        (END_OF_TIME - timedelta(microseconds=1), None),
+        (END_OF_TIME - timedelta(days=1, microseconds=3), END_OF_TIME),
         *(random_range(rnd) for _ in range(20)),
+        *(minute_range(rnd) for _ in range(20)),
     ]
     answered = 0
 
@@ -260,17 +276,17 @@ def test_the_stats_readers_answer_as_the_store(store: SqlStore) -> None:
                     if bounded_only and not on_the_loop(bucket, since, until):
                         assert found is None
                         continue
-                    assert found == rollups.buckets(store.engine, topic, limit=10_001, **args)
+                    assert found == topic_buckets(store.engine, topic, limit=10_001, **args), args
                     answered += 1
-            totals = await reader.all_stats()
-            assert totals == (None if bounded_only else rollups.totals(store.engine))
+            totals = await reader.all_stats()  # SQLite: one row per topic, in a thread
+            assert totals == (None if bounded_only else all_totals(store.engine))
             with pytest.raises(NotFound):
                 await reader.topic_stats(10**9, bucket="day", since=BASE, until=BASE, limit=10)
         finally:
             await reader.aclose()
 
     asyncio.run(compare())
-    assert answered >= 10
+    assert answered >= 40
     with store.engine.begin() as conn:  # rows the rollups do not hold yet
         conn.execute(update(rollup_build).values(horizon_seq=10**9, built_to_seq=0))
     building = stats_reader(store)
@@ -303,3 +319,30 @@ def test_ranges_at_the_end_of_year_9999_answer_from_the_rows(store: SqlStore) ->
             args: dict[str, Any] = {"bucket": bucket, "since": since, "until": until}
             want = topic_buckets(store.engine, topic, limit=10_001, **args)
             assert rollups.buckets(store.engine, topic, limit=10_001, **args) == want, args
+
+
+@sql_stores
+def test_a_batch_over_several_insert_statements_stores_each_message_once(
+    store: SqlStore,
+) -> None:
+    """SQLite inserts 500 rows per statement: ids already stored on both sides of each
+    cut, repeats inside the batch and the same ids in another topic are each stored once,
+    in the batch's order, and the rollups count exactly them."""
+    a, b = store.create_topic("a").id, store.create_topic("b").id
+    stored_before = [0, 499, 500, 501, 999, 1000]
+    store.write_messages([(a, NewMessage("a", f"m{i}", "{}", {}, BASE)) for i in stored_before])
+    batch = [(a, NewMessage("a", f"m{i}", f'{{"i":{i}}}', {}, BASE)) for i in range(1_200)]
+    batch += batch[100:110]  # repeats inside the batch
+    batch += [(b, NewMessage("b", f"m{i}", "{}", {}, BASE)) for i in (0, 500, 1000)]
+    result = store.write_messages(batch)
+    assert result.stored == {"a": 1_200 - len(stored_before), "b": 3}
+    assert result.duplicates == {"a": len(stored_before) + 10, "b": 0}
+    with store.engine.connect() as conn:
+        ids = conn.execute(
+            select(messages.c.message_id).where(messages.c.topic_id == a).order_by(messages.c.seq)
+        ).scalars()
+        order = [int(i.removeprefix("m")) for i in ids]
+    fresh = [i for i in range(1_200) if i not in stored_before]
+    assert order == stored_before + fresh
+    assert store.count_messages(a) == 1_200
+    assert rollups.verify(store.engine) == []

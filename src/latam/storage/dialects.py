@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -40,7 +41,13 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 from sqlalchemy.pool import QueuePool
 
 from latam.domain import BUCKET_SECONDS
-from latam.errors import Conflict, SchemaNotCurrent, StoreRejected, StoreUnavailable
+from latam.errors import (
+    ConfigError,
+    Conflict,
+    SchemaNotCurrent,
+    StoreRejected,
+    StoreUnavailable,
+)
 from latam.settings import Settings
 from latam.storage.schema import UTCDateTime, messages
 
@@ -105,7 +112,17 @@ def _connect_timeouts(backend: str) -> dict[str, Any]:
     return {}
 
 
+# The worker's batch insert relies on INSERT … RETURNING listing only the rows it
+# inserted (storage.bulk_insert): SQLite 3.35.0, with its RETURNING fixes of 3.35.4.
+SQLITE_MINIMUM = (3, 35, 4)
+
+
 def _sqlite_engine(url: str, settings: Settings) -> Engine:
+    if sqlite3.sqlite_version_info < SQLITE_MINIMUM:
+        raise ConfigError(
+            f"the embedded store needs SQLite {'.'.join(map(str, SQLITE_MINIMUM))} or newer;"
+            f" this Python's sqlite3 module uses {sqlite3.sqlite_version}"
+        )
     path = make_url(url).database
     if path and path != ":memory:":
         from pathlib import Path

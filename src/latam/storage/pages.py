@@ -26,7 +26,7 @@ from latam.domain import BUCKET_SECONDS, Position, window_start
 from latam.errors import StoreUnavailable
 from latam.storage import rollups
 from latam.storage.filter_sql import where_sql
-from latam.storage.port import Bucket, JsonPage, PageRequest, TopicTotals
+from latam.storage.port import LOOP_ROWS, Bucket, JsonPage, PageRequest, TopicTotals
 from latam.storage.timeouts import sqlite_deadline
 
 # A page is read in two statements: the probe walks an index for the keys and sizes of
@@ -66,8 +66,6 @@ ROWS = (
     " FROM messages WHERE seq IN ({marks})"
 )
 TOPIC = "SELECT 1 FROM topics WHERE id = ?"
-# Stats of ranges up to this many buckets are read on the event loop.
-LOOP_BUCKETS = 2_000
 
 
 def _stored(value: datetime) -> str:
@@ -116,13 +114,17 @@ class SqlitePages:
         until: datetime | None,
         limit: int,
     ) -> list[Bucket] | None:
-        """The buckets of a bounded range of at most ``LOOP_BUCKETS`` buckets, read on the
-        event loop as a small page is (a month of hourly rollups: 0.3 ms, less than the
-        thread hop); None for anything wider, which the store reads in a thread."""
+        """The buckets of a range of whole minutes, at most ``LOOP_ROWS`` buckets, read from
+        the rollups on the event loop as a small page is (a month of hourly rollups:
+        0.3 ms, less than the thread hop); None for an open or wider range, or one with
+        ragged ends (less than a minute is read from the rows themselves, as many as
+        that minute holds), which the store reads in a thread."""
         if since is None or until is None:
             return None
-        if (until - since).total_seconds() / BUCKET_SECONDS[bucket] > LOOP_BUCKETS:
+        if (until - since).total_seconds() / BUCKET_SECONDS[bucket] > LOOP_ROWS:
             return None
+        if any(span.width == 0 for span in rollups.plan(bucket, since, until)[1]):
+            return None  # a ragged end reads rows (any number in a busy minute): a thread
         if not self._rollups_built():
             return None
         return await rollups.buckets_on(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from anyio.to_thread import run_sync
 from sqlalchemy import Connection, Engine, Insert, Select, bindparam, delete, func, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
@@ -34,7 +35,7 @@ from latam.storage.dialects import (
     through,
     translate_errors,
 )
-from latam.storage.port import Bucket, TopicTotals
+from latam.storage.port import LOOP_ROWS, Bucket, TopicTotals
 from latam.storage.schema import UTCDateTime, messages, rollup_build, rollups
 
 WIDTHS = tuple(sorted(BUCKET_SECONDS.values()))  # 60, 3600, 86400
@@ -350,6 +351,8 @@ async def buckets_on(
     results = [await fetch(sql, values) for sql, values in statements]
     if not any(results) and not await fetch(TOPIC, {"topic": topic_id}):
         raise NotFound(f"topic {topic_id} does not exist")
+    if sum(len(rows) for rows in results) > LOOP_ROWS:  # up to 10,001: not on the loop
+        return await run_sync(combine, results, spans, width, limit)
     return combine(results, spans, width, limit)
 
 

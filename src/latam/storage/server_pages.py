@@ -34,6 +34,7 @@ from latam.storage import field_index, rollups
 from latam.storage.dialects import MYSQL_NAMES, SEQ_INDEX, TIME_INDEX, translate_errors
 from latam.storage.filter_sql import where_sql
 from latam.storage.port import (
+    LOOP_ROWS,
     Bucket,
     JsonPage,
     PageRequest,
@@ -354,7 +355,10 @@ class AsyncPgPages:
     async def all_stats(self) -> list[TopicTotals] | None:
         if not await self._rollups_built():
             return None
-        return rollups.totals_of(await self.rows(rollups.TOTALS, rollups.TOTALS_VALUES))
+        rows = await self.rows(rollups.TOTALS, rollups.TOTALS_VALUES)  # a row per topic
+        if len(rows) > LOOP_ROWS:
+            return await run_sync(rollups.totals_of, rows)
+        return rollups.totals_of(rows)
 
     async def _rollups_built(self) -> bool:
         if not self._built:
