@@ -13,7 +13,7 @@ no duplicate check is needed before it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -118,13 +118,31 @@ def returns_inserted(conn: Connection) -> bool:
 # DO NOTHING skips returns nothing), at most this many rows per statement (8 binds a row,
 # well under SQLite's 32,766).
 SQLITE_ROWS = 500
+
+
+def sqlite_chunks(total: int) -> Iterator[int]:
+    """The row counts of the statements that insert ``total`` rows: full ones of
+    ``SQLITE_ROWS``, then the rest in powers of two (437 = 256 + 128 + 32 + 16 + 4 + 1).
+    The sqlite3 module keeps every statement it prepared (up to 128); one shape per row
+    count would keep up to 58 MB of them in a worker, these ten keep about 1 MB."""
+    while total >= SQLITE_ROWS:
+        yield SQLITE_ROWS
+        total -= SQLITE_ROWS
+    size = 256
+    while total:
+        if total >= size:
+            yield size
+            total -= size
+        size //= 2
+
+
 SQLITE_INSERT = (
     "INSERT INTO messages ({columns}) VALUES {values}"
     " ON CONFLICT (topic_id, message_id) DO NOTHING RETURNING message_id"
 )
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _sqlite_insert(rows: int) -> str:
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)  # placeholders only
     return SQLITE_INSERT.format(columns=", ".join(COLUMNS), values=values)
@@ -143,8 +161,10 @@ def _sqlite_returning(
 
     ingested = when(now)
     inserted: set[str] = set()
-    for start in range(0, len(batch), SQLITE_ROWS):
-        chunk = batch[start : start + SQLITE_ROWS]
+    start = 0
+    for rows in sqlite_chunks(len(batch)):
+        chunk = batch[start : start + rows]
+        start += rows
         binds: list[Any] = []
         for m in chunk:
             binds += row(topic_id, m, when(m.published_at), ingested)
