@@ -22,6 +22,7 @@ from typing import Any
 
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
 
 from latam.broker import letters
 from latam.broker.base import Backlog, DeadLettersIn, Delivery, DeliveryPolicy
@@ -34,6 +35,8 @@ from latam.domain import ATTR_TOPIC, OutboundMessage
 MSG_ID = "Nats-Msg-Id"
 # Seconds a publish waits for its acknowledgements.
 PUBLISH_WAIT = 10.0
+# Reads of the stream's state for one backlog answer, while acks remove its first message.
+BACKLOG_TRIES = 5
 
 
 def dedupe_id(topic: str, message_id: str) -> str:
@@ -204,12 +207,20 @@ class NatsBroker(DeadLettersIn):
 
         async def go() -> tuple[int, datetime | None]:
             js = await self._ready()
-            state = (await js.stream_info(self.config.stream)).state
-            if not state.messages:
-                return 0, None
-            # The first message still in the stream is the oldest unacknowledged one.
-            first = await js.get_msg(self.config.stream, seq=state.first_seq)
-            return int(state.messages), first.time
+            messages = 0
+            for _ in range(BACKLOG_TRIES):
+                state = (await js.stream_info(self.config.stream)).state
+                messages = int(state.messages)
+                if not messages:
+                    return 0, None
+                # The first message still in the stream is the oldest unacknowledged one,
+                # unless a consumer's ack removed it since: then the state is read again.
+                try:
+                    first = await js.get_msg(self.config.stream, seq=state.first_seq)
+                except NotFoundError:
+                    continue
+                return messages, first.time
+            return messages, None  # draining faster than it can be read: age unknown
 
         messages, first = self._link.run(go())
         age = None
