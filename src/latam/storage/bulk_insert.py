@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 
 from latam.domain import NewMessage
 from latam.storage.dialects import insert_ignoring_duplicates
@@ -51,6 +51,33 @@ def row(topic_id: int, m: NewMessage, published: Any, ingested: Any) -> tuple[An
     )
 
 
+def rows_of(
+    conn: Connection, topic_id: int, batch: Iterable[NewMessage], now: datetime
+) -> list[tuple[Any, ...]]:
+    """The batch's rows; each distinct time converted once (a batch shares its times)."""
+    convert = _time_converter(conn.dialect)
+    times: dict[datetime, Any] = {}
+
+    def when(value: datetime) -> Any:
+        if value not in times:
+            times[value] = convert(value)
+        return times[value]
+
+    ingested = when(now)
+    return [row(topic_id, m, when(m.published_at), ingested) for m in batch]
+
+
+@functools.lru_cache(maxsize=8)
+def _time_converter(dialect: Dialect) -> Callable[[Any], Any]:
+    """How ``dialect``'s driver takes a timestamp of ``messages`` (None: as it is)."""
+    processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    return processor or _as_is
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
 class BulkInsert:
     """Insert messages ignoring (topic_id, message_id) duplicates, on any dialect."""
 
@@ -58,7 +85,6 @@ class BulkInsert:
         self._sql: str | None = None
         self._positional = True
         self._order: tuple[str, ...] = COLUMNS
-        self._convert: Callable[[Any], Any] = lambda value: value
 
     def _prepare(self, conn: Connection) -> str:
         if self._sql is None:
@@ -68,8 +94,6 @@ class BulkInsert:
             )
             self._positional = bool(compiled.positional)
             self._order = tuple(compiled.positiontup or COLUMNS)
-            processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
-            self._convert = processor or self._convert
             self._sql = str(compiled)
         return self._sql
 
@@ -77,15 +101,7 @@ class BulkInsert:
         self, conn: Connection, topic_id: int, batch: Iterable[NewMessage], now: datetime
     ) -> None:
         sql = self._prepare(conn)
-        times: dict[datetime, Any] = {}
-
-        def when(value: datetime) -> Any:
-            if value not in times:
-                times[value] = self._convert(value)
-            return times[value]
-
-        ingested = when(now)
-        rows = [row(topic_id, m, when(m.published_at), ingested) for m in batch]
+        rows = rows_of(conn, topic_id, batch, now)
         if not self._positional:
             conn.exec_driver_sql(sql, [dict(zip(COLUMNS, row, strict=True)) for row in rows])
         elif self._order == COLUMNS:
@@ -151,32 +167,15 @@ def _sqlite_insert(rows: int) -> str:
 def _sqlite_returning(
     conn: Connection, topic_id: int, batch: Sequence[NewMessage], now: datetime
 ) -> set[str]:
-    convert = _time_converter(conn)
-    times: dict[datetime, Any] = {}
-
-    def when(value: datetime) -> Any:
-        if value not in times:
-            times[value] = convert(value)
-        return times[value]
-
-    ingested = when(now)
+    rows = rows_of(conn, topic_id, batch, now)
     inserted: set[str] = set()
     start = 0
-    for rows in sqlite_chunks(len(batch)):
-        chunk = batch[start : start + rows]
-        start += rows
-        binds: list[Any] = []
-        for m in chunk:
-            binds += row(topic_id, m, when(m.published_at), ingested)
-        result = conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(binds))
+    for count in sqlite_chunks(len(rows)):
+        binds = [value for values in rows[start : start + count] for value in values]
+        start += count
+        result = conn.exec_driver_sql(_sqlite_insert(count), tuple(binds))
         inserted.update(result.scalars())
     return inserted
-
-
-def _time_converter(conn: Connection) -> Callable[[Any], Any]:
-    dialect = conn.dialect
-    processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
-    return processor or (lambda value: value)
 
 
 def insert_returning(
