@@ -59,7 +59,7 @@ def load(url: str, data_dir: Path, sizes: Sequence[int]) -> list[int]:
             ]
             with engine.begin() as conn:
                 insert(conn, topic_id, batch, datetime.now(UTC))
-                rollups.add(conn, topic_id, batch)
+                rollups.add(conn, {topic_id: batch})
     elapsed = time.monotonic() - started
     print(f"  loaded {sum(sizes):,} messages in {elapsed:.0f} s", flush=True)
     store.close()

@@ -40,7 +40,14 @@ from latam.domain import (
 )
 from latam.errors import BrokerUnavailable, Conflict, NotFound, StoreUnavailable
 from latam.filters import FieldPath, Filter, Filters
-from latam.storage.port import Bucket, SchemaVersion, StoredMessage, TopicTotals, WriteResult
+from latam.storage.port import (
+    Bucket,
+    SchemaVersion,
+    StatsVersion,
+    StoredMessage,
+    TopicTotals,
+    WriteResult,
+)
 
 MAX_REASON = 1000  # characters of a reason kept, as the SQLite broker does
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -293,6 +300,7 @@ class MemoryStore:
         self._seqs = itertools.count(1)  # one sequence for all topics, as in SQL
         self._schemas: dict[tuple[int, int], SchemaVersion] = {}
         self._enforced: dict[int, int] = {}
+        self._stats_versions: Counter[int] = Counter()  # as ``topics.stats_version``
 
     def _check(self) -> None:
         self.calls += 1
@@ -345,6 +353,7 @@ class MemoryStore:
             self._unique(name, keep=topic_id)
             renamed = Topic(topic_id, name, topic.created_at, utcnow(), topic.retention_seconds)
             self._topics[topic_id] = renamed
+            self._stats_versions[topic_id] += 1
         return renamed
 
     def delete_topic(self, topic_id: int) -> None:
@@ -384,6 +393,7 @@ class MemoryStore:
                 )
                 stored[m.topic] += 1
                 published.append(m.published_at)
+                self._stats_versions[topic_id] += 1
         received = Counter(m.topic for _, m in batch)
         duplicates = {name: count - stored[name] for name, count in received.items()}
         return WriteResult(
@@ -557,7 +567,19 @@ class MemoryStore:
             )[:limit]
             for _, _, key in old:
                 del self._messages[key]
+            if old:
+                self._stats_versions[topic_id] += 1
         return len(old)
+
+    def stats_version(self, topic_id: int | None) -> StatsVersion | None:
+        self._check()
+        with self._lock:
+            ids = (
+                sorted(self._topics)
+                if topic_id is None
+                else [topic_id] * (topic_id in self._topics)
+            )
+            return tuple((i, self._stats_versions[i]) for i in ids)
 
     def add_schema(
         self, topic_id: int, *, version: int, schema: str, compatibility: str

@@ -131,6 +131,7 @@ def build_service(settings: Settings) -> Service:
         pages=pages,
         stats=stats_reader(pages),
         store_limiter=limiter,
+        stats_cache_bytes=settings.stats_cache_bytes,
     )
 
 

@@ -100,6 +100,12 @@ API_KEY_LOOKUPS = Counter(
     " refused by their shape or answered from the cache cost none.",
     ["result"],
 )
+STATS_CACHE = Counter(
+    "latam_stats_cache_lookups",
+    "Stats answers looked up among those kept: hit (given again), stale (its topic changed"
+    " since) or miss (not kept).",
+    ["result"],
+)
 MESSAGES_PUBLISHED = Counter(
     "latam_messages_published", "Messages accepted onto the broker.", ["topic"]
 )

@@ -5,14 +5,16 @@ Keyword-only functions over the two ports; no HTTP, no SQL, no broker specifics 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
 from anyio import CapacityLimiter
@@ -62,6 +64,7 @@ from latam.storage.port import (
     RenderedPages,
     SchemaVersion,
     StatsReader,
+    StatsVersion,
     Store,
     StoredMessage,
     TopicTotals,
@@ -73,6 +76,84 @@ SMALL_PAGE_BYTES = 128 * 1024
 
 # Bounds the size of one stats response; a wider range must use a larger bucket.
 MAX_BUCKETS = 10_000
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+Rendered = TypeVar("Rendered")
+
+
+class StatsCache:
+    """Stats answers kept with the stats version they were read at (``Store.stats_version``):
+    an answer is given again only while the version it was read at is still the current
+    one, so it is exactly what reading again would give. Dashboards poll the same topics
+    and ranges far more often than most topics change; a kept answer costs the store one
+    primary-key lookup (every topic's version, for ``/v1/stats``) instead of its buckets.
+    Bounded by ``max_bytes``, least recently used out first; used on the event loop only."""
+
+    def __init__(self, max_bytes: int) -> None:
+        from cachetools import LRUCache
+
+        self.max_bytes = max_bytes
+        self._kept: LRUCache[Hashable, tuple[StatsVersion, Any]] = LRUCache(
+            maxsize=max(max_bytes, 1), getsizeof=_kept_size
+        )
+
+    def get(self, key: Hashable, version: StatsVersion) -> Any | None:
+        kept = self._kept.get(key)
+        if kept is None or kept[0] != version:
+            metrics.STATS_CACHE.labels("miss" if kept is None else "stale").inc()
+            return None
+        metrics.STATS_CACHE.labels("hit").inc()
+        return kept[1]
+
+    def put(self, key: Hashable, version: StatsVersion, answer: Any) -> None:
+        entry = (version, answer)
+        if _kept_size(entry) <= self.max_bytes:
+            self._kept[key] = entry
+
+
+class FreshReads:
+    """Concurrent reads of the same key share one read that started after each of them
+    asked: a caller joins the read that has not started yet (there is at most one per
+    key), which starts once the one in progress ends. N callers at once cost two reads,
+    not N, and none gets an answer older than its call. Used on the event loop only."""
+
+    def __init__(self) -> None:
+        self._queued: dict[Hashable, asyncio.Future[Any]] = {}
+        self._running: dict[Hashable, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def read(self, key: Hashable, read: Callable[[], Awaitable[Result]]) -> Result:
+        answer = self._queued.get(key)
+        if answer is None:
+            answer = self._queued[key] = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._run(key, read, answer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        # shield: a caller that goes away does not cancel the read the others wait for
+        return cast(Result, await asyncio.shield(answer))
+
+    async def _run(
+        self, key: Hashable, read: Callable[[], Awaitable[Any]], answer: asyncio.Future[Any]
+    ) -> None:
+        before = self._running.get(key)
+        if before is not None:
+            await asyncio.wait([before])
+        del self._queued[key]  # started: callers from now on queue the next read
+        self._running[key] = answer
+        try:
+            answer.set_result(await read())
+        except BaseException as exc:  # every caller gets it, as if it had read alone
+            answer.set_exception(exc)
+            answer.exception()  # retrieved: no "never retrieved" warning without callers
+        finally:
+            if self._running.get(key) is answer:
+                del self._running[key]
+
+
+def _kept_size(entry: tuple[StatsVersion, Any]) -> int:
+    """Bytes an answer holds, roughly: its body and its version's pairs."""
+    return sys.getsizeof(entry[1]) + 72 * len(entry[0]) + 200
 
 
 async def _rendered(render: Callable[[Sequence[Any]], Rendered], rows: Sequence[Any]) -> Rendered:
@@ -166,11 +247,6 @@ class LetterSummary:
         self.by_topic[letter.topic] = self.by_topic.get(letter.topic, 0) + 1
 
 
-Params = ParamSpec("Params")
-Result = TypeVar("Result")
-Rendered = TypeVar("Rendered")
-
-
 @dataclass(frozen=True, slots=True)
 class PublishItem:
     """One message as a producer sends it."""
@@ -222,6 +298,8 @@ class Service:
     # How long a readiness answer is reused: probes and anyone else calling /readyz (it is
     # public) cost the dependencies one check per process per interval at most.
     readiness_ttl: float = 1.0
+    # Bytes of stats answers kept per stats version (``StatsCache``); 0 keeps none.
+    stats_cache_bytes: int = 16 * 1024 * 1024
     _readiness: tuple[float, dict[str, str | None]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -229,6 +307,8 @@ class Service:
         # The worker's ingest, for messages that reach the API (Pub/Sub push).
         self.ingest = Ingest(self.store, self.max_message_bytes, self.contracts)
         self.page_reader: PageReader = self.pages or RenderedPages(self.store)
+        self._stats_cache = StatsCache(self.stats_cache_bytes)
+        self._versions = FreshReads()
 
     async def in_store_thread(
         self, call: Callable[Params, Result], /, *args: Params.args, **kwargs: Params.kwargs
@@ -466,18 +546,28 @@ class Service:
         renders them (a read and its body in one hop); a big answer is rendered in a
         thread either way."""
         _check_stats_range(bucket, since, until)
+        key = (render, topic_id, bucket, since, until)
+        version = await self._stats_version(topic_id)
+        if version:  # () is no such topic: the read below says so
+            kept = self._stats_cache.get(key, version)
+            if kept is not None:
+                return cast(Rendered, kept)
         found = None
         if self.stats is not None:
             found = await self.stats.topic_stats(
                 topic_id, bucket=bucket, since=since, until=until, limit=MAX_BUCKETS + 1
             )
         if found is None:
-            return await self.in_store_thread(
+            answer = await self.in_store_thread(
                 lambda: render(
                     self.topic_stats(topic_id=topic_id, bucket=bucket, since=since, until=until)
                 )
             )
-        return await _rendered(render, _fits(found, bucket))
+        else:
+            answer = await _rendered(render, _fits(found, bucket))
+        if version:
+            self._stats_cache.put(key, version, answer)
+        return answer
 
     def all_stats(self) -> list[TopicTotals]:
         """Totals per topic, topics without messages included."""
@@ -485,10 +575,31 @@ class Service:
 
     async def read_all_stats(self, render: Callable[[Sequence[TopicTotals]], Rendered]) -> Rendered:
         """``all_stats`` for the API, ``render``ed, as ``read_topic_stats`` reads."""
+        key = (render, None)
+        version = await self._stats_version(None)
+        if version is not None:
+            kept = self._stats_cache.get(key, version)
+            if kept is not None:
+                return cast(Rendered, kept)
         found = None if self.stats is None else await self.stats.all_stats()
         if found is None:
-            return await self.in_store_thread(lambda: render(self.all_stats()))
-        return await _rendered(render, found)
+            answer = await self.in_store_thread(lambda: render(self.all_stats()))
+        else:
+            answer = await _rendered(render, found)
+        if version is not None:
+            self._stats_cache.put(key, version, answer)
+        return answer
+
+    async def _stats_version(self, topic_id: int | None) -> StatsVersion | None:
+        """The stats version of one topic (None: of all), where answers are kept."""
+        if self._stats_cache.max_bytes == 0:
+            return None
+        reader = self.stats
+        if reader is not None:
+            return await self._versions.read(topic_id, lambda: reader.stats_version(topic_id))
+        return await self._versions.read(
+            topic_id, lambda: self.in_store_thread(self.store.stats_version, topic_id)
+        )
 
     # -- dead letters -----------------------------------------------------------------
     def list_dead_letters(

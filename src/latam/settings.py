@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         " (always at least one message); next_cursor continues after it.",
     )
 
+    stats_cache_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=0,
+        description="Bytes of stats answers each API process keeps, each given again while"
+        " its topic's rollups and name are unchanged (0: none kept, every call reads).",
+    )
+
     query_timeout_seconds: float = Field(
         10.0,
         gt=0,

@@ -149,3 +149,45 @@ def test_openapi_documents_the_responses(client: httpx.Client) -> None:
     schema = route["responses"]["200"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/TopicStats"}
     assert "/v1/stats" in spec["paths"]
+
+
+def test_every_answer_follows_each_change_at_once(client: httpx.Client) -> None:
+    """Stats answers are kept between calls (per API process), yet each call right after
+    a change sees it: new rows, a rename and a deletion; asked often enough to reach
+    every API process, each with an answer kept from before the change."""
+    topic = create_topic(client)
+
+    def answers() -> list[tuple[int, dict[str, Any] | None]]:
+        found = []
+        for _ in range(8):
+            stats = client.get(f"/v1/topics/{topic}/stats", params={"bucket": "day"})
+            everything = client.get("/v1/stats").json()["data"]
+            mine = [row for row in everything if row["topic_id"] == topic]
+            if stats.status_code == 404:
+                found.append((-1, mine[0] if mine else None))
+            else:
+                found.append((stats.json()["total"]["count"], mine[0] if mine else None))
+        return found
+
+    def publish(count: int) -> None:
+        batch = {"messages": [{"data": {"i": i}} for i in range(count)]}
+        assert client.post(f"/v1/topics/{topic}/messages", json=batch).status_code == 202
+
+    publish(3)
+    assert len(wait_for_count(client, topic, 3)) == 3
+    assert {(n, row and (row["count"], row["topic"])) for n, row in answers()} == {
+        (3, (3, f"{topic_name(client, topic)}"))
+    }
+    publish(2)
+    assert len(wait_for_count(client, topic, 5)) == 5  # stored: the stats say so at once
+    assert {(n, row and row["count"]) for n, row in answers()} == {(5, 5)}
+    renamed = f"renamed-{topic}"
+    assert client.put(f"/v1/topics/{topic}", json={"name": renamed}).status_code == 200
+    assert {(n, row and row["topic"]) for n, row in answers()} == {(5, renamed)}
+    assert client.delete(f"/v1/topics/{topic}").status_code == 204
+    assert set(answers()) == {(-1, None)}
+
+
+def topic_name(client: httpx.Client, topic: int) -> str:
+    name: str = client.get(f"/v1/topics/{topic}").json()["name"]
+    return name

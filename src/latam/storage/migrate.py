@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision (versions/<HEAD>_*.py); revisions are numbered 0001, 0002, …
-HEAD = "0008"
+HEAD = "0009"
 KNOWN = frozenset(f"{n:04d}" for n in range(1, int(HEAD) + 1))
 VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
 

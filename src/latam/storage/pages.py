@@ -26,7 +26,18 @@ from latam.domain import BUCKET_SECONDS, Position, window_start
 from latam.errors import StoreUnavailable
 from latam.storage import rollups
 from latam.storage.filter_sql import where_sql
-from latam.storage.port import LOOP_ROWS, Bucket, JsonPage, PageRequest, TopicTotals
+from latam.storage.port import (
+    LOOP_ROWS,
+    STATS_VERSION,
+    STATS_VERSIONS,
+    Bucket,
+    JsonPage,
+    PageRequest,
+    StatsVersion,
+    TopicTotals,
+    read_stats_version,
+    stats_version_of,
+)
 from latam.storage.timeouts import sqlite_deadline
 
 # A page is read in two statements: the probe walks an index for the keys and sizes of
@@ -134,6 +145,18 @@ class SqlitePages:
     async def all_stats(self) -> list[TopicTotals] | None:
         """Every topic's totals: as many rows as topics, so read by the store in a thread."""
         return None
+
+    async def stats_version(self, topic_id: int | None) -> StatsVersion | None:
+        """A primary-key lookup on the read-only connection; every topic's version there
+        too, up to ``LOOP_ROWS`` topics (more are read again in a thread)."""
+        if not self._rollups_built():
+            return None
+        if topic_id is not None:
+            return stats_version_of(self._rows(STATS_VERSION, {"topic": topic_id}))
+        rows = self._rows(f"{STATS_VERSIONS} LIMIT {LOOP_ROWS + 1}", {})
+        if len(rows) > LOOP_ROWS:
+            rows = await run_sync(self._rows, STATS_VERSIONS, {})
+        return await read_stats_version(rows)
 
     def _rollups_built(self) -> bool:
         if not self._built:

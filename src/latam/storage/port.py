@@ -144,6 +144,11 @@ class Store(Protocol):
         ...
 
     def all_stats(self) -> list[TopicTotals]: ...
+    def stats_version(self, topic_id: int | None) -> StatsVersion | None:
+        """What the stats of one topic (None: of every topic) depend on, which changes
+        whenever they may; None while the rollups do not hold every row yet."""
+        ...
+
     def set_retention(self, topic_id: int, seconds: int | None) -> Topic:
         """Keep the topic's messages ``seconds`` after publication (None: forever)."""
         ...
@@ -240,6 +245,27 @@ class PageReader(Protocol):
 LOOP_ROWS = 2_000
 
 
+# ``(topic id, topics.stats_version)`` of one topic (empty: no such topic) or of every
+# topic, in id order. Topic ids are never reused and a topic's version only goes up, so
+# two equal values mean the same rollups and names.
+StatsVersion = tuple[tuple[int, int], ...]
+# The statements that read it; the version of one topic is a primary-key lookup.
+STATS_VERSION = "SELECT id, stats_version FROM topics WHERE id = :topic"
+STATS_VERSIONS = "SELECT id, stats_version FROM topics ORDER BY id"
+
+
+def stats_version_of(rows: Sequence[Sequence[Any]]) -> StatsVersion:
+    return tuple((int(topic_id), int(version)) for topic_id, version in rows)
+
+
+async def read_stats_version(rows: Sequence[Sequence[Any]]) -> StatsVersion:
+    """``stats_version_of`` for a reader on the event loop: past ``LOOP_ROWS`` topics, in
+    a thread."""
+    if len(rows) > LOOP_ROWS:
+        return await run_sync(stats_version_of, rows)
+    return stats_version_of(rows)
+
+
 class StatsReader(Protocol):
     """How the service reads the stats where a store has a reader of its own (PostgreSQL
     on its async pool, ``bootstrap.stats_reader``); the same answers as ``Store``'s."""
@@ -258,6 +284,10 @@ class StatsReader(Protocol):
 
     async def all_stats(self) -> list[TopicTotals] | None:
         """As ``Store.all_stats``; None when the store has to answer instead."""
+        ...
+
+    async def stats_version(self, topic_id: int | None) -> StatsVersion | None:
+        """As ``Store.stats_version``."""
         ...
 
 

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,7 @@ from latam.storage.bulk_insert import BulkInsert, insert_returning, returns_inse
 from latam.storage.dialects import (
     SEQ_INDEX,
     TIME_INDEX,
+    driver_rows,
     in_time_order,
     pool_usage,
     through,
@@ -44,7 +45,17 @@ from latam.storage.dialects import (
 )
 from latam.storage.filter_sql import conditions
 from latam.storage.migrate import current_revision, describe, schema_problem
-from latam.storage.port import Bucket, SchemaVersion, StoredMessage, TopicTotals, WriteResult
+from latam.storage.port import (
+    STATS_VERSION,
+    STATS_VERSIONS,
+    Bucket,
+    SchemaVersion,
+    StatsVersion,
+    StoredMessage,
+    TopicTotals,
+    WriteResult,
+    stats_version_of,
+)
 from latam.storage.schema import messages, topic_schemas, topics
 from latam.storage.schema import rollups as rollups_table
 from latam.storage.stats import all_totals, topic_buckets
@@ -162,7 +173,11 @@ class SqlStore:
 
     def rename_topic(self, topic_id: int, name: str) -> Topic:
         now = utcnow()
-        stmt = update(topics).where(topics.c.id == topic_id).values(name=name, updated_at=now)
+        stmt = (
+            update(topics)
+            .where(topics.c.id == topic_id)
+            .values(name=name, updated_at=now, stats_version=topics.c.stats_version + 1)
+        )
         conflict = self._errors(conflict=f"topic {name!r} already exists")
         with conflict, self.engine.begin() as conn:
             if conn.execute(stmt).rowcount == 0:
@@ -236,12 +251,14 @@ class SqlStore:
         now = utcnow()
         with self._errors(), self.engine.begin() as conn:
             _take_turns(conn, sorted(by_topic))
+            counted: dict[int, Iterable[NewMessage]] = {}
             for topic_id, batch_of_topic in by_topic.items():
                 fresh = self._insert_new(conn, topic_id, batch_of_topic, now)
                 if fresh:
-                    rollups.add(conn, topic_id, fresh.values())
+                    counted[topic_id] = fresh.values()
                 stored[names[topic_id]] = stored.get(names[topic_id], 0) + len(fresh)
                 published.extend(m.published_at for m in fresh.values())
+            rollups.add(conn, counted)
         received = Counter(message.topic for _, message in batch)
         duplicates = {name: count - stored.get(name, 0) for name, count in received.items()}
         return WriteResult(stored=stored, duplicates=duplicates, stored_published_at=published)
@@ -391,6 +408,15 @@ class SqlStore:
 
     def all_stats(self) -> list[TopicTotals]:
         return rollups.totals(self._reads) if self._rollups_built() else all_totals(self.engine)
+
+    def stats_version(self, topic_id: int | None) -> StatsVersion | None:
+        if not self._rollups_built():
+            return None
+        sql, values = (
+            (STATS_VERSIONS, {}) if topic_id is None else (STATS_VERSION, {"topic": topic_id})
+        )
+        with self._errors(), self._reads.connect() as conn:
+            return stats_version_of(driver_rows(conn, sql, values))
 
     def build_rollups(self, stop: threading.Event, pause: float = 0.05) -> None:
         """Add the rows stored before the rollups existed, a batch per transaction with a

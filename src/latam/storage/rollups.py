@@ -4,7 +4,7 @@ with the writes so that the stats endpoints never scan ``messages``.
 - ``add`` runs in the transaction that inserts a batch, with exactly the rows that
   transaction inserted (``SqlStore.write_messages``), so a redelivered or replayed message,
   which the insert ignores, is never counted twice, and a batch that rolls back leaves no
-  trace.
+  trace. It and ``remove`` raise the topic's ``stats_version`` in that transaction.
 - Rows stored before the table existed are added by ``build_step`` in bounded batches
   (the worker runs it in the background); until it is done the stats read the rows.
 - ``buckets`` answers any ``since``/``until`` range exactly: whole buckets from the
@@ -36,7 +36,7 @@ from latam.storage.dialects import (
     translate_errors,
 )
 from latam.storage.port import LOOP_ROWS, Bucket, TopicTotals
-from latam.storage.schema import UTCDateTime, messages, rollup_build, rollups
+from latam.storage.schema import UTCDateTime, messages, rollup_build, rollups, topics
 
 WIDTHS = tuple(sorted(BUCKET_SECONDS.values()))  # 60, 3600, 86400
 # Runs a statement (``:name`` binds) on an async reader and returns its rows.
@@ -158,9 +158,21 @@ def _write(conn: Connection, topic_id: int, figures: dict[Key, Figures]) -> None
         )
 
 
-def add(conn: Connection, topic_id: int, inserted: Iterable[NewMessage]) -> None:
-    """Count rows the caller's transaction inserted (sizes as ``size_bytes`` stores them)."""
-    _write(conn, topic_id, tally((m.published_at, len(m.data.encode())) for m in inserted))
+def add(conn: Connection, inserted: Mapping[int, Iterable[NewMessage]]) -> None:
+    """Count rows the caller's transaction inserted, per topic (sizes as ``size_bytes``
+    stores them), and raise those topics' stats versions."""
+    for topic_id, rows in inserted.items():
+        _write(conn, topic_id, tally((m.published_at, len(m.data.encode())) for m in rows))
+    touch(conn, list(inserted))
+
+
+def touch(conn: Connection, topic_ids: Sequence[int]) -> None:
+    """Raise ``topics.stats_version`` of ``topic_ids`` in the caller's transaction: every
+    change to a topic's rollups (or its name) does, so that a stats answer kept with the
+    version it was read at (``service.StatsCache``) is reused only while it is exact."""
+    if topic_ids:
+        bump = topics.c.stats_version + 1
+        conn.execute(update(topics).where(topics.c.id.in_(topic_ids)).values(stats_version=bump))
 
 
 def remove(conn: Connection, topic_id: int, deleted: Iterable[tuple[datetime, int]]) -> None:
@@ -172,6 +184,7 @@ def remove(conn: Connection, topic_id: int, deleted: Iterable[tuple[datetime, in
     figures = tally(deleted)
     if not figures:
         return
+    touch(conn, [topic_id])
     where = (
         rollups.c.topic_id == topic_id,
         rollups.c.width == bindparam("w"),

@@ -89,6 +89,9 @@ topics = Table(
     Column("schema_version", Integer, nullable=True),
     # Messages published longer ago than this many seconds are deleted; None keeps them.
     Column("retention_seconds", BigInteger, nullable=True),
+    # Goes up in every transaction that changes the topic's rollups or its name: a stats
+    # answer read at one value holds for as long as it stays (``service.StatsCache``).
+    Column("stats_version", BigInteger, nullable=False, server_default="0"),
     UniqueConstraint("name"),
     **TABLE_OPTIONS,
 )

@@ -35,12 +35,17 @@ from latam.storage.dialects import MYSQL_NAMES, SEQ_INDEX, TIME_INDEX, translate
 from latam.storage.filter_sql import where_sql
 from latam.storage.port import (
     LOOP_ROWS,
+    STATS_VERSION,
+    STATS_VERSIONS,
     Bucket,
     JsonPage,
     PageRequest,
+    StatsVersion,
     Store,
     TopicTotals,
     read_rendered,
+    read_stats_version,
+    stats_version_of,
 )
 from latam.storage.timeouts import statement_timeout, too_expensive
 
@@ -359,6 +364,13 @@ class AsyncPgPages:
         if len(rows) > LOOP_ROWS:
             return await run_sync(rollups.totals_of, rows)
         return rollups.totals_of(rows)
+
+    async def stats_version(self, topic_id: int | None) -> StatsVersion | None:
+        if not await self._rollups_built():
+            return None
+        if topic_id is None:  # a row per topic, as ``all_stats`` reads
+            return await read_stats_version(await self.rows(STATS_VERSIONS, {}))
+        return stats_version_of(await self.rows(STATS_VERSION, {"topic": topic_id}))
 
     async def _rollups_built(self) -> bool:
         if not self._built:
