@@ -88,14 +88,18 @@ class StatsCache:
     one, so it is exactly what reading again would give. Dashboards poll the same topics
     and ranges far more often than most topics change; a kept answer costs the store one
     primary-key lookup (every topic's version, for ``/v1/stats``) instead of its buckets.
-    Bounded by ``max_bytes``, least recently used out first; used on the event loop only."""
 
-    def __init__(self, max_bytes: int) -> None:
-        from cachetools import LRUCache
+    Bounded by ``max_bytes`` (least recently used out first), and no answer is kept longer
+    than ``max_seconds``: a writer that does not raise the versions (one of the release
+    before them, still running during a rollout) or a database restored under a running
+    API cannot make an answer wrong for longer than that. Used on the event loop only."""
+
+    def __init__(self, max_bytes: int, max_seconds: float = 60.0) -> None:
+        from cachetools import TTLCache
 
         self.max_bytes = max_bytes
-        self._kept: LRUCache[Hashable, tuple[StatsVersion, Any]] = LRUCache(
-            maxsize=max(max_bytes, 1), getsizeof=_kept_size
+        self._kept: TTLCache[Hashable, tuple[StatsVersion, Any]] = TTLCache(
+            maxsize=max(max_bytes, 1), ttl=max_seconds, getsizeof=_kept_size
         )
 
     def get(self, key: Hashable, version: StatsVersion) -> Any | None:
@@ -110,6 +114,12 @@ class StatsCache:
         entry = (version, answer)
         if _kept_size(entry) <= self.max_bytes:
             self._kept[key] = entry
+
+
+def _kept_size(entry: tuple[StatsVersion, Any]) -> int:
+    """Bytes an answer holds, with room to spare: its body, its version's pairs (about
+    120 bytes each), and its key and the cache's own links (under 700 bytes, measured)."""
+    return sys.getsizeof(entry[1]) + 120 * len(entry[0]) + 700
 
 
 class FreshReads:
@@ -136,24 +146,24 @@ class FreshReads:
     async def _run(
         self, key: Hashable, read: Callable[[], Awaitable[Any]], answer: asyncio.Future[Any]
     ) -> None:
-        before = self._running.get(key)
-        if before is not None:
-            await asyncio.wait([before])
-        del self._queued[key]  # started: callers from now on queue the next read
-        self._running[key] = answer
         try:
+            before = self._running.get(key)
+            if before is not None:
+                await asyncio.wait([before])
+            del self._queued[key]  # started: callers from now on queue the next read
+            self._running[key] = answer
             answer.set_result(await read())
-        except BaseException as exc:  # every caller gets it, as if it had read alone
+        except Exception as exc:  # every caller gets it, as if it had read alone
             answer.set_exception(exc)
             answer.exception()  # retrieved: no "never retrieved" warning without callers
+        except BaseException:  # cancelled (the loop is closing): so are its callers
+            answer.cancel()
+            raise
         finally:
+            if self._queued.get(key) is answer:
+                del self._queued[key]
             if self._running.get(key) is answer:
                 del self._running[key]
-
-
-def _kept_size(entry: tuple[StatsVersion, Any]) -> int:
-    """Bytes an answer holds, roughly: its body and its version's pairs."""
-    return sys.getsizeof(entry[1]) + 72 * len(entry[0]) + 200
 
 
 async def _rendered(render: Callable[[Sequence[Any]], Rendered], rows: Sequence[Any]) -> Rendered:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from latam.bootstrap import page_reader
+from latam.bootstrap import page_reader, stats_reader
 from latam.service import Service
 from latam.settings import Settings
 from latam.storage import migrate
@@ -54,7 +54,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyStore]:
 
 @pytest.fixture(params=[*STORES, "memory"])
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
-    """A service on the store, with the store's own page reader (``bootstrap.page_reader``)."""
+    """A service on the store, with the store's own page and stats readers, as
+    ``bootstrap.build_service`` makes it."""
     if request.param == "memory":
         yield Service(store=MemoryStore(), broker=MemoryBroker(), max_message_bytes=1 << 18)
         return
@@ -63,7 +64,13 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
         migrate.upgrade(engine)
         store = SqlStore(engine)
         pages = page_reader(store, Settings(data_dir=tmp_path))
-        yield Service(store=store, broker=MemoryBroker(), max_message_bytes=1 << 18, pages=pages)
+        yield Service(
+            store=store,
+            broker=MemoryBroker(),
+            max_message_bytes=1 << 18,
+            pages=pages,
+            stats=stats_reader(pages),
+        )
         store.close()
 
 

@@ -37,6 +37,7 @@ from latam.storage.dialects import (
     SEQ_INDEX,
     TIME_INDEX,
     driver_rows,
+    in_ingest_order,
     in_time_order,
     pool_usage,
     through,
@@ -347,12 +348,13 @@ class SqlStore:
         until: datetime | None,
         after_time: datetime | None,
     ) -> Select[Any]:
-        query: Select[Any] = select(*columns).where(messages.c.topic_id == topic_id)
+        query: Select[Any] = select(*columns)
+        dialect = self.engine.dialect.name
         if since is None and until is None:
-            query = through(query, SEQ_INDEX).where(messages.c.seq > after_seq)
-            return query.order_by(messages.c.seq).limit(limit)
+            return in_ingest_order(query, topic_id, after_seq, limit, dialect)
         start = window_start(since, Position(after_seq, after_time))
-        return in_time_order(query, start, until, limit, self.engine.dialect.name)
+        query = query.where(messages.c.topic_id == topic_id)
+        return in_time_order(query, start, until, limit, dialect)
 
     def filter_clauses(self, filters: Filters) -> list[TextClause]:
         """``filters`` as WHERE clauses on ``messages`` in this store's dialect."""

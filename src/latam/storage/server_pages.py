@@ -95,7 +95,7 @@ FROM (
     SELECT seq, message_id, data, attributes, published_at, ingested_at, schema_version,
       ROW_NUMBER() OVER w AS n,
       SUM(size_bytes + length(attributes)) OVER w - size_bytes - length(attributes) AS before_row
-    FROM messages WHERE topic_id = {topic}{where}
+    FROM messages WHERE {scope}{where}
     WINDOW w AS (ORDER BY {order} ROWS UNBOUNDED PRECEDING)
     ORDER BY {order} LIMIT :probe
   ) AS probe
@@ -126,6 +126,9 @@ MYSQL_LAST = (
     " '%Y-%m-%d %H:%i:%s.%f')) ORDER BY {desc} SEPARATOR ','), ',', 1)"
 )
 IN_INGEST_ORDER = " AND seq > :after"
+# PostgreSQL's page in ingest order: see ``dialects.in_ingest_order``.
+PG_INGEST_SCOPE = "(topic_id, seq) > (:topic, :after) AND topic_id <= :topic"
+PG_INGEST_ORDER = "topic_id, seq"
 SINCE = " AND published_at >= :after_time"
 UNTIL = " AND published_at < :until"
 PG_AFTER = " AND (published_at, seq) > (:after_time, :after)"
@@ -187,6 +190,11 @@ def page_statement(
             if name in values:
                 values[name] = values[name].astimezone(UTC).replace(tzinfo=None)
     m_order = ", ".join(f"m.{column}" for column in order.split(", "))
+    topic = str(int(request.topic_id)) if request.filters else ":topic"
+    scope = f"topic_id = {topic}"
+    if not mysql and not request.in_time and not request.filters:
+        # One range of (topic_id, seq), whatever the planner thinks of the primary key.
+        scope, where, order = PG_INGEST_SCOPE, matching, PG_INGEST_ORDER
     array = (MYSQL_ARRAY if mysql else PG_ARRAY).format(
         row=MYSQL_ROW if mysql else PG_ROW, order=m_order
     )
@@ -196,7 +204,6 @@ def page_statement(
     index = TIME_INDEX if request.in_time else SEQ_INDEX
     # A filter on an indexed field lets the optimiser choose; otherwise MariaDB is told.
     hint = "" if " lf_" in matching else f" FORCE INDEX ({index})"
-    topic = str(int(request.topic_id)) if request.filters else ":topic"
     sql = page.format(
         where=where,
         order=order,
@@ -206,6 +213,7 @@ def page_statement(
         last=last,
         hint=hint,
         topic=topic,
+        scope=scope,
     )
     return sql, values
 
