@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import update
 
 from latam import metrics
 from latam.api.stats import all_stats_body, buckets_json
@@ -20,7 +21,9 @@ from latam.errors import NotFound
 from latam.service import Service
 from latam.storage.port import Store
 from latam.storage.repository import SqlStore
+from latam.storage.schema import rollup_build
 from tests.contract.conftest import AnyStore
+from tests.databases import STORES
 
 START = datetime(2026, 11, 1, 23, 58, 30, tzinfo=UTC)
 
@@ -140,3 +143,54 @@ def test_nothing_is_kept_with_the_cache_off(store: AnyStore) -> None:
     asyncio.run(twice())
     if isinstance(store, SqlStore):
         assert store.stats_version(a) is not None  # the store still answers
+
+
+def test_one_batch_of_several_topics_raises_each_of_them(store: AnyStore) -> None:
+    ids = [store.create_topic(f"t{n}").id for n in range(3)]
+    before = store.stats_version(None)
+    store.write_messages(
+        [
+            (topic_id, NewMessage(f"t{n}", f"m{i}", "{}", {}, START))
+            for n, topic_id in enumerate(ids[:2])
+            for i in range(3)
+        ]
+    )
+    after = store.stats_version(None)
+    assert before is not None
+    assert after is not None
+    changed = {topic_id for (topic_id, v), (_, w) in zip(before, after, strict=True) if v != w}
+    assert changed == set(ids[:2])
+
+
+@pytest.mark.parametrize("service", STORES, indirect=True)  # the fake has no rollups
+def test_no_version_while_the_rollups_are_built(service: Service) -> None:
+    """Rows stored before the rollups (revision 0005) are added without raising versions:
+    nothing may be kept until they are all in, by the store or by its own reader."""
+    store = service.store
+    assert isinstance(store, SqlStore)
+    topic = store.create_topic("a").id
+    write(store, topic, "a", range(3))
+    with store.engine.begin() as conn:
+        conn.execute(update(rollup_build).values(horizon_seq=10**9, built_to_seq=0))
+    building = SqlStore(store.engine)
+    assert building.stats_version(topic) is None
+    assert building.stats_version(None) is None
+
+    async def reader_version() -> Any:
+        fresh = Service(
+            store=building,
+            broker=service.broker,
+            max_message_bytes=1 << 18,
+            pages=service.pages,
+            stats=service.stats,
+        )
+        try:
+            before = hits()
+            for _ in range(3):
+                await fresh.read_topic_stats(buckets_json, topic_id=topic, bucket="hour")
+            assert hits() == before
+            return None if service.stats is None else await service.stats.stats_version(topic)
+        finally:
+            await service.page_reader.aclose()
+
+    assert asyncio.run(reader_version()) is None

@@ -151,10 +151,19 @@ def test_openapi_documents_the_responses(client: httpx.Client) -> None:
     assert "/v1/stats" in spec["paths"]
 
 
-def test_every_answer_follows_each_change_at_once(client: httpx.Client) -> None:
+@pytest.fixture
+def each_call_connects(live_server_url: str) -> Iterator[httpx.Client]:
+    """A connection per request: the kernel spreads them over the API processes."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=live_server_url, timeout=30, limits=limits) as http:
+        yield http
+
+
+def test_every_answer_follows_each_change_at_once(each_call_connects: httpx.Client) -> None:
     """Stats answers are kept between calls (per API process), yet each call right after
     a change sees it: new rows, a rename and a deletion; asked often enough to reach
     every API process, each with an answer kept from before the change."""
+    client = each_call_connects
     topic = create_topic(client)
 
     def answers() -> list[tuple[int, dict[str, Any] | None]]:

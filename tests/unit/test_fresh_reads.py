@@ -1,14 +1,15 @@
 """``service.FreshReads``: callers at once share a read, and never one that started before
-they called."""
+they called; ``service.StatsCache``: bounded in bytes and in age."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from latam.errors import StoreUnavailable
-from latam.service import FreshReads
+from latam.service import FreshReads, StatsCache
 
 
 class Reads:
@@ -108,3 +109,43 @@ def test_a_caller_that_goes_away_does_not_cancel_the_others() -> None:
         assert gone.cancelled()
 
     asyncio.run(scenario())
+
+
+def test_a_read_cancelled_while_queued_cancels_its_callers_and_frees_its_key() -> None:
+    async def scenario() -> None:
+        fresh, reads = FreshReads(), Reads()
+        first = asyncio.create_task(fresh.read("k", reads))
+        await settle()
+        running = set(fresh._tasks)
+        queued = asyncio.create_task(fresh.read("k", reads))
+        await settle()
+        (waiting,) = fresh._tasks - running  # the next read, waiting for the first
+        waiting.cancel()  # as when the event loop closes
+        await settle()
+        assert queued.cancelled()
+        reads.release.set()
+        assert await first == 1
+        assert await fresh.read("k", reads) == 2  # the key is free again
+        assert not fresh._queued
+        assert not fresh._running
+
+    asyncio.run(scenario())
+
+
+def test_no_answer_is_kept_past_its_age() -> None:
+    cache = StatsCache(1 << 20, max_seconds=0.05)
+    cache.put("k", ((1, 1),), b"body")
+    assert cache.get("k", ((1, 1),)) == b"body"
+    assert cache.get("k", ((1, 2),)) is None  # its topic moved on
+    time.sleep(0.1)
+    assert cache.get("k", ((1, 1),)) is None
+
+
+def test_an_answer_bigger_than_the_cache_is_not_kept() -> None:
+    cache = StatsCache(4096)
+    cache.put("big", ((1, 1),), b"x" * 8192)
+    assert cache.get("big", ((1, 1),)) is None
+    for n in range(100):  # small ones push the oldest out, never past the bound
+        cache.put(n, ((1, 1),), b"y" * 100)
+    assert cache.get(99, ((1, 1),)) == b"y" * 100
+    assert cache.get(0, ((1, 1),)) is None
