@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pg8000.dbapi
 import pymysql
 import pytest
@@ -17,6 +19,7 @@ from latam.domain import NewMessage
 from latam.settings import Settings
 from latam.storage import cloudsql, migrate
 from latam.storage.cloudsql import cloudsql_engine
+from latam.storage.port import PageRequest
 from latam.storage.repository import SqlStore
 from tests.databases import temporary_database
 
@@ -179,4 +182,10 @@ def test_store_works_over_the_connector_drivers(
         assert store.list_messages(topic.id, limit=5)[0].published_at == published
         [bucket] = store.topic_stats(topic.id, bucket="minute", since=None, until=None, limit=5)
         assert (bucket.start, bucket.count) == (published.replace(second=0, microsecond=0), 1)
+        # The API's page reader on that engine: its statement, in the driver's dialect.
+        reader = bootstrap.page_reader(store, settings(f"{kind}://iam-user@/{database}"))
+        for after in (0, 10**9):
+            request = PageRequest(topic_id=topic.id, limit=5, max_bytes=1 << 20, after_seq=after)
+            page = asyncio.run(reader.page(request, heavy=True))
+            assert [row["id"] for row in orjson.loads(page.array)] == (["m1"] if after == 0 else [])
         store.close()
