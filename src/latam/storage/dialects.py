@@ -187,26 +187,38 @@ def through(query: Select[Any], index: str) -> Select[Any]:
     return query.with_hint(messages, hint, "mysql").with_hint(messages, hint, "mariadb")
 
 
+def one_topic(topic_id: int, dialect_name: str) -> tuple[ColumnElement[bool], ...]:
+    """The condition that keeps one topic's rows of ``messages`` in a read in ``seq``
+    order (``by_seq``), as one range of ``(topic_id, seq)``.
+
+    Given ``topic_id = ?``, PostgreSQL sees the primary key's order as that read's order
+    too and, thinking each topic spread evenly over ``seq``, may walk the primary key and
+    filter on the topic: the first page of the second of two 100,000-message topics read
+    100,000 rows of the first (12 ms instead of 0.4). ``topic_id >= ? AND topic_id <= ?``
+    keeps the same rows, is estimated from the column's statistics like the equality
+    (a row comparison was not: it misled the planner into sorting a whole topic), and
+    with ``topic_id`` in the order leaves one index that gives it. MySQL and MariaDB are
+    told the index (``through``); SQLite finds it by itself.
+    """
+    if dialect_name == "postgresql":
+        return (messages.c.topic_id >= topic_id, messages.c.topic_id <= topic_id)
+    return (messages.c.topic_id == topic_id,)
+
+
+def by_seq(dialect_name: str) -> tuple[ColumnElement[Any], ...]:
+    """The order of one topic's rows by ``seq`` that goes with ``one_topic``."""
+    if dialect_name == "postgresql":
+        return (messages.c.topic_id, messages.c.seq)
+    return (messages.c.seq,)
+
+
 def in_ingest_order(
     query: Select[Any], topic_id: int, after_seq: int, limit: int, dialect_name: str
 ) -> Select[Any]:
     """``query`` (a SELECT on ``messages``) as a page in ingest order: the topic's rows
-    after ``after_seq``, by ``seq``, read as one range of ``(topic_id, seq)``.
-
-    Given ``topic_id = ?``, PostgreSQL sees the primary key's order as the page's order
-    too and, thinking each topic spread evenly over ``seq``, may walk it from
-    ``after_seq`` and filter on the topic: the first page of the second of two
-    100,000-message topics read 100,000 rows of the first (12 ms instead of 0.3). A row
-    comparison and an upper bound on ``topic_id``, with ``topic_id`` in the order, name
-    the same rows in the same order and leave it one index that gives that order.
-    MySQL and MariaDB are told the index (``through``); SQLite finds it by itself.
-    """
-    if dialect_name == "postgresql":
-        pair = tuple_(messages.c.topic_id, messages.c.seq) > tuple_(topic_id, after_seq)
-        query = query.where(pair, messages.c.topic_id <= topic_id)
-        return query.order_by(messages.c.topic_id, messages.c.seq).limit(limit)
-    query = query.where(messages.c.topic_id == topic_id, messages.c.seq > after_seq)
-    return through(query, SEQ_INDEX).order_by(messages.c.seq).limit(limit)
+    after ``after_seq``, by ``seq``, read as one range of ``(topic_id, seq)``."""
+    query = query.where(*one_topic(topic_id, dialect_name), messages.c.seq > after_seq)
+    return through(query, SEQ_INDEX).order_by(*by_seq(dialect_name)).limit(limit)
 
 
 def in_time_order(

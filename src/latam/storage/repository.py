@@ -36,9 +36,11 @@ from latam.storage.bulk_insert import BulkInsert, insert_returning, returns_inse
 from latam.storage.dialects import (
     SEQ_INDEX,
     TIME_INDEX,
+    by_seq,
     driver_rows,
     in_ingest_order,
     in_time_order,
+    one_topic,
     pool_usage,
     through,
     translate_errors,
@@ -371,10 +373,15 @@ class SqlStore:
         return statement_timeout(conn, self.query_timeout)
 
     def last_seq(self, topic_id: int) -> int:
-        query = select(messages.c.seq).where(messages.c.topic_id == topic_id)
-        query = through(query, SEQ_INDEX).order_by(messages.c.seq.desc()).limit(1)
         with self._errors(), self._reads.connect() as conn:
-            return int(conn.execute(query).scalar() or 0)
+            return int(conn.execute(self._last_seq_query(topic_id)).scalar() or 0)
+
+    def _last_seq_query(self, topic_id: int) -> Select[Any]:
+        """The topic's newest row, at the end of its range of ``(topic_id, seq)``."""
+        dialect = self.engine.dialect.name
+        query = select(messages.c.seq).where(*one_topic(topic_id, dialect))
+        last = [column.desc() for column in by_seq(dialect)]
+        return through(query, SEQ_INDEX).order_by(*last).limit(1)
 
     def count_messages(self, topic_id: int) -> int:
         query = select(func.count()).select_from(messages).where(messages.c.topic_id == topic_id)

@@ -31,7 +31,9 @@ from latam.storage.dialects import (
     MYSQL_NAMES,
     TIME_INDEX,
     bucket_start,
+    by_seq,
     driver_rows,
+    one_topic,
     through,
     translate_errors,
 )
@@ -545,9 +547,11 @@ def verify(engine: Engine, topic_id: int | None = None, batch: int = 50_000) -> 
             query = select(
                 messages.c.seq, messages.c.topic_id, messages.c.published_at, messages.c.size_bytes
             ).where(messages.c.seq > after)
-            if topic_id is not None:
-                query = query.where(messages.c.topic_id == topic_id)
-            chunk = conn.execute(query.order_by(messages.c.seq).limit(batch)).all()
+            order: tuple[Any, ...] = (messages.c.seq,)
+            if topic_id is not None:  # one range of (topic_id, seq)
+                query = query.where(*one_topic(topic_id, conn.dialect.name))
+                order = by_seq(conn.dialect.name)
+            chunk = conn.execute(query.order_by(*order).limit(batch)).all()
             if not chunk:
                 break
             after = chunk[-1].seq

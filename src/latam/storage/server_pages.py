@@ -126,8 +126,8 @@ MYSQL_LAST = (
     " '%Y-%m-%d %H:%i:%s.%f')) ORDER BY {desc} SEPARATOR ','), ',', 1)"
 )
 IN_INGEST_ORDER = " AND seq > :after"
-# PostgreSQL's page in ingest order: see ``dialects.in_ingest_order``.
-PG_INGEST_SCOPE = "(topic_id, seq) > (:topic, :after) AND topic_id <= :topic"
+# PostgreSQL's page in ingest order names its topic as a range: ``dialects.one_topic``.
+PG_INGEST_SCOPE = "topic_id >= :topic AND topic_id <= :topic"
 PG_INGEST_ORDER = "topic_id, seq"
 SINCE = " AND published_at >= :after_time"
 UNTIL = " AND published_at < :until"
@@ -189,12 +189,14 @@ def page_statement(
         for name in ("after_time", "until"):
             if name in values:
                 values[name] = values[name].astimezone(UTC).replace(tzinfo=None)
+    # The kept rows' order, outside the probe (which reads no topic_id): by seq.
     m_order = ", ".join(f"m.{column}" for column in order.split(", "))
     topic = str(int(request.topic_id)) if request.filters else ":topic"
     scope = f"topic_id = {topic}"
     if not mysql and not request.in_time and not request.filters:
-        # One range of (topic_id, seq), whatever the planner thinks of the primary key.
-        scope, where, order = PG_INGEST_SCOPE, matching, PG_INGEST_ORDER
+        # One range of (topic_id, seq), whatever the planner thinks of the primary key
+        # (a filtered page keeps the equality: a partial field index needs it).
+        scope, order = PG_INGEST_SCOPE, PG_INGEST_ORDER
     array = (MYSQL_ARRAY if mysql else PG_ARRAY).format(
         row=MYSQL_ROW if mysql else PG_ROW, order=m_order
     )
