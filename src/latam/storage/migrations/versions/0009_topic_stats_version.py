@@ -28,5 +28,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("topics") as batch:
-        batch.drop_column("stats_version")
+    # ALTER TABLE … DROP COLUMN on every store (SQLite since 3.35, which latam needs):
+    # a batch rebuild of ``topics`` on SQLite would drop the old table, and with it, by
+    # its foreign keys' cascade, every message and rollup.
+    op.drop_column("topics", "stats_version")
