@@ -49,9 +49,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("messages") as batch:
-        batch.drop_column("schema_version")
-    with op.batch_alter_table("topics") as batch:
-        batch.drop_column("retention_seconds")
-        batch.drop_column("schema_version")
+    # In place on every store (SQLite since 3.35): a batch rebuild of ``topics`` on SQLite
+    # would drop the old table and, by its foreign keys' cascade, every message.
+    op.drop_column("messages", "schema_version")
+    op.drop_column("topics", "retention_seconds")
+    op.drop_column("topics", "schema_version")
     op.drop_table("topic_schemas")

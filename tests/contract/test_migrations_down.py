@@ -1,6 +1,6 @@
-"""Migration 0009 (``topics.stats_version``) up and down on every store, with data: no
-row is lost either way, existing topics start at version 0, and the schema is then
-exactly what ``schema.py`` describes."""
+"""Migrations 0009 (``topics.stats_version``) and 0008 (data contracts) down and up again
+on every store, with data: no row is lost either way, existing topics start at stats
+version 0, and the schema is then exactly what ``schema.py`` describes."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def counts(store: SqlStore) -> tuple[int, int, int]:
         )
 
 
+@pytest.mark.parametrize("target", ["0008", "0007"])
 @pytest.mark.parametrize("kind", STORES)
-def test_0009_up_and_down_keeps_every_row(kind: str, tmp_path: Path) -> None:
+def test_down_and_up_keeps_every_row(kind: str, target: str, tmp_path: Path) -> None:
     with temporary_database(kind, tmp_path) as url:
         engine = build_engine(url, Settings(data_dir=tmp_path))
         migrate.upgrade(engine)
@@ -46,7 +47,7 @@ def test_0009_up_and_down_keeps_every_row(kind: str, tmp_path: Path) -> None:
         config = migrate._config()
         with engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.downgrade(config, "0008")
+            command.downgrade(config, target)
         assert "stats_version" not in {c["name"] for c in inspect(engine).get_columns("topics")}
         with engine.connect() as conn:
             assert conn.execute(text("SELECT COUNT(*) FROM messages")).scalar_one() == 5
