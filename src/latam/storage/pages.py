@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from anyio.to_thread import run_sync
 
 from latam.domain import BUCKET_SECONDS, Position, window_start
@@ -41,10 +40,11 @@ from latam.storage.port import (
 from latam.storage.timeouts import sqlite_deadline
 
 # A page is read in two statements: the probe walks an index for the keys and sizes of
-# at most ``limit + 1`` rows and a running sum cuts it at the byte budget (``CUT``); then
-# only the rows kept are read, by rowid, for their data: a 250 KB message past the
-# budget is never read, and nothing is sorted with its data. The sizes are the last
-# column of both page indexes on SQLite (migration 0006), so the probes read no row.
+# at most ``limit + 1`` rows, cut at the byte budget by a running sum of their sizes
+# (``_within_budget``); then only the rows kept are read, by rowid, for their data: a
+# 250 KB message past the budget is never read, and nothing is sorted with its data.
+# The sizes are the last column of both page indexes on SQLite (migration 0006), so
+# the probes read no row.
 SEQ_KEYS = (
     "SELECT seq, size_bytes + length(attributes) AS row_bytes FROM messages WHERE topic_id = :topic"
 )
@@ -65,16 +65,18 @@ AFTER_IN_TIME = (
     f" UNION ALL SELECT * FROM ({KEYS} AND published_at > :after_time{{until}}{IN_TIME_ORDER})"
     " ORDER BY 2, 1 LIMIT :probe"  # published_at, seq
 )
-# The probe's seqs up to the one that brings their bytes to :budget (as
-# storage.dialects.within_bytes cuts), in the page's order, and how many rows it found.
-CUT = (
-    "SELECT seq, probed FROM (SELECT *, SUM(row_bytes) OVER (ORDER BY {order} ROWS"
-    " UNBOUNDED PRECEDING) AS running, COUNT(*) OVER () AS probed FROM ({page}))"
-    " WHERE running - row_bytes < :budget ORDER BY {order}"
-)
+# The kept rows, each as the JSON object storage.port.message_json renders, built by
+# SQLite from the stored text (one value a row, nothing parsed). Ids are printable
+# (domain.validate_message_id), so a quote and a backslash are all JSON escapes in them;
+# timestamps are stored as naive UTC text, "YYYY-MM-DD HH:MM:SS.ffffff".
 ROWS = (
-    "SELECT seq, message_id, data, attributes, published_at, ingested_at, schema_version"
-    " FROM messages WHERE seq IN ({marks})"
+    r"""SELECT seq, published_at, '{"id":"'"""
+    r""" || replace(replace(message_id, '\', '\\'), '"', '\"') || '","data":' || data"""
+    r""" || ',"attributes":' || attributes"""
+    r""" || ',"published_at":"' || substr(published_at, 1, 10) || 'T' || substr(published_at, 12)"""
+    r""" || 'Z","ingested_at":"' || substr(ingested_at, 1, 10) || 'T' || substr(ingested_at, 12)"""
+    r""" || 'Z","schema_version":' || coalesce(schema_version, 'null') || '}'"""
+    " FROM messages WHERE seq IN "  # + the kept seqs' placeholders
 )
 TOPIC = "SELECT 1 FROM topics WHERE id = ?"
 
@@ -83,10 +85,6 @@ def _stored(value: datetime) -> str:
     """A bound timestamp in the text form SQLAlchemy stores (naive UTC, microseconds)."""
     # isoformat, not strftime: "%Y" does not pad years before 1000 to four digits.
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _quoted(message_id: bytes) -> bytes:
-    return orjson.dumps(message_id.decode())
 
 
 class SqlitePages:
@@ -200,8 +198,6 @@ class SqlitePages:
             else:
                 values["after_time"], values["after"] = _stored(start[0]), start[1]
                 sql = AFTER_IN_TIME.format(until=upper)
-        order = "published_at, seq" if request.in_time else "seq"
-        values["budget"] = request.max_bytes
         if request.filters:  # a literal, so that a partial field index of the topic applies
             sql = sql.replace("topic_id = :topic", f"topic_id = {int(request.topic_id)}")
         try:
@@ -210,40 +206,36 @@ class SqlitePages:
                 sqlite_deadline(conn, self.query_timeout) if request.filters else nullcontext()
             )
             with bounded:
-                keys = conn.execute(CUT.format(order=order, page=sql), values).fetchall()
-            seqs = [seq for seq, _ in keys[: request.limit]]
-            probed = keys[0][1] if keys else 0
-            if light and probed > len(seqs) < request.limit:
+                probe = conn.execute(sql, values).fetchall()
+            seqs = _within_budget(probe[: request.limit], request.max_bytes)
+            if light and len(probe) > len(seqs) < request.limit:
                 return JsonPage(b"[]", None, True, len(seqs))
-            found = conn.execute(ROWS.format(marks=",".join("?" * len(seqs))), seqs).fetchall()
+            marks = ",".join("?" * len(seqs))
+            found = conn.execute(f"{ROWS}({marks})", seqs).fetchall()
             exists = bool(found) or conn.execute(TOPIC, (request.topic_id,)).fetchone() is not None
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not be read ({type(exc).__name__})") from exc
         where = {seq: n for n, seq in enumerate(seqs)}
         # A row deleted between the two reads (its topic deleted) is left out.
         shown = sorted(found, key=lambda row: where[row[0]])
-        last = (shown[-1][0], _published(shown[-1][4])) if shown else None
-        return JsonPage(_array(shown), last, probed > len(seqs), len(shown), exists)
+        last = (shown[-1][0], _published(shown[-1][1])) if shown else None
+        array = b"[" + b",".join([row[2] for row in shown]) + b"]"
+        return JsonPage(array, last, len(probe) > len(seqs), len(shown), exists)
+
+
+def _within_budget(probe: list[Any], budget: int) -> list[int]:
+    """The probe's seqs up to the row that brings their bytes (its last column) to
+    ``budget``, as storage.dialects.within_bytes cuts: a row is kept while the rows
+    before it hold less than the budget, so the first one always is."""
+    seqs: list[int] = []
+    total = 0
+    for row in probe:
+        if total >= budget:
+            break
+        seqs.append(row[0])
+        total += row[-1]
+    return seqs
 
 
 def _published(stored: bytes) -> datetime:
     return datetime.fromisoformat(stored.decode()).replace(tzinfo=UTC)
-
-
-def _array(rows: list[tuple[Any, ...]]) -> bytes:
-    """Rows as a JSON array, joined once from their parts (a ``%`` format copies a large
-    ``data`` several times). Ids are printable (domain.validate_message_id), so only a
-    quote or a backslash needs escaping, and a page rarely holds one."""
-    ids = b"".join([row[1] for row in rows])
-    plain = b'"' not in ids and b"\\" not in ids
-    parts: list[bytes] = []
-    for _, m, d, a, p, i, v in rows:
-        parts += (b',{"id":"', m, b'","data":') if plain else (b',{"id":', _quoted(m), b',"data":')
-        parts += (d, b',"attributes":', a, b',"published_at":"', p[:10], b"T", p[11:])
-        parts += (b'Z","ingested_at":"', i[:10], b"T", i[11:], b'Z","schema_version":')
-        parts += (b"null}" if v is None else b"%d}" % v,)
-    if not parts:
-        return b"[]"
-    parts[0] = b"[" + parts[0][1:]
-    parts.append(b"]")
-    return b"".join(parts)
