@@ -213,6 +213,42 @@ def test_a_plain_producer_can_feed_the_broker(harness: Harness, broker: Broker) 
     broker.ack(got)
 
 
+# Attributes a NATS header cannot hold as it is: names that are not tokens, JetStream's
+# prefix, values with edge whitespace, line breaks, tabs or non-ASCII text.
+AWKWARD = {
+    "two words": "x",
+    "Nats-Expected-Stream": "not a JetStream header",
+    "Latam-Attributes": "{}",
+    "padded": "  both ends  ",
+    "lines": "one\r\ntwo\nthree",
+    "tab": "a\tb",
+    "ñandú": "✈ ünïcode",
+}
+
+
+def test_attributes_arrive_exactly_as_published(broker: Broker) -> None:
+    """Every attribute comes back as it was published, whatever the broker's own
+    format for them (NATS: headers), and so does a message id with edge spaces."""
+    odd = replace(outbound(1), message_id=" m 1 ", attributes=AWKWARD)
+    broker.publish([odd, outbound(2)])
+    got = {d.attributes["message_id"]: d for d in pull_all(broker, 2)}
+    assert set(got) == {" m 1 ", "m-2"}
+    assert {k: got[" m 1 "].attributes[k] for k in AWKWARD} == AWKWARD
+    assert got[" m 1 "].defect is None
+    assert got["m-2"].attributes["source"] == "test"
+    broker.dead_letter([got[" m 1 "]], reason="line one\nline two")
+    broker.ack([got["m-2"]])
+    (letter,) = broker.list_dead_letters(limit=10)
+    assert letter.reason == "line one\nline two"
+    assert letter.message_id == " m 1 "
+    assert {k: letter.attributes[k] for k in AWKWARD} == AWKWARD
+    assert broker.replay_dead_letters([letter.id]) == 1
+    (again,) = pull_all(broker, 1)
+    assert {k: again.attributes[k] for k in AWKWARD} == AWKWARD
+    assert again.attributes["message_id"] == " m 1 "
+    broker.ack([again])
+
+
 def test_backlog_reports_waiting_messages(harness: Harness, broker: Broker) -> None:
     if harness.name == "pubsub":
         # Pub/Sub's backlog comes from Cloud Monitoring (num_undelivered_messages and

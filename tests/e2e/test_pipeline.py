@@ -256,3 +256,29 @@ def data_contract_on_every_path(client: httpx.Client, backend: object) -> None:
     assert by_id["d-2"]["data"] == {"flight": "LA804", "delay_min": 7}
     assert by_id["d-2"]["schema_version"] == 1
     assert client.get("/v1/dead-letters", params={"topic": name}).json()["data"] == []
+
+
+@pytest.mark.parametrize("broker_kind", sorted(BROKERS))
+def test_ids_and_attributes_are_stored_exactly(tmp_path: Path, broker_kind: str) -> None:
+    """An id with edge spaces and attributes a broker's own format cannot hold as they
+    are (NATS headers: names that are not tokens, edge whitespace, line breaks, text
+    beyond ASCII) are accepted over HTTP and stored as they were sent."""
+    attributes = {
+        "two words": "x",
+        "Nats-Expected-Stream": "mine",
+        "padded": "  both ends  ",
+        "lines": "one\r\ntwo",
+        "ñandú": "✈",
+    }
+    with (
+        BROKERS[broker_kind](tmp_path) as backend,
+        running_serve(tmp_path, **backend.settings) as (base, _proc),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        topic_id = create_topic(client)
+        body = {"id": " odd id ", "data": {"n": 1}, "attributes": attributes}
+        response = client.post(f"/v1/topics/{topic_id}/messages", json=body)
+        assert response.status_code == 202, response.text
+        (stored,) = wait_for_count(client, topic_id, 1, timeout=60)
+    assert stored["id"] == " odd id "
+    assert stored["attributes"] == attributes

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+import orjson
+
 from latam.domain import OutboundMessage
 
 REASON_MAX_ATTEMPTS = "max_delivery_attempts"
@@ -87,6 +89,20 @@ class DeliveryPolicy:
 def letter_bytes(body: bytes, attributes: Mapping[str, str]) -> int:
     """What a dead letter weighs against a page's byte budget: its body and attributes."""
     return len(body) + sum(len(k) + len(v) for k, v in attributes.items())
+
+
+def read_attributes(text: object) -> tuple[dict[str, str], str | None]:
+    """A JSON object of strings; its string pairs and ``invalid_attributes`` otherwise."""
+    try:
+        parsed = orjson.loads(text)  # type: ignore[arg-type]
+    except (orjson.JSONDecodeError, TypeError):
+        return {}, "invalid_attributes"
+    if not isinstance(parsed, dict):
+        return {}, "invalid_attributes"
+    for value in parsed.values():
+        if type(value) is not str:
+            return {k: v for k, v in parsed.items() if isinstance(v, str)}, "invalid_attributes"
+    return parsed, None
 
 
 def within_bytes(letters: Iterable[DeadLetter], max_bytes: int) -> list[DeadLetter]:

@@ -3,7 +3,9 @@
 Subjects: the stream ``STREAM`` captures ``STREAM`` (where latam publishes) and
 ``STREAM.>``; a producer sets the ``topic`` header, or publishes to ``STREAM.<topic>``
 and the subject's last part stands in for a missing header. Headers carry the latam
-attributes (``topic``, ``message_id``, ``published_at`` and the user's ones);
+attributes (``topic``, ``message_id``, ``published_at`` and the user's ones), one each,
+or all of them in one JSON header when any cannot be a header as it is
+(``nats.headers``);
 ``Nats-Msg-Id`` built from the topic and the message id lets JetStream drop re-publishes
 inside its duplicate window, and only those.
 
@@ -29,6 +31,7 @@ from latam.broker.base import Backlog, DeadLettersIn, Delivery, DeliveryPolicy
 from latam.broker.nats.admin import ensure_streams
 from latam.broker.nats.config import NatsConfig
 from latam.broker.nats.dead_letters import DeadLetterStream
+from latam.broker.nats.headers import from_headers, to_headers
 from latam.broker.nats.link import NatsLink
 from latam.domain import ATTR_TOPIC, OutboundMessage
 
@@ -90,7 +93,10 @@ class NatsBroker(DeadLettersIn):
             acks = []
             try:
                 for m in messages:
-                    headers = {**m.wire_attributes(), MSG_ID: dedupe_id(m.topic, m.message_id)}
+                    headers = {
+                        **to_headers(m.wire_attributes()),
+                        MSG_ID: dedupe_id(m.topic, m.message_id),
+                    }
                     # No wait_stall: with one, every call starts a timer task. Room comes
                     # back as other publishes are answered or, unanswered, time out.
                     acks.append(
@@ -127,18 +133,19 @@ class NatsBroker(DeadLettersIn):
 
     def _delivery(self, msg: Any) -> Delivery:
         meta = msg.metadata
-        headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
+        attributes, defect = from_headers(msg.headers or {})
         suffix = msg.subject.removeprefix(self.config.stream).lstrip(".")
-        if not headers.get(ATTR_TOPIC) and suffix:
-            headers[ATTR_TOPIC] = suffix
+        if not attributes.get(ATTR_TOPIC) and suffix:
+            attributes[ATTR_TOPIC] = suffix
         stamp = meta.timestamp
         return Delivery(
             handle=f"{meta.sequence.stream}:{meta.num_delivered}",
             broker_message_id=f"{self.config.stream}-{meta.sequence.stream}",
             body=bytes(msg.data),
-            attributes=headers,
+            attributes=attributes,
             published_at=stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC),
             delivery_attempt=int(meta.num_delivered),
+            defect=defect,
         )
 
     def _settle(self, deliveries: Sequence[Delivery], action: str, **kwargs: Any) -> None:
@@ -178,7 +185,7 @@ class NatsBroker(DeadLettersIn):
                     # One dead letter per original, even if this process dies before
                     # terminating it and the next one sets it aside again.
                     headers={
-                        **letters.stamp(d, reason, d.delivery_attempt),
+                        **to_headers(letters.stamp(d, reason, d.delivery_attempt)),
                         MSG_ID: f"dead:{d.broker_message_id}",
                     },
                 )

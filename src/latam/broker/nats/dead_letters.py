@@ -1,7 +1,7 @@
 """The NATS dead-letter store: the ``<STREAM>_DLQ`` stream, ids = its sequence numbers.
 
-Each dead letter is the original body with the original headers plus the attributes of
-``broker.letters``. Listing walks
+Each dead letter is the original body with the original attributes plus those of
+``broker.letters``, as headers (``nats.headers``). Listing walks
 the stream by sequence (``after`` is a sequence number); replay publishes the original
 back to the work stream without ``Nats-Msg-Id`` (so JetStream's duplicate window cannot
 swallow it) and deletes the dead letter; purge deletes.
@@ -17,10 +17,9 @@ from nats.js.errors import NotFoundError
 from latam.broker import letters
 from latam.broker.base import DeadLetter, within_bytes
 from latam.broker.nats.config import NatsConfig
+from latam.broker.nats.headers import from_headers, to_headers
 from latam.broker.nats.link import NatsLink
 from latam.errors import NotFound
-
-NATS_PREFIX = "Nats-"  # JetStream's own headers
 
 
 class DeadLetterStream:
@@ -75,7 +74,8 @@ class DeadLetterStream:
             js = await self._ready()
             replayed = 0
             for raw in await self._chosen(ids):
-                headers = letters.original(raw.headers or {}, foreign=[NATS_PREFIX])
+                attributes, _ = from_headers(raw.headers or {})
+                headers = to_headers(letters.original(attributes))
                 await js.publish(self.config.subject, raw.data or b"", headers=headers)
                 replayed += await self._delete(js, raw.seq)
             return replayed
@@ -122,5 +122,5 @@ class DeadLetterStream:
 
 
 def _dead_letter(raw: Any) -> DeadLetter:
-    headers = raw.headers or {}
-    return letters.parse(str(raw.seq), raw.data or b"", headers, foreign=[NATS_PREFIX])
+    attributes, _ = from_headers(raw.headers or {})
+    return letters.parse(str(raw.seq), raw.data or b"", attributes)

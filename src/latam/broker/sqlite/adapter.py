@@ -22,8 +22,9 @@ from latam.broker.base import (
     DeadLettersIn,
     Delivery,
     DeliveryPolicy,
+    read_attributes,
 )
-from latam.broker.sqlite.admin import QueueFile, read_attributes, read_body, read_time
+from latam.broker.sqlite.admin import QueueFile, read_body, read_time
 from latam.broker.sqlite.dead_letters import (
     MAX_REASON,
     DeadLetterTable,

@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
 from latam.errors import BrokerUnavailable
 
 SCHEMA = """
@@ -175,17 +173,3 @@ def read_body(value: object) -> tuple[bytes, str | None]:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass"), None
     return str(value).encode(), "invalid_body"
-
-
-def read_attributes(text: object) -> tuple[dict[str, str], str | None]:
-    """A JSON object of strings; its string pairs and ``invalid_attributes`` otherwise."""
-    try:
-        parsed = orjson.loads(text)  # type: ignore[arg-type]
-    except (orjson.JSONDecodeError, TypeError):
-        return {}, "invalid_attributes"
-    if not isinstance(parsed, dict):
-        return {}, "invalid_attributes"
-    for value in parsed.values():
-        if type(value) is not str:
-            return {k: v for k, v in parsed.items() if isinstance(v, str)}, "invalid_attributes"
-    return parsed, None

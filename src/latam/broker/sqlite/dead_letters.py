@@ -11,8 +11,8 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from latam.broker.base import DeadLetter, within_bytes
-from latam.broker.sqlite.admin import QueueFile, read_attributes, read_body, read_time
+from latam.broker.base import DeadLetter, read_attributes, within_bytes
+from latam.broker.sqlite.admin import QueueFile, read_body, read_time
 from latam.domain import ATTR_MESSAGE_ID, ATTR_TOPIC
 from latam.errors import NotFound
 
