@@ -51,7 +51,8 @@ def test_the_backlog_is_read_again_when_an_ack_removes_its_first_message(
         broker = harness.make(policy)
         assert isinstance(broker, NatsBroker)
         now = datetime.now(UTC)
-        broker.publish([OutboundMessage("orders", f"m-{i}", b"{}", {}, now) for i in range(3)])
+        for i in range(3):  # three NATS messages (one publish of several is one batch)
+            broker.publish([OutboundMessage("orders", f"m-{i}", b"{}", {}, now)])
         [first] = broker.pull(max_messages=1, timeout=5)
         js = broker._link.run(broker._ready())
         real_get_msg = js.get_msg

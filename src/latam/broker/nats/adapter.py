@@ -7,7 +7,9 @@ attributes (``topic``, ``message_id``, ``published_at`` and the user's ones), on
 or all of them in one JSON header when any cannot be a header as it is
 (``nats.headers``);
 ``Nats-Msg-Id`` built from the topic and the message id lets JetStream drop re-publishes
-inside its duplicate window, and only those.
+inside its duplicate window, and only those. A publish of several messages goes out as
+batches instead, several messages to a NATS message (``nats.batches``); the worker reads
+both forms.
 
 The consumer's ``ack_wait`` is the ack deadline and ``max_ack_pending`` the flow-control
 bound. Delivery attempts come from JetStream's ``num_delivered``; ``max_deliver`` is
@@ -18,7 +20,9 @@ message into the ``<STREAM>_DLQ`` stream with its reason before it is terminated
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +31,14 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from latam.broker import letters
-from latam.broker.base import Backlog, DeadLettersIn, Delivery, DeliveryPolicy
+from latam.broker.base import (
+    Backlog,
+    DeadLettersIn,
+    Delivery,
+    DeliveryPolicy,
+    read_attributes,
+)
+from latam.broker.nats import batches
 from latam.broker.nats.admin import ensure_streams
 from latam.broker.nats.config import NatsConfig
 from latam.broker.nats.dead_letters import DeadLetterStream
@@ -60,7 +71,9 @@ class NatsBroker(DeadLettersIn):
         self.replicas = replicas
         self._link = NatsLink(config.server)
         self._psub: Any = None
-        self._held: dict[str, Any] = {}  # handle -> NATS message, until settled
+        self._held: dict[str, Any] = {}  # handle -> NATS message or _Batch, until settled
+        self._waiting: deque[tuple[Delivery, Any]] = deque()  # fetched, not handed out
+        self._per_message = 1  # messages per NATS message in the last fetch
         self._dead_letters = DeadLetterStream(config, self._link, self._ready)
 
     async def _ready(self) -> Any:
@@ -92,16 +105,12 @@ class NatsBroker(DeadLettersIn):
             # together. ``js.publish`` would be a request, with its own timer, per message.
             acks = []
             try:
-                for m in messages:
-                    headers = {
-                        **to_headers(m.wire_attributes()),
-                        MSG_ID: dedupe_id(m.topic, m.message_id),
-                    }
+                limit = self._link.max_payload - batches.HEADROOM
+                for group in batches.chunks(messages, limit):
+                    subject, body, headers = self._wire(group)
                     # No wait_stall: with one, every call starts a timer task. Room comes
                     # back as other publishes are answered or, unanswered, time out.
-                    acks.append(
-                        await js.publish_async(self.config.subject, m.body, headers=headers)
-                    )
+                    acks.append(await js.publish_async(subject, body, headers=headers))
                 await asyncio.wait_for(asyncio.gather(*acks), timeout=PUBLISH_WAIT)
             finally:
                 for ack in acks:  # unanswered ones give their place back
@@ -109,26 +118,80 @@ class NatsBroker(DeadLettersIn):
 
         self._link.run(go())
 
+    def _wire(
+        self, group: list[tuple[OutboundMessage, bytes]]
+    ) -> tuple[str, bytes, dict[str, str]]:
+        """Subject, body and headers of one NATS message: a message alone as a plain
+        producer would send it, several as a batch (``nats.batches``)."""
+        if len(group) == 1:
+            message = group[0][0]
+            headers = to_headers(message.wire_attributes())
+            headers[MSG_ID] = dedupe_id(message.topic, message.message_id)
+            return self.config.subject, message.body, headers
+        ids = [dedupe_id(m.topic, m.message_id) for m, _ in group]
+        headers = {batches.BATCH: str(len(group)), MSG_ID: batches.dedupe_id(ids)}
+        body = b"".join(frame for _, frame in group)
+        return batches.subject(self.config.subject, len(group)), body, headers
+
     # -- consumer -----------------------------------------------------------------------
     def pull(self, *, max_messages: int, timeout: float) -> list[Delivery]:
         room = min(max_messages, self.policy.max_in_flight - len(self._held))
         if room <= 0:
             self._link.run(asyncio.sleep(timeout))
             return []
+        if not self._waiting:
+            # Enough NATS messages for ``room`` messages, by the size of the last batches.
+            wanted = max(1, room // self._per_message)
 
-        async def go() -> list[Any]:
-            await self._ready()
-            try:
-                return list(await self._psub.fetch(batch=room, timeout=max(timeout, 0.05)))
-            except (NatsTimeout, TimeoutError):
-                # An empty fetch; under load nats-py may surface asyncio's own timeout.
-                return []
+            async def go() -> list[Any]:
+                await self._ready()
+                try:
+                    return list(await self._psub.fetch(batch=wanted, timeout=max(timeout, 0.05)))
+                except (NatsTimeout, TimeoutError):
+                    # An empty fetch; under load nats-py may surface asyncio's own timeout.
+                    return []
 
-        deliveries = []
-        for msg in self._link.run(go(), timeout=timeout + 30):
-            delivery = self._delivery(msg)
-            self._held[delivery.handle] = msg
+            fetched = self._link.run(go(), timeout=timeout + 30)
+            for msg in fetched:
+                self._waiting.extend(self._unpack(msg))
+            if fetched:
+                self._per_message = max(1, len(self._waiting) // len(fetched))
+        # Messages of a batch beyond ``room`` wait here for the next pull.
+        deliveries: list[Delivery] = []
+        while self._waiting and len(deliveries) < room:
+            delivery, owner = self._waiting.popleft()
+            self._held[delivery.handle] = owner
             deliveries.append(delivery)
+        return deliveries
+
+    def _unpack(self, msg: Any) -> list[tuple[Delivery, Any]]:
+        """The deliveries of one NATS message, each with what settles it."""
+        count = (msg.headers or {}).get(batches.BATCH)
+        if count is None:
+            return [(self._delivery(msg), msg)]
+        members = batches.unpack(msg.data, batches.parse_count(count))
+        if not members:  # a header written by hand over something else: set aside whole
+            single = self._delivery(msg)
+            single.defect = "invalid_body"
+            return [(single, msg)]
+        meta = msg.metadata
+        stamp = meta.timestamp if meta.timestamp.tzinfo else meta.timestamp.replace(tzinfo=UTC)
+        seq, attempt = meta.sequence.stream, int(meta.num_delivered)
+        batch = _Batch(msg, len(members))
+        deliveries = []
+        for index, (attributes, body) in enumerate(members):
+            readable, defect = read_attributes(attributes)
+            delivery = Delivery(  # positional: once per message
+                f"{seq}:{attempt}:{index}",
+                f"{self.config.stream}-{seq}-{index}",
+                body,
+                readable,
+                stamp,
+                attempt,
+                None,
+                defect,
+            )
+            deliveries.append((delivery, batch))
         return deliveries
 
     def _delivery(self, msg: Any) -> Delivery:
@@ -148,32 +211,50 @@ class NatsBroker(DeadLettersIn):
             defect=defect,
         )
 
-    def _settle(self, deliveries: Sequence[Delivery], action: str, **kwargs: Any) -> None:
-        msgs = [m for d in deliveries if (m := self._held.pop(d.handle, None)) is not None]
+    def _settle(
+        self, deliveries: Sequence[Delivery], *, delay: float | None = None, term: bool = False
+    ) -> None:
+        """Settle deliveries: a plain message at once (``ack``, ``nak`` after ``delay``,
+        or ``term``); a batch once every message of it is settled, ``nak``ed if any was
+        handed back and acked otherwise. Acks and the rest go out back to back, without a
+        reply each, and one flush (PING/PONG, answered after everything sent before it)
+        confirms them. Were one lost anyway, the message would only be delivered again,
+        and the store holds it already."""
+        acks: list[Any] = []
+        naks: list[tuple[Any, float]] = []
+        terms: list[Any] = []
+        for delivery in deliveries:
+            owner = self._held.pop(delivery.handle, None)
+            if owner is None:
+                continue
+            if isinstance(owner, _Batch):
+                if owner.settle(delay):
+                    if owner.delay is None:
+                        acks.append(owner.msg)
+                    else:
+                        naks.append((owner.msg, owner.delay))
+            elif delay is not None:
+                naks.append((owner, delay))
+            else:
+                (terms if term else acks).append(owner)
 
         async def go() -> None:
-            await asyncio.gather(*(getattr(m, action)(**kwargs) for m in msgs))
+            for msg in acks:
+                await msg.ack()
+            for msg, after in naks:
+                await msg.nak(delay=after)
+            for msg in terms:
+                await msg.term()
+            await self._link.flush(timeout=10)
 
-        if msgs:
+        if acks or naks or terms:
             self._link.run(go())
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Acknowledged means the server has the acks: they go out back to back, without
-        a reply each (``ack_sync`` is a request per message), and one flush (PING/PONG,
-        answered after everything sent before it) confirms them. Were one lost anyway,
-        the message would only be delivered again, and the store holds it already."""
-        msgs = [m for d in deliveries if (m := self._held.pop(d.handle, None)) is not None]
-
-        async def go() -> None:
-            for msg in msgs:
-                await msg.ack()
-            await self._link.flush(timeout=10)
-
-        if msgs:
-            self._link.run(go())
+        self._settle(deliveries)
 
     def nack(self, deliveries: Sequence[Delivery], *, reason: str, delay: float) -> None:
-        self._settle(deliveries, "nak", delay=delay)
+        self._settle(deliveries, delay=delay)
 
     def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
         async def go() -> None:
@@ -202,7 +283,7 @@ class NatsBroker(DeadLettersIn):
                 self._held.pop(delivery.handle, None)
             raise
         # Only once the copy is durable is the original terminated.
-        self._settle(deliveries, "term")
+        self._settle(deliveries, term=True)
 
     @property
     def dead_letters(self) -> DeadLetterStream:
@@ -210,14 +291,20 @@ class NatsBroker(DeadLettersIn):
 
     # -- health -------------------------------------------------------------------------
     def backlog(self) -> Backlog:
-        """Work-queue retention keeps exactly the unacknowledged messages in the stream."""
+        """Work-queue retention keeps exactly the unacknowledged messages in the stream;
+        a batch counts as the messages it holds (its subject says how many)."""
+        batch_subjects = batches.every_subject(self.config.subject)
 
         async def go() -> tuple[int, datetime | None]:
             js = await self._ready()
             messages = 0
             for _ in range(BACKLOG_TRIES):
-                state = (await js.stream_info(self.config.stream)).state
-                messages = int(state.messages)
+                info = await js.stream_info(self.config.stream, subjects_filter=batch_subjects)
+                state = info.state
+                messages = int(state.messages) + sum(
+                    (batches.count_of(name) - 1) * int(n)
+                    for name, n in (state.subjects or {}).items()
+                )
                 if not messages:
                     return 0, None
                 # The first message still in the stream is the oldest unacknowledged one,
@@ -245,3 +332,19 @@ class NatsBroker(DeadLettersIn):
 
     def close(self) -> None:
         self._link.close()
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A NATS message holding several messages, until every one of them is settled."""
+
+    msg: Any
+    open: int
+    delay: float | None = None  # the longest delay a message of it was handed back with
+
+    def settle(self, delay: float | None) -> bool:
+        """One message settled (handed back when ``delay`` is given); True for the last."""
+        self.open -= 1
+        if delay is not None:
+            self.delay = max(self.delay or 0.0, delay)
+        return self.open == 0

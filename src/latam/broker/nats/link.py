@@ -54,6 +54,11 @@ class NatsLink:
             self.js = self._nc.jetstream(timeout=10)
         return self.js
 
+    @property
+    def max_payload(self) -> int:
+        """The largest message the connected server accepts (its INFO)."""
+        return int(self._nc.max_payload)
+
     async def flush(self, timeout: float) -> None:
         """Wait until the server has processed everything sent on the connection."""
         await self.connect()

@@ -1,0 +1,193 @@
+"""NATS batches (``broker.nats.batches``) against the real server: a publish of several
+messages is a few NATS messages; each message of a batch is a delivery of its own; the
+NATS message is settled once all of them are; a batch written badly by hand is set aside
+whole; the backlog counts messages, not NATS messages."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from latam.broker.base import Delivery, DeliveryPolicy
+from latam.broker.nats import batches
+from latam.broker.nats.adapter import NatsBroker
+from latam.domain import OutboundMessage
+from tests.contract.brokers import NatsHarness, nats_harness
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[NatsHarness]:
+    with nats_harness(tmp_path) as made:
+        assert isinstance(made, NatsHarness)
+        yield made
+
+
+def make(harness: NatsHarness, **policy: float) -> NatsBroker:
+    values = {"ack_deadline_seconds": 2.0, "max_in_flight": 5000, **policy}
+    broker = harness.make(DeliveryPolicy(**values))  # type: ignore[arg-type]
+    assert isinstance(broker, NatsBroker)
+    return broker
+
+
+def message(i: int, *, pad: int = 0) -> OutboundMessage:
+    body = orjson.dumps({"n": i, "pad": "x" * pad})
+    return OutboundMessage("orders", f"m-{i}", body, {"i": str(i)}, datetime.now(UTC))
+
+
+def stream_messages(broker: NatsBroker) -> int:
+    async def go() -> int:
+        js = await broker._ready()
+        return int((await js.stream_info(broker.config.stream)).state.messages)
+
+    return broker._link.run(go())
+
+
+def pull(broker: NatsBroker, expected: int, *, most: int = 5000) -> list[Delivery]:
+    got: list[Delivery] = []
+    deadline = time.monotonic() + 20
+    while len(got) < expected and time.monotonic() < deadline:
+        got += broker.pull(max_messages=min(most, expected - len(got)), timeout=0.5)
+    return got
+
+
+def test_a_publish_of_many_is_a_few_nats_messages_and_the_backlog_counts_messages(
+    harness: NatsHarness,
+) -> None:
+    broker = make(harness)
+    broker.publish([message(i) for i in range(2500)])
+    broker.publish([message(9999)])  # alone: a plain NATS message
+    assert stream_messages(broker) == 4  # 1,000 + 1,000 + 500, and the one alone
+    assert broker.backlog().messages == 2501
+    got = pull(broker, 2501)
+    assert sorted(int(d.attributes["i"]) for d in got) == [*range(2500), 9999]
+    assert len({d.handle for d in got}) == 2501
+    assert all(d.delivery_attempt == 1 and d.defect is None for d in got)
+    assert orjson.loads(got[0].body) == {"n": 0, "pad": ""}
+    broker.ack(got)
+    assert broker.backlog().messages == 0
+    broker.close()
+
+
+def test_batches_stay_within_the_server_max_payload(harness: NatsHarness) -> None:
+    broker = make(harness)
+    broker.publish([message(i, pad=300_000) for i in range(7)])  # 2.1 MB in all
+    assert stream_messages(broker) == 3  # three, three and one under 1 MB each
+    got = pull(broker, 7)
+    assert sorted(orjson.loads(d.body)["n"] for d in got) == list(range(7))
+    broker.ack(got)
+    broker.close()
+
+
+def test_a_batch_is_handed_out_within_room_and_flow_control(harness: NatsHarness) -> None:
+    broker = make(harness, max_in_flight=2)
+    broker.publish([message(i) for i in range(3)])
+    first = broker.pull(max_messages=1, timeout=2)
+    second = broker.pull(max_messages=5, timeout=2)
+    assert [len(first), len(second)] == [1, 1]
+    assert broker.pull(max_messages=5, timeout=0.2) == []  # two in flight
+    broker.ack(first)
+    third = broker.pull(max_messages=5, timeout=2)
+    assert [d.attributes["i"] for d in first + second + third] == ["0", "1", "2"]
+    broker.ack(second + third)
+    assert broker.backlog().messages == 0
+    broker.close()
+
+
+def test_a_batch_comes_back_whole_when_one_message_is_handed_back(
+    harness: NatsHarness,
+) -> None:
+    broker = make(harness)
+    broker.publish([message(i) for i in range(3)])
+    got = pull(broker, 3)
+    broker.ack(got[:2])
+    assert broker.backlog().messages == 3  # nothing settled on the server yet
+    broker.nack(got[2:], reason="store_unavailable", delay=0.5)
+    again = pull(broker, 3)
+    assert sorted(d.attributes["i"] for d in again) == ["0", "1", "2"]
+    assert {d.delivery_attempt for d in again} == {2}
+    broker.ack(again)
+    assert broker.backlog().messages == 0
+    broker.close()
+
+
+def test_a_message_set_aside_leaves_its_batch_acked(harness: NatsHarness) -> None:
+    broker = make(harness)
+    broker.publish([message(i) for i in range(3)])
+    got = pull(broker, 3)
+    broker.dead_letter(got[1:2], reason="invalid_json")
+    broker.ack(got[::2])
+    assert broker.pull(max_messages=5, timeout=2.5) == []  # past the ack wait: settled
+    assert broker.backlog().messages == 0
+    (letter,) = broker.list_dead_letters(limit=10)
+    assert (letter.message_id, letter.reason, letter.attributes["i"]) == (
+        "m-1",
+        "invalid_json",
+        "1",
+    )
+    broker.close()
+
+
+def test_an_unsettled_batch_is_delivered_again_to_a_new_client(harness: NatsHarness) -> None:
+    broker = make(harness)
+    broker.publish([message(i) for i in range(3)])
+    held = pull(broker, 3)
+    broker.ack(held[:1])
+    broker.close()  # dies holding two of them
+    successor = make(harness)
+    again = pull(successor, 3)  # after the ack wait, all three
+    assert sorted(d.attributes["i"] for d in again) == ["0", "1", "2"]
+    successor.ack(again)
+    successor.close()
+
+
+def frame(attributes: bytes, body: bytes) -> bytes:
+    return struct.pack(">II", len(attributes), len(body)) + attributes + body
+
+
+GOOD = frame(b'{"topic":"orders","message_id":"a"}', b'{"n":1}')
+
+
+@pytest.mark.parametrize(
+    ("count", "body"),
+    [
+        ("2", GOOD),  # fewer messages than it says
+        ("1", GOOD + GOOD),  # more
+        ("1", GOOD[:-1]),  # cut short
+        ("1", b"\x00\x00"),  # not even the lengths
+        ("0", b""),
+        ("two", GOOD),
+        ("²", GOOD),
+        ("9" * 5000, GOOD),
+        ("1", b'{"plain": "json"}'),
+    ],
+)
+def test_a_batch_written_badly_by_hand_is_set_aside_whole(
+    harness: NatsHarness, count: str, body: bytes
+) -> None:
+    broker = make(harness)
+    harness.publish_raw(body, {"topic": "orders", batches.BATCH: count})
+    (delivery,) = pull(broker, 1)
+    assert delivery.defect == "invalid_body"
+    assert delivery.body == body
+    broker.dead_letter([delivery], reason="invalid_body")
+    assert broker.backlog().messages == 0
+    broker.close()
+
+
+def test_a_message_of_a_batch_with_unreadable_attributes_is_the_only_one_set_aside(
+    harness: NatsHarness,
+) -> None:
+    broker = make(harness)
+    body = GOOD + frame(b'{"topic": 1}', b"{}") + frame(b"not json", b"{}")
+    harness.publish_raw(body, {batches.BATCH: "3"})
+    got = pull(broker, 3)
+    assert [d.defect for d in got] == [None, "invalid_attributes", "invalid_attributes"]
+    assert got[0].attributes == {"topic": "orders", "message_id": "a"}
+    broker.ack(got)
+    broker.close()
