@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import random
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -38,6 +39,8 @@ from typing import Any
 import httpx
 import orjson
 
+from latam.broker.nats import batches
+from latam.domain import OutboundMessage, utcnow
 from tests.databases import temporary_database
 from tests.e2e.backends import BROKERS
 from tests.pubsub_emulator import EMULATOR
@@ -186,11 +189,28 @@ class DirectProducer(threading.Thread):
 
     def _good(self) -> None:
         topic = self.rng.choice(self.ctx.names)
+        if self.ctx.run.broker == "nats" and self.rng.random() < 0.2:
+            self._good_batch(topic)
+            return
         [message_id] = self.ctx.ids.take(topic, 1)
         payload = data(topic, message_id, self.rng)
         self.raw(payload, {"topic": topic, "message_id": message_id, "source": "direct"})
         with self.ctx.history.lock:
             self.ctx.history.sent[(topic, message_id)] = payload
+
+    def _good_batch(self, topic: str) -> None:
+        """A batch as latam writes one on NATS (``broker.nats.batches``), written by hand."""
+        ids = self.ctx.ids.take(topic, self.rng.randint(2, 5))
+        messages = [
+            OutboundMessage(topic, i, data(topic, i, self.rng), {"source": "direct"}, utcnow())
+            for i in ids
+        ]
+        (group,) = batches.chunks(messages, 2**20)
+        body = b"".join(frame for _, frame in group)
+        self.raw(body, {batches.BATCH: str(len(group))})
+        with self.ctx.history.lock:
+            for message in messages:
+                self.ctx.history.sent[(topic, message.message_id)] = message.body
 
     def _malformed(self) -> None:
         self.count += 1
@@ -242,6 +262,28 @@ class Context:
                 {"topic": t},
             ),
         ]
+        if self.run.broker == "nats":  # batches and packed attributes written by hand
+            frame = lambda attributes, body: (  # noqa: E731
+                struct.pack(">II", len(attributes), len(body)) + attributes + body
+            )
+            kinds += [
+                lambda m, t: ("invalid_body", marker_body(m), {batches.BATCH: "2"}),
+                lambda m, t: (  # one frame where three are announced (no topic name
+                    "invalid_body",  # before the marker: the checker finds the first)
+                    frame(orjson.dumps({"source": "direct"}), marker_body(m)),
+                    {batches.BATCH: "3"},
+                ),
+                lambda m, t: (
+                    "invalid_attributes",
+                    frame(orjson.dumps({"topic": t, "n": 1}), marker_body(m)),
+                    {batches.BATCH: "1"},
+                ),
+                lambda m, t: (
+                    "invalid_attributes",
+                    marker_body(m),
+                    {"topic": t, "Latam-Attributes": "[1]"},
+                ),
+            ]
         if self.run.broker == "sqlite":  # only a table lets a producer write these
             kinds += [
                 lambda m, t: ("invalid_attributes", marker_body(m), orjson.dumps([t]).decode()),

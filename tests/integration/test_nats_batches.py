@@ -16,7 +16,7 @@ import pytest
 
 from latam.broker.base import Delivery, DeliveryPolicy
 from latam.broker.nats import batches
-from latam.broker.nats.adapter import NatsBroker
+from latam.broker.nats.adapter import MAX_FETCH, NatsBroker
 from latam.domain import OutboundMessage
 from tests.contract.brokers import NatsHarness, nats_harness
 
@@ -190,4 +190,19 @@ def test_a_message_of_a_batch_with_unreadable_attributes_is_the_only_one_set_asi
     assert [d.defect for d in got] == [None, "invalid_attributes", "invalid_attributes"]
     assert got[0].attributes == {"topic": "orders", "message_id": "a"}
     broker.ack(got)
+    broker.close()
+
+
+def test_a_fetch_asks_for_a_bounded_number_of_nats_messages(harness: NatsHarness) -> None:
+    """A fetch is held whole until it is handed out: so it asks for at most MAX_FETCH
+    NATS messages (and fewer once batches were seen), whatever ``max_messages`` is."""
+    broker = make(harness)
+    for start in range(0, 200, 2):
+        broker.publish([message(start), message(start + 1)])  # 100 batches of two
+    first = broker.pull(max_messages=1000, timeout=2)
+    assert len(first) == 2 * MAX_FETCH
+    broker.ack(first)
+    rest = pull(broker, 200 - len(first))
+    assert sorted(int(d.attributes["i"]) for d in first + rest) == list(range(200))
+    broker.ack(rest)
     broker.close()

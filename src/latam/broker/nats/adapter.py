@@ -51,6 +51,9 @@ MSG_ID = "Nats-Msg-Id"
 PUBLISH_WAIT = 10.0
 # Reads of the stream's state for one backlog answer, while acks remove its first message.
 BACKLOG_TRIES = 5
+# NATS messages one fetch asks for at most: the worker holds a fetch whole until it hands
+# every message of it out, so this bounds it to MAX_FETCH times the server's max_payload.
+MAX_FETCH = 32
 
 
 def dedupe_id(topic: str, message_id: str) -> str:
@@ -73,7 +76,7 @@ class NatsBroker(DeadLettersIn):
         self._psub: Any = None
         self._held: dict[str, Any] = {}  # handle -> NATS message or _Batch, until settled
         self._waiting: deque[tuple[Delivery, Any]] = deque()  # fetched, not handed out
-        self._per_message = 1  # messages per NATS message in the last fetch
+        self._per_message = 1  # messages of the largest NATS message of the last fetch
         self._dead_letters = DeadLetterStream(config, self._link, self._ready)
 
     async def _ready(self) -> Any:
@@ -140,8 +143,10 @@ class NatsBroker(DeadLettersIn):
             self._link.run(asyncio.sleep(timeout))
             return []
         if not self._waiting:
-            # Enough NATS messages for ``room`` messages, by the size of the last batches.
-            wanted = max(1, room // self._per_message)
+            # Enough NATS messages for ``room`` messages by the largest batch of the last
+            # fetch, and never more than MAX_FETCH: a fetch is held whole, whatever the
+            # NATS messages turn out to hold (at most MAX_FETCH times ``max_payload``).
+            wanted = max(1, min(room // self._per_message, MAX_FETCH))
 
             async def go() -> list[Any]:
                 await self._ready()
@@ -152,10 +157,13 @@ class NatsBroker(DeadLettersIn):
                     return []
 
             fetched = self._link.run(go(), timeout=timeout + 30)
+            sizes = [0]
             for msg in fetched:
-                self._waiting.extend(self._unpack(msg))
+                unpacked = self._unpack(msg)
+                self._waiting.extend(unpacked)
+                sizes.append(len(unpacked))
             if fetched:
-                self._per_message = max(1, len(self._waiting) // len(fetched))
+                self._per_message = max(sizes)
         # Messages of a batch beyond ``room`` wait here for the next pull.
         deliveries: list[Delivery] = []
         while self._waiting and len(deliveries) < room:
