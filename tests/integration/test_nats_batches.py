@@ -197,12 +197,33 @@ def test_a_fetch_asks_for_a_bounded_number_of_nats_messages(harness: NatsHarness
     """A fetch is held whole until it is handed out: so it asks for at most MAX_FETCH
     NATS messages (and fewer once batches were seen), whatever ``max_messages`` is."""
     broker = make(harness)
+    broker.publish([message(1000)])  # alone: a plain NATS message
     for start in range(0, 200, 2):
         broker.publish([message(start), message(start + 1)])  # 100 batches of two
-    first = broker.pull(max_messages=1000, timeout=2)
+    alone = broker.pull(max_messages=1000, timeout=2)  # a first fetch takes one
+    assert len(alone) == 1
+    broker.ack(alone)
+    first = broker.pull(max_messages=1000, timeout=2)  # a fetch after plain ones
     assert len(first) == 2 * MAX_FETCH
     broker.ack(first)
     rest = pull(broker, 200 - len(first))
     assert sorted(int(d.attributes["i"]) for d in first + rest) == list(range(200))
     broker.ack(rest)
+    # After batches of two, a fetch asks for room / 2 NATS messages (within MAX_FETCH).
+    for start in range(500, 508, 2):  # new ids: the same ones again would be duplicates
+        broker.publish([message(start), message(start + 1)])
+    assert len(broker.pull(max_messages=5, timeout=2)) == 4
+    broker.close()
+
+
+def test_the_same_batch_published_again_is_dropped_as_a_duplicate(harness: NatsHarness) -> None:
+    """A client's retry of a request publishes the same batch: JetStream's duplicate
+    window drops it; a batch with one more message is new (the store drops the rest)."""
+    broker = make(harness)
+    broker.publish([message(i) for i in range(3)])
+    broker.publish([message(i) for i in range(3)])
+    assert (stream_messages(broker), broker.backlog().messages) == (1, 3)
+    broker.publish([message(i) for i in range(4)])
+    assert (stream_messages(broker), broker.backlog().messages) == (2, 7)
+    broker.ack(pull(broker, 7))
     broker.close()

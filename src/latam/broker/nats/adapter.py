@@ -53,7 +53,7 @@ PUBLISH_WAIT = 10.0
 BACKLOG_TRIES = 5
 # NATS messages one fetch asks for at most: the worker holds a fetch whole until it hands
 # every message of it out, so this bounds it to MAX_FETCH times the server's max_payload.
-MAX_FETCH = 32
+MAX_FETCH = 16
 
 
 def dedupe_id(topic: str, message_id: str) -> str:
@@ -76,7 +76,9 @@ class NatsBroker(DeadLettersIn):
         self._psub: Any = None
         self._held: dict[str, Any] = {}  # handle -> NATS message or _Batch, until settled
         self._waiting: deque[tuple[Delivery, Any]] = deque()  # fetched, not handed out
-        self._per_message = 1  # messages of the largest NATS message of the last fetch
+        # Messages of the largest NATS message of the last fetch; before any, a batch's
+        # most, so that a first fetch into a backlog of batches takes one.
+        self._per_message = batches.MAX_MEMBERS
         self._dead_letters = DeadLetterStream(config, self._link, self._ready)
 
     async def _ready(self) -> Any:
