@@ -162,6 +162,7 @@ GOOD = frame(b'{"topic":"orders","message_id":"a"}', b'{"n":1}')
         ("1", b"\x00\x00"),  # not even the lengths
         ("0", b""),
         ("two", GOOD),
+        ("1001", GOOD * 1001),  # more than a batch holds, however well framed
         ("²", GOOD),
         ("9" * 5000, GOOD),
         ("1", b'{"plain": "json"}'),
@@ -227,3 +228,41 @@ def test_the_same_batch_published_again_is_dropped_as_a_duplicate(harness: NatsH
     assert (stream_messages(broker), broker.backlog().messages) == (2, 7)
     broker.ack(pull(broker, 7))
     broker.close()
+
+
+def test_an_attribute_named_like_the_batch_header_is_no_batch(harness: NatsHarness) -> None:
+    broker = make(harness)
+    odd = OutboundMessage("orders", "m-1", b"{}", {batches.BATCH: "3"}, datetime.now(UTC))
+    broker.publish([odd])  # alone: the plain form, with its attributes in one JSON header
+    (got,) = pull(broker, 1)
+    assert (got.defect, got.attributes[batches.BATCH]) == (None, "3")
+    broker.dead_letter([got], reason="unknown_topic")
+    (letter,) = broker.list_dead_letters(limit=10)
+    assert broker.replay_dead_letters([letter.id]) == 1
+    (again,) = pull(broker, 1)
+    assert (again.defect, again.attributes[batches.BATCH]) == (None, "3")
+    broker.ack([again])
+    broker.close()
+
+
+def test_messages_waiting_in_the_worker_do_not_outlive_the_ack_wait(
+    harness: NatsHarness,
+) -> None:
+    """Messages fetched but not handed out yet keep their NATS message in progress: a
+    worker that takes longer than the ack wait to get to them sees no redelivery."""
+    broker = make(harness, ack_deadline_seconds=1.5)
+    other = make(harness, ack_deadline_seconds=1.5)  # a second worker on the consumer
+    broker.publish([message(i) for i in range(6)])
+    handed = broker.pull(max_messages=2, timeout=2)
+    redelivered: list[Delivery] = []
+    for _ in range(5):  # 2.5 s in all, past the ack wait, with some still waiting
+        redelivered += other.pull(max_messages=10, timeout=0.5)
+        handed += broker.pull(max_messages=1, timeout=0.1)
+    handed += pull(broker, 6 - len(handed))
+    assert redelivered == []
+    assert sorted(d.attributes["i"] for d in handed) == [str(i) for i in range(6)]
+    assert {d.delivery_attempt for d in handed} == {1}
+    broker.ack(handed)
+    assert other.pull(max_messages=10, timeout=2) == []  # settled once, nothing back
+    broker.close()
+    other.close()

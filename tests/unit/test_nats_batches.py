@@ -51,7 +51,9 @@ def test_subjects_name_their_count_and_dedupe_ids_their_messages() -> None:
     assert batches.subject("LATAM", 12) == "LATAM._batch.12"
     assert batches.count_of("LATAM._batch.12") == 12
     assert batches.count_of("LATAM._batch.x") == 1
-    for text in ("", "x", "-1", "1.5", "²", "\uff11", "9" * 5000):
+    assert batches.parse_count("1000") == 1000
+    assert batches.count_of("LATAM._batch.9999999") == 1
+    for text in ("", "x", "-1", "1.5", "²", "\uff11", "1001", "9" * 5000):
         assert batches.parse_count(text) == 0
     assert batches.every_subject("LATAM") == "LATAM._batch.*"
     assert batches.dedupe_id(["a", "b"]) == batches.dedupe_id(["a", "b"])

@@ -20,6 +20,7 @@ message into the ``<STREAM>_DLQ`` stream with its reason before it is terminated
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class NatsBroker(DeadLettersIn):
         # Messages of the largest NATS message of the last fetch; before any, a batch's
         # most, so that a first fetch into a backlog of batches takes one.
         self._per_message = batches.MAX_MEMBERS
+        self._fetched_at = 0.0  # when the messages in _waiting were fetched
         self._dead_letters = DeadLetterStream(config, self._link, self._ready)
 
     async def _ready(self) -> Any:
@@ -140,6 +142,8 @@ class NatsBroker(DeadLettersIn):
 
     # -- consumer -----------------------------------------------------------------------
     def pull(self, *, max_messages: int, timeout: float) -> list[Delivery]:
+        if self._waiting:
+            self._keep_waiting()
         room = min(max_messages, self.policy.max_in_flight - len(self._held))
         if room <= 0:
             self._link.run(asyncio.sleep(timeout))
@@ -159,6 +163,7 @@ class NatsBroker(DeadLettersIn):
                     return []
 
             fetched = self._link.run(go(), timeout=timeout + 30)
+            self._fetched_at = time.monotonic()
             sizes = [0]
             for msg in fetched:
                 unpacked = self._unpack(msg)
@@ -173,6 +178,21 @@ class NatsBroker(DeadLettersIn):
             self._held[delivery.handle] = owner
             deliveries.append(delivery)
         return deliveries
+
+    def _keep_waiting(self) -> None:
+        """Messages fetched but not handed out yet must not outlive their NATS message's
+        ack wait while they wait (a slow store, a fetch of large batches): past a third
+        of it, JetStream is told their NATS messages are still in progress."""
+        if time.monotonic() - self._fetched_at < self.policy.ack_deadline_seconds / 3:
+            return
+        waiting = list({id(owner): owner for _, owner in self._waiting}.values())
+
+        async def go() -> None:
+            for owner in waiting:
+                await (owner.msg if isinstance(owner, _Batch) else owner).in_progress()
+
+        self._link.run(go())
+        self._fetched_at = time.monotonic()
 
     def _unpack(self, msg: Any) -> list[tuple[Delivery, Any]]:
         """The deliveries of one NATS message, each with what settles it."""

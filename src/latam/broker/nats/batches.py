@@ -46,9 +46,12 @@ def every_subject(stream_subject: str) -> str:
 
 
 def parse_count(text: str) -> int:
-    """A count as a header or a subject writes it (ASCII digits, at most seven: no
-    batch holds more); 0, a batch of none, for anything else."""
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 7 else 0
+    """A count as a header or a subject writes it (ASCII digits, at most MAX_MEMBERS);
+    0, a batch of none, for anything else."""
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_MEMBERS))):
+        return 0
+    count = int(text)
+    return count if count <= MAX_MEMBERS else 0
 
 
 def count_of(batch_subject: str) -> int:
