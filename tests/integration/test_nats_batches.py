@@ -266,3 +266,33 @@ def test_messages_waiting_in_the_worker_do_not_outlive_the_ack_wait(
     assert other.pull(max_messages=10, timeout=2) == []  # settled once, nothing back
     broker.close()
     other.close()
+
+
+def test_a_batch_an_earlier_worker_set_aside_is_replayed_as_the_batch_it_was(
+    harness: NatsHarness,
+) -> None:
+    """During a rollout a worker of the release before batches copies a batch whole to
+    the dead-letter stream, with its headers as they were: replayed, it is read as the
+    batch it is (a user attribute of that name, packed, is not)."""
+    broker = make(harness)
+    (group,) = batches.chunks([message(1), message(2)], 10**6)
+    body = b"".join(frame for _, frame in group)
+    stamp = {
+        "reason": "invalid_json",
+        "delivery_attempts": "1",
+        "topic": "_batch.2",
+        batches.BATCH: "2",
+    }
+
+    async def copy_as_an_earlier_worker_did() -> None:
+        js = await broker._ready()
+        await js.publish(broker.config.dead_letter_stream, body, headers=stamp)
+
+    broker._link.run(copy_as_an_earlier_worker_did())
+    (letter,) = broker.list_dead_letters(limit=10)
+    assert broker.replay_dead_letters([letter.id]) == 1
+    got = pull(broker, 2)
+    assert sorted(d.attributes["message_id"] for d in got) == ["m-1", "m-2"]
+    assert {d.defect for d in got} == {None}
+    broker.ack(got)
+    broker.close()

@@ -16,6 +16,7 @@ from nats.js.errors import NotFoundError
 
 from latam.broker import letters
 from latam.broker.base import DeadLetter, within_bytes
+from latam.broker.nats import batches
 from latam.broker.nats.config import NatsConfig
 from latam.broker.nats.headers import from_headers, to_headers
 from latam.broker.nats.link import NatsLink
@@ -76,6 +77,11 @@ class DeadLetterStream:
             for raw in await self._chosen(ids):
                 attributes, _ = from_headers(raw.headers or {})
                 headers = to_headers(letters.original(attributes))
+                count = (raw.headers or {}).get(batches.BATCH)
+                if isinstance(count, str) and batches.parse_count(count):
+                    # A whole batch set aside by a worker that could not read batches (a
+                    # release before them, during a rollout): back as the batch it was.
+                    headers[batches.BATCH] = count
                 await js.publish(self.config.subject, raw.data or b"", headers=headers)
                 replayed += await self._delete(js, raw.seq)
             return replayed
