@@ -8,9 +8,10 @@ from a consumer whose lease expired cannot delete a message another consumer hol
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from latam.broker.base import (
     DeliveryPolicy,
     read_attributes,
 )
-from latam.broker.sqlite.admin import QueueFile, read_body, read_time
+from latam.broker.sqlite.admin import HELD_BY, QueueFile, read_body, read_time
 from latam.broker.sqlite.dead_letters import (
     MAX_REASON,
     DeadLetterTable,
@@ -34,6 +35,30 @@ from latam.domain import OutboundMessage
 from latam.errors import BrokerUnavailable
 
 POLL_MIN, POLL_MAX = 0.01, 0.1  # seconds between looks at an empty queue, growing while idle
+SWEEP_SECONDS = 30.0  # between looks for rows never delivered left behind the cursor
+
+# Whether anything can be leased: a row handed back or leased alone whose time has come,
+# a row never delivered at or past the cursor, a range lease past its deadline.
+AVAILABLE = (
+    "SELECT EXISTS (SELECT 1 FROM queue WHERE lease IS NOT NULL AND available_at <= ?)"
+    " OR EXISTS (SELECT 1 FROM queue WHERE seq >= (SELECT next_seq FROM cursor)"
+    " AND lease IS NULL) OR EXISTS (SELECT 1 FROM leases WHERE deadline <= ?)"
+)
+# Rows handed back or whose own lease ran out, oldest first, leased one by one.
+RETRY = (
+    "UPDATE queue SET available_at = ?, attempts = attempts + 1, lease = ?"
+    " WHERE seq IN (SELECT seq FROM queue WHERE lease IS NOT NULL AND available_at <= ?"
+    " ORDER BY available_at, seq LIMIT ?)"
+    " RETURNING seq, body, attributes, published_at, attempts, last_error"
+)
+# The next rows never delivered, in order; the last column says whether a row's time has
+# come (a producer may write a later ``available_at``, or something that is no time).
+NEXT_RANGE = (
+    "SELECT seq, body, attributes, published_at, attempts + 1, last_error,"
+    " CASE WHEN typeof(available_at) IN ('integer', 'real') THEN available_at <= ? ELSE 1 END"
+    " FROM queue WHERE seq >= (SELECT next_seq FROM cursor) AND lease IS NULL"
+    " ORDER BY seq LIMIT ?"
+)
 
 
 class SqliteBroker(DeadLettersIn):
@@ -51,6 +76,7 @@ class SqliteBroker(DeadLettersIn):
         self._pending: list[_Pending] = []
         self._pending_lock = threading.Lock()
         self._publish_lock = threading.Lock()
+        self._next_sweep = 0.0
 
     # -- producer -------------------------------------------------------------------
     def publish(self, messages: Sequence[OutboundMessage]) -> None:
@@ -115,28 +141,49 @@ class SqliteBroker(DeadLettersIn):
 
     def _available(self) -> bool:
         """A read-only look, so an idle consumer never takes the write lock."""
-        row = self.file.read_one(
-            "SELECT 1 FROM queue WHERE available_at <= ? LIMIT 1", (time.time(),)
-        )
-        return row is not None
+        now = time.time()
+        row = self.file.read_one(AVAILABLE, (now, now))
+        return row is not None and bool(row[0])
 
     def _lease(self, limit: int) -> list[Delivery]:
+        """Rows handed back or whose lease ran out first, one by one; then the next rows
+        never delivered, as one range lease (one ``leases`` row, the rows untouched)."""
         now = time.time()
         token = secrets.token_hex(8)
+        deadline = now + self.policy.ack_deadline_seconds
         with self.file.tx(durable=False) as conn:
-            rows = conn.execute(
-                "UPDATE queue SET available_at = ?, attempts = attempts + 1, lease = ?"
-                " WHERE seq IN (SELECT seq FROM queue WHERE available_at <= ?"
-                " ORDER BY available_at, seq LIMIT ?)"
-                " RETURNING seq, body, attributes, published_at, attempts, last_error",
-                (now + self.policy.ack_deadline_seconds, token, now, limit),
-            ).fetchall()
+            self._expire(conn, now)
+            rows = conn.execute(RETRY, (deadline, token, now, limit)).fetchall()
+            if len(rows) < limit:
+                rows += _take_range(conn, token, now, deadline, limit - len(rows))
         deliveries = [
             _delivery(f"{seq}:{token}", seq, body, attrs, published, attempts, last_error)
             for seq, body, attrs, published, attempts, last_error in sorted(rows)
         ]
         self._in_flight.update(d.handle for d in deliveries)
         return deliveries
+
+    def _expire(self, conn: sqlite3.Connection, now: float) -> None:
+        """Range leases past their deadline become per-row leases of the same token on
+        the rows not yet settled, available again; every ``SWEEP_SECONDS``, a row never
+        delivered left behind the cursor (written with an explicit ``seq``) joins them."""
+        expired = conn.execute(
+            "SELECT token, first_seq, last_seq, deadline FROM leases WHERE deadline <= ?", (now,)
+        ).fetchall()
+        for token, first, last, deadline in expired:
+            conn.execute(
+                "UPDATE queue SET lease = ?, attempts = attempts + 1, available_at = ?"
+                " WHERE seq BETWEEN ? AND ? AND lease IS NULL",
+                (token, deadline, first, last),
+            )
+            conn.execute("DELETE FROM leases WHERE token = ?", (token,))
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_SECONDS
+            conn.execute(
+                "UPDATE queue SET lease = '' WHERE lease IS NULL"
+                " AND seq < (SELECT next_seq FROM cursor) AND NOT EXISTS"
+                " (SELECT 1 FROM leases WHERE seq BETWEEN first_seq AND last_seq)"
+            )
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         by_lease: dict[str, list[int]] = {}
@@ -147,30 +194,39 @@ class SqliteBroker(DeadLettersIn):
             for lease, seqs in by_lease.items():
                 marks = ", ".join("?" * len(seqs))
                 conn.execute(
-                    f"DELETE FROM queue WHERE lease = ? AND seq IN ({marks})",  # noqa: S608 - only placeholders  # nosec B608
-                    (lease, *seqs),
+                    f"DELETE FROM queue WHERE {HELD_BY} AND seq IN ({marks})",  # noqa: S608 - only placeholders  # nosec B608
+                    (lease, lease, *seqs),
                 )
+            _release(conn, by_lease)
 
     def nack(self, deliveries: Sequence[Delivery], *, reason: str, delay: float) -> None:
         available = time.time() + delay
         with self._settling(deliveries), self.file.tx() as conn:
+            # A row of a range lease counts its delivery now; one leased alone counted it.
             conn.executemany(
-                "UPDATE queue SET available_at = ?, lease = NULL, last_error = ?"
-                " WHERE seq = ? AND lease = ?",
-                [(available, reason[:MAX_REASON], *_key(d)) for d in deliveries],
+                "UPDATE queue SET available_at = ?, lease = '', last_error = ?,"  # noqa: S608 - constant predicate  # nosec B608
+                f" attempts = attempts + (lease IS NULL) WHERE seq = ? AND {HELD_BY}",
+                [
+                    (available, reason[:MAX_REASON], seq, lease, lease)
+                    for seq, lease in map(_key, deliveries)
+                ],
             )
+            _release(conn, {_key(d)[1] for d in deliveries})
 
     def dead_letter(self, deliveries: Sequence[Delivery], *, reason: str) -> None:
         now = time.time()
         with self._settling(deliveries), self.file.tx() as conn:
+            leases = set()
             for delivery in deliveries:
                 seq, lease = _key(delivery)
+                leases.add(lease)
                 # The attributes as delivered (with the id the worker gave a message that
                 # had none); a row whose attributes could not be read keeps them as written.
                 attributes = None if delivery.defect else orjson.dumps(delivery.attributes)
                 move_to_dead_letters(
                     conn, seq, reason, delivery.delivery_attempt, now, lease, attributes
                 )
+            _release(conn, leases)
 
     @contextmanager
     def _settling(self, deliveries: Sequence[Delivery]) -> Iterator[None]:
@@ -199,6 +255,37 @@ class SqliteBroker(DeadLettersIn):
 
     def close(self) -> None:
         self.file.close()
+
+
+def _take_range(
+    conn: sqlite3.Connection, token: str, now: float, deadline: float, limit: int
+) -> list[tuple[int, object, object, object, int, str | None]]:
+    """Up to ``limit`` rows never delivered, leased as the range ``token``; rows met on
+    the way whose time has not come join the retry path, which waits for it."""
+    scanned = conn.execute(NEXT_RANGE, (now, limit)).fetchall()
+    if not scanned:
+        return []
+    later = [row[0] for row in scanned if not row[6]]
+    if later:
+        marks = ", ".join("?" * len(later))
+        conn.execute(f"UPDATE queue SET lease = '' WHERE seq IN ({marks})", later)  # noqa: S608 - only placeholders  # nosec B608
+    taken = [row[:6] for row in scanned if row[6]]
+    if taken:
+        conn.execute(
+            "INSERT INTO leases (token, first_seq, last_seq, deadline) VALUES (?, ?, ?, ?)",
+            (token, taken[0][0], taken[-1][0], deadline),
+        )
+    conn.execute("UPDATE cursor SET next_seq = ?", (scanned[-1][0] + 1,))
+    return taken
+
+
+def _release(conn: sqlite3.Connection, tokens: Iterable[str]) -> None:
+    """Drop the range leases of ``tokens`` that hold no row any more."""
+    conn.executemany(
+        "DELETE FROM leases WHERE token = ? AND NOT EXISTS (SELECT 1 FROM queue"
+        " WHERE seq BETWEEN leases.first_seq AND leases.last_seq AND lease IS NULL)",
+        [(token,) for token in tokens],
+    )
 
 
 @dataclass

@@ -3,6 +3,18 @@
 Every adapter method runs in one ``QueueFile.tx()``: ``BEGIN IMMEDIATE`` so writers
 serialise instead of failing on a lock upgrade, any SQLite error re-raised as
 ``BrokerUnavailable`` after the connection is reset.
+
+A row of ``queue`` is in one of three states, told by its ``lease`` column:
+
+- ``NULL``: never delivered. Rows at or past ``cursor.next_seq`` wait; rows before it
+  belong to the range lease in ``leases`` that covers them. Leasing them writes one
+  ``leases`` row and moves the cursor, not the rows.
+- a token: leased one by one (``available_at`` is the lease's deadline), or ``''``: handed
+  back, waiting until ``available_at``. Only these rows are in the ``queue_retry`` index.
+
+A range lease past its deadline is turned into per-row leases of its token on rows not
+yet settled (``attempts`` counted then), so a late ack of its consumer still works until
+another consumer takes them.
 """
 
 from __future__ import annotations
@@ -29,7 +41,17 @@ CREATE TABLE IF NOT EXISTS queue (
     lease TEXT,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS queue_available ON queue (available_at, seq);
+CREATE INDEX IF NOT EXISTS queue_retry ON queue (available_at, seq) WHERE lease IS NOT NULL;
+CREATE TABLE IF NOT EXISTS leases (
+    token TEXT PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    deadline REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursor (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    next_seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     body BLOB NOT NULL,
@@ -40,6 +62,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     dead_at REAL NOT NULL
 );
 """
+# The file's layout, in ``PRAGMA user_version``: 1 = range leases (above). A file of
+# layout 0 (every delivery rewrote its row) is brought up by ``_upgrade``.
+LAYOUT = 1
+# Whether a row is held by the lease whose token is the parameter (given twice): leased
+# on its own, or never delivered and inside that token's range lease.
+HELD_BY = "(lease = ? OR (lease IS NULL AND EXISTS (SELECT 1 FROM leases WHERE token = ?)))"
 LOCK_WAIT_SECONDS = 30.0
 LOCK_RETRY_MIN, LOCK_RETRY_MAX = 0.0001, 0.001
 
@@ -66,6 +94,29 @@ def _begin(conn: sqlite3.Connection) -> None:
         delay = min(delay * 2, LOCK_RETRY_MAX)
 
 
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a file of an earlier layout to ``LAYOUT``, once, whoever connects first.
+
+    From layout 0: every waiting row joins the retry path as it is (attempts, deadline
+    and delay kept), the cursor starts past them, and the index every row paid for goes.
+    """
+    conn.execute("BEGIN IMMEDIATE")  # busy_timeout still applies here
+    try:
+        (layout,) = conn.execute("PRAGMA user_version").fetchone()
+        if layout < 1:
+            conn.execute("UPDATE queue SET lease = '' WHERE lease IS NULL")
+            conn.execute("DROP INDEX IF EXISTS queue_available")
+            conn.execute(
+                "INSERT OR REPLACE INTO cursor (one, next_seq)"
+                " SELECT 1, coalesce(max(seq), 0) + 1 FROM queue"
+            )
+            conn.execute(f"PRAGMA user_version = {LAYOUT}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 class QueueFile:
     """One connection to the queue file, created with its schema on first use."""
 
@@ -90,6 +141,7 @@ class QueueFile:
                 # A WAL that grew during a burst is cut back to 64 MiB at the next checkpoint.
                 conn.execute("PRAGMA journal_size_limit=67108864")
                 conn.executescript(SCHEMA)
+                _upgrade(conn)
                 # Writers wait for the lock in _begin, not in SQLite's busy handler.
                 conn.execute("PRAGMA busy_timeout=0")
             except (sqlite3.Error, OSError) as exc:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from latam.broker.base import DeadLetter, read_attributes, within_bytes
-from latam.broker.sqlite.admin import QueueFile, read_body, read_time
+from latam.broker.sqlite.admin import HELD_BY, QueueFile, read_body, read_time
 from latam.domain import ATTR_MESSAGE_ID, ATTR_TOPIC
 from latam.errors import NotFound
 
@@ -40,15 +40,16 @@ def move_to_dead_letters(
     """Move queue row ``seq`` aside while ``lease`` still holds it; ``attributes``
     replace the row's own when given."""
     moved = conn.execute(
-        "INSERT INTO dead_letters (body, attributes, published_at, reason, attempts, dead_at)"
+        "INSERT INTO dead_letters (body, attributes, published_at, reason, attempts, dead_at)"  # noqa: S608 - constant predicate  # nosec B608
         " SELECT body, coalesce(?, attributes), published_at, ?, ?, ? FROM queue"
-        " WHERE seq = ? AND lease = ?",
+        f" WHERE seq = ? AND {HELD_BY}",
         (
             None if attributes is None else attributes.decode(),
             reason[:MAX_REASON],
             attempts,
             now,
             seq,
+            lease,
             lease,
         ),
     ).rowcount
