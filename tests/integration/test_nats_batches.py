@@ -17,6 +17,7 @@ import pytest
 from latam.broker.base import Delivery, DeliveryPolicy
 from latam.broker.nats import batches
 from latam.broker.nats.adapter import MAX_FETCH, NatsBroker
+from latam.broker.nats.admin import dead_letter_window
 from latam.domain import OutboundMessage
 from tests.contract.brokers import NatsHarness, nats_harness
 
@@ -295,4 +296,57 @@ def test_a_batch_an_earlier_worker_set_aside_is_replayed_as_the_batch_it_was(
     assert sorted(d.attributes["message_id"] for d in got) == ["m-1", "m-2"]
     assert {d.defect for d in got} == {None}
     broker.ack(got)
+    broker.close()
+
+
+def dead_letter_stream_window(broker: NatsBroker) -> float:
+    async def go() -> float:
+        js = await broker._ready()
+        info = await js.stream_info(broker.config.dead_letter_stream)
+        return float(info.config.duplicate_window)
+
+    return broker._link.run(go())
+
+
+def test_the_dead_letter_stream_remembers_a_copy_as_long_as_its_batch_can_come_back(
+    harness: NatsHarness,
+) -> None:
+    """A message set aside comes back with its batch while another message of it is
+    handed back; its copy's ``Nats-Msg-Id`` must still be remembered then, or it is set
+    aside twice. JetStream's default window (2 minutes) is shorter than that."""
+    harness.publish_raw(b"{}", {"topic": "orders"})  # both streams, JetStream's defaults
+    policy = {"max_delivery_attempts": 5, "backoff_max_seconds": 60, "ack_deadline_seconds": 30}
+    broker = make(harness, **policy)
+    try:
+        window = dead_letter_stream_window(broker)
+        assert window == dead_letter_window(DeliveryPolicy(**policy))  # type: ignore[arg-type]
+        assert window >= 5 * (60 + 30)  # every redelivery, a full backoff or ack wait apart
+    finally:
+        broker.close()
+    longer = make(harness, **{**policy, "backoff_max_seconds": 600})
+    try:
+        assert dead_letter_stream_window(longer) > window  # widened for a longer policy
+    finally:
+        longer.close()
+    shorter = make(harness, **policy, max_in_flight=10)  # never narrowed again
+    try:
+        assert dead_letter_stream_window(shorter) > window
+    finally:
+        shorter.close()
+
+
+def test_a_message_set_aside_that_comes_back_with_its_batch_is_one_dead_letter(
+    harness: NatsHarness,
+) -> None:
+    broker = make(harness)
+    broker.publish([message(i) for i in range(3)])
+    got = sorted(pull(broker, 3), key=lambda d: d.attributes["i"])
+    broker.dead_letter(got[0:1], reason="invalid_json")
+    broker.ack(got[1:2])
+    broker.nack(got[2:3], reason="store_unavailable", delay=0.2)
+    again = sorted(pull(broker, 3), key=lambda d: d.attributes["i"])
+    assert [d.attributes["i"] for d in again] == ["0", "1", "2"]  # the batch, whole
+    broker.dead_letter(again[0:1], reason="invalid_json")  # as the worker would, again
+    broker.ack(again[1:])
+    assert [letter.message_id for letter in broker.list_dead_letters(limit=10)] == ["m-0"]
     broker.close()

@@ -40,7 +40,7 @@ from latam.broker.base import (
     read_attributes,
 )
 from latam.broker.nats import batches
-from latam.broker.nats.admin import ensure_streams
+from latam.broker.nats.admin import dead_letter_window, ensure_streams
 from latam.broker.nats.config import NatsConfig
 from latam.broker.nats.dead_letters import DeadLetterStream
 from latam.broker.nats.headers import from_headers, to_headers
@@ -87,7 +87,7 @@ class NatsBroker(DeadLettersIn):
         """The JetStream context once the streams and the consumer exist."""
         js = await self._link.connect()
         if self._psub is None:
-            await ensure_streams(js, self.config, self.replicas)
+            await ensure_streams(js, self.config, self.replicas, dead_letter_window(self.policy))
             await js.add_consumer(
                 self.config.stream,
                 ConsumerConfig(
