@@ -23,6 +23,7 @@ from latam.broker.base import Delivery, DeliveryPolicy
 from latam.broker.sqlite import SqliteBroker
 from latam.broker.sqlite import adapter as queue_adapter
 from latam.domain import OutboundMessage
+from latam.errors import BrokerUnavailable
 
 DEADLINE = 0.5  # seconds of a lease in these tests
 
@@ -161,19 +162,60 @@ def test_a_row_written_for_later_waits_without_holding_up_the_rest(
     broker.ack(later)
 
 
-def test_a_row_written_behind_the_cursor_is_still_delivered(
+def test_a_row_written_behind_the_cursor_is_refused_and_nothing_else_changes(
+    path: Path, broker: SqliteBroker
+) -> None:
+    """A row written with an explicit ``seq`` the cursor has passed would never be
+    leased (or would look like part of a range lease): the producer gets an error."""
+    broker.publish([outbound(i) for i in range(5)])
+    held = sorted(pull(broker, 3), key=lambda d: orjson.loads(d.body)["n"])  # seq 1-3
+    broker.ack(held[1:2])  # seq 2 is free again, inside a live range lease
+    with pytest.raises(sqlite3.IntegrityError, match="behind the delivery cursor"):
+        insert_raw(path, b'{"n": 100}', time.time(), seq=2)
+    rest = pull(broker, 2)  # seq 4 and 5
+    broker.ack(rest)
+    with pytest.raises(sqlite3.IntegrityError, match="behind the delivery cursor"):
+        insert_raw(path, b'{"n": 100}', time.time(), seq=4)  # behind, outside any lease
+    insert_raw(path, b'{"n": 6}', time.time(), seq=1000)  # ahead of the cursor: fine
+    last = pull(broker, 1)
+    assert numbers(rest + last) == [3, 4, 6]
+    broker.ack([held[0], held[2], *last])
+    assert rows(path, "SELECT count(*) FROM queue") == [(0,)]
+    assert rows(path, "SELECT count(*) FROM leases") == [(0,)]
+
+
+def test_the_largest_seq_a_producer_can_write_stops_nothing_already_queued(
+    path: Path, broker: SqliteBroker
+) -> None:
+    broker.publish([outbound(i) for i in range(3)])
+    insert_raw(path, b'{"n": 3}', time.time(), seq=2**63 - 1)
+    got = pull(broker, 4)
+    assert numbers(got) == [0, 1, 2, 3]
+    broker.ack(got)
+    # SQLite has no seq left for a new row: the publisher is told, nothing is lost.
+    with pytest.raises(BrokerUnavailable):
+        broker.publish([outbound(4)])
+
+
+def test_a_long_run_of_rows_for_later_does_not_hold_up_the_next_message(
     path: Path, broker: SqliteBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(queue_adapter, "SWEEP_SECONDS", 0.0)  # a look at every lease
-    broker.publish([outbound(i) for i in range(5)])
-    broker.ack(pull(broker, 5))
-    insert_raw(path, b'{"n": 100}', time.time(), seq=2)  # a seq already used and settled
-    broker.publish([outbound(5)])
-    got = pull(broker, 2)
-    assert numbers(got) == [5, 100]
-    assert {d.delivery_attempt for d in got} == {1}
+    monkeypatch.setattr(queue_adapter, "MAX_SCAN", 100)
+    broker.ping()
+    later = time.time() + 3600
+    attributes = orjson.dumps({"topic": "orders"}).decode()
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO queue (body, attributes, published_at, available_at) VALUES (?, ?, ?, ?)",
+            [(b'{"n": -1}', attributes, time.time(), later)] * 1000,
+        )
+    broker.publish([outbound(0)])
+    started = time.monotonic()
+    got = pull(broker, 1, timeout=10)
+    assert numbers(got) == [0]
+    assert time.monotonic() - started < 5, "the rows for later were crossed one lease at a time"
     broker.ack(got)
-    assert rows(path, "SELECT count(*) FROM queue") == [(0,)]
+    assert rows(path, "SELECT count(*) FROM queue WHERE lease = ''") == [(1000,)]
 
 
 def test_consumers_sharing_the_file_never_get_the_same_message(path: Path) -> None:
@@ -181,12 +223,16 @@ def test_consumers_sharing_the_file_never_get_the_same_message(path: Path) -> No
     producer = SqliteBroker(path, policy)
     producer.publish([outbound(i) for i in range(2000)])
     seen: list[list[int]] = [[], [], []]
+    start = threading.Barrier(3)
 
     def consume(slot: int) -> None:
         consumer = SqliteBroker(path, policy)
+        consumer.ping()  # connected before the race starts
+        start.wait(10)
         try:
             while got := consumer.pull(max_messages=37, timeout=0.5):
                 seen[slot] += numbers(got)
+                time.sleep(0.002)  # some work between lease and ack, as a worker has
                 consumer.ack(got)
         finally:
             consumer.close()
@@ -241,15 +287,17 @@ def test_a_file_of_the_earlier_layout_is_taken_over_with_every_row(path: Path) -
                 (b'{"n": 1}', attributes, now, now - 1, 2, None, "store_unavailable"),
                 (b'{"n": 2}', attributes, now, now + 1.5, 1, "held", None),  # still leased
                 (b'{"n": 3}', attributes, now, now - 1, 1, "gone", None),  # lease ran out
+                (b'{"n": 5}', attributes, now, "soon", 0, None, None),  # no time: now
             ],
         )
     broker = SqliteBroker(path, DeliveryPolicy(ack_deadline_seconds=30))
     try:
-        first = pull(broker, 3)
+        first = pull(broker, 4)
         assert sorted((numbers([d])[0], d.delivery_attempt) for d in first) == [
             (0, 1),
             (1, 3),
             (3, 2),
+            (5, 1),
         ]
         broker.ack(first)
         assert broker.pull(max_messages=10, timeout=0.3) == []  # n=2 is still held

@@ -35,13 +35,15 @@ from latam.domain import OutboundMessage
 from latam.errors import BrokerUnavailable
 
 POLL_MIN, POLL_MAX = 0.01, 0.1  # seconds between looks at an empty queue, growing while idle
-SWEEP_SECONDS = 30.0  # between looks for rows never delivered left behind the cursor
+# Rows past the cursor one lease looks at, at most: rows a producer wrote for later are
+# moved to the retry path on the way, so a long run of them is crossed in a few leases.
+MAX_SCAN = 20_000
 
 # Whether anything can be leased: a row handed back or leased alone whose time has come,
 # a row never delivered at or past the cursor, a range lease past its deadline.
 AVAILABLE = (
     "SELECT EXISTS (SELECT 1 FROM queue WHERE lease IS NOT NULL AND available_at <= ?)"
-    " OR EXISTS (SELECT 1 FROM queue WHERE seq >= (SELECT next_seq FROM cursor)"
+    " OR EXISTS (SELECT 1 FROM queue WHERE seq > (SELECT after_seq FROM cursor)"
     " AND lease IS NULL) OR EXISTS (SELECT 1 FROM leases WHERE deadline <= ?)"
 )
 # Rows handed back or whose own lease ran out, oldest first, leased one by one.
@@ -56,7 +58,7 @@ RETRY = (
 NEXT_RANGE = (
     "SELECT seq, body, attributes, published_at, attempts + 1, last_error,"
     " CASE WHEN typeof(available_at) IN ('integer', 'real') THEN available_at <= ? ELSE 1 END"
-    " FROM queue WHERE seq >= (SELECT next_seq FROM cursor) AND lease IS NULL"
+    " FROM queue WHERE seq > (SELECT after_seq FROM cursor) AND lease IS NULL"
     " ORDER BY seq LIMIT ?"
 )
 
@@ -76,7 +78,6 @@ class SqliteBroker(DeadLettersIn):
         self._pending: list[_Pending] = []
         self._pending_lock = threading.Lock()
         self._publish_lock = threading.Lock()
-        self._next_sweep = 0.0
 
     # -- producer -------------------------------------------------------------------
     def publish(self, messages: Sequence[OutboundMessage]) -> None:
@@ -165,8 +166,7 @@ class SqliteBroker(DeadLettersIn):
 
     def _expire(self, conn: sqlite3.Connection, now: float) -> None:
         """Range leases past their deadline become per-row leases of the same token on
-        the rows not yet settled, available again; every ``SWEEP_SECONDS``, a row never
-        delivered left behind the cursor (written with an explicit ``seq``) joins them."""
+        the rows not yet settled, available again (their delivery counted now)."""
         expired = conn.execute(
             "SELECT token, first_seq, last_seq, deadline FROM leases WHERE deadline <= ?", (now,)
         ).fetchall()
@@ -177,13 +177,6 @@ class SqliteBroker(DeadLettersIn):
                 (token, deadline, first, last),
             )
             conn.execute("DELETE FROM leases WHERE token = ?", (token,))
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_SECONDS
-            conn.execute(
-                "UPDATE queue SET lease = '' WHERE lease IS NULL"
-                " AND seq < (SELECT next_seq FROM cursor) AND NOT EXISTS"
-                " (SELECT 1 FROM leases WHERE seq BETWEEN first_seq AND last_seq)"
-            )
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         by_lease: dict[str, list[int]] = {}
@@ -260,22 +253,35 @@ class SqliteBroker(DeadLettersIn):
 def _take_range(
     conn: sqlite3.Connection, token: str, now: float, deadline: float, limit: int
 ) -> list[tuple[int, object, object, object, int, str | None]]:
-    """Up to ``limit`` rows never delivered, leased as the range ``token``; rows met on
-    the way whose time has not come join the retry path, which waits for it."""
-    scanned = conn.execute(NEXT_RANGE, (now, limit)).fetchall()
-    if not scanned:
-        return []
-    later = [row[0] for row in scanned if not row[6]]
-    if later:
-        marks = ", ".join("?" * len(later))
-        conn.execute(f"UPDATE queue SET lease = '' WHERE seq IN ({marks})", later)  # noqa: S608 - only placeholders  # nosec B608
-    taken = [row[:6] for row in scanned if row[6]]
+    """Up to ``limit`` rows never delivered, leased as the range ``token``. Rows met on
+    the way whose time has not come join the retry path, which waits for it; past
+    ``MAX_SCAN`` of them the lease ends with what it has (the next one goes on)."""
+    taken: list[tuple[int, object, object, object, int, str | None]] = []
+    later: list[int] = []
+    scanned = 0
+    while len(taken) < limit and scanned < MAX_SCAN:
+        want = limit - len(taken)
+        rows = conn.execute(NEXT_RANGE, (now, want)).fetchall()
+        if not rows:
+            break
+        scanned += len(rows)
+        for row in rows:
+            if row[6]:
+                taken.append(row[:6])
+            else:
+                later.append(row[0])
+        conn.execute("UPDATE cursor SET after_seq = ?", (rows[-1][0],))
+        if len(rows) < want:
+            break
+    for start in range(0, len(later), 500):  # within SQLite's bound on parameters
+        chunk = later[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        conn.execute(f"UPDATE queue SET lease = '' WHERE seq IN ({marks})", chunk)  # noqa: S608 - only placeholders  # nosec B608
     if taken:
         conn.execute(
             "INSERT INTO leases (token, first_seq, last_seq, deadline) VALUES (?, ?, ?, ?)",
             (token, taken[0][0], taken[-1][0], deadline),
         )
-    conn.execute("UPDATE cursor SET next_seq = ?", (scanned[-1][0] + 1,))
     return taken
 
 

@@ -6,8 +6,9 @@ serialise instead of failing on a lock upgrade, any SQLite error re-raised as
 
 A row of ``queue`` is in one of three states, told by its ``lease`` column:
 
-- ``NULL``: never delivered. Rows at or past ``cursor.next_seq`` wait; rows before it
-  belong to the range lease in ``leases`` that covers them. Leasing them writes one
+- ``NULL``: never delivered. Rows past ``cursor.after_seq`` wait; rows up to it belong
+  to the range lease in ``leases`` that covers them (a row written there later, with an
+  explicit ``seq``, is refused by the ``queue_behind_cursor`` trigger). Leasing them writes one
   ``leases`` row and moves the cursor, not the rows.
 - a token: leased one by one (``available_at`` is the lease's deadline), or ``''``: handed
   back, waiting until ``available_at``. Only these rows are in the ``queue_retry`` index.
@@ -50,8 +51,13 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 CREATE TABLE IF NOT EXISTS cursor (
     one INTEGER PRIMARY KEY CHECK (one = 1),
-    next_seq INTEGER NOT NULL
+    after_seq INTEGER NOT NULL
 );
+CREATE TRIGGER IF NOT EXISTS queue_behind_cursor AFTER INSERT ON queue
+WHEN NEW.seq <= (SELECT after_seq FROM cursor)
+BEGIN
+    SELECT RAISE(ABORT, 'queue.seq is behind the delivery cursor: leave seq out');
+END;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     body BLOB NOT NULL,
@@ -67,7 +73,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 LAYOUT = 1
 # Whether a row is held by the lease whose token is the parameter (given twice): leased
 # on its own, or never delivered and inside that token's range lease.
-HELD_BY = "(lease = ? OR (lease IS NULL AND EXISTS (SELECT 1 FROM leases WHERE token = ?)))"
+HELD_BY = (
+    "(lease = ? OR (lease IS NULL AND EXISTS (SELECT 1 FROM leases"
+    " WHERE token = ? AND queue.seq BETWEEN first_seq AND last_seq)))"
+)
 LOCK_WAIT_SECONDS = 30.0
 LOCK_RETRY_MIN, LOCK_RETRY_MAX = 0.0001, 0.001
 
@@ -98,17 +107,21 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     """Bring a file of an earlier layout to ``LAYOUT``, once, whoever connects first.
 
     From layout 0: every waiting row joins the retry path as it is (attempts, deadline
-    and delay kept), the cursor starts past them, and the index every row paid for goes.
+    and delay kept; an ``available_at`` that is no time reads as now), the cursor starts
+    past them, and the index every row paid for goes.
     """
     conn.execute("BEGIN IMMEDIATE")  # busy_timeout still applies here
     try:
         (layout,) = conn.execute("PRAGMA user_version").fetchone()
         if layout < 1:
-            conn.execute("UPDATE queue SET lease = '' WHERE lease IS NULL")
+            conn.execute(
+                "UPDATE queue SET lease = '', available_at = CASE WHEN typeof(available_at)"
+                " IN ('integer', 'real') THEN available_at ELSE 0 END WHERE lease IS NULL"
+            )
             conn.execute("DROP INDEX IF EXISTS queue_available")
             conn.execute(
-                "INSERT OR REPLACE INTO cursor (one, next_seq)"
-                " SELECT 1, coalesce(max(seq), 0) + 1 FROM queue"
+                "INSERT OR REPLACE INTO cursor (one, after_seq)"
+                " SELECT 1, coalesce(max(seq), 0) FROM queue"
             )
             conn.execute(f"PRAGMA user_version = {LAYOUT}")
     except BaseException:
