@@ -21,7 +21,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema_rs
 import orjson
 
 from latam.errors import InvalidRequest
@@ -61,6 +60,8 @@ class Schema:
     """A compiled schema version; validating with it never touches the network."""
 
     def __init__(self, document: dict[str, Any] | bool, text: str) -> None:
+        import jsonschema_rs  # only where a topic has a schema: 3 MB a process otherwise
+
         self.document = document
         self.text = text
         self._validator = jsonschema_rs.Draft202012Validator(
@@ -101,6 +102,8 @@ def compile_schema(document: object) -> Schema:
                 f"only JSON Schema draft 2020-12 is supported ($schema {declared!r})",
                 field="schema",
             )
+    import jsonschema_rs
+
     try:
         return Schema(document, text)
     except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:

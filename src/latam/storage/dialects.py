@@ -35,7 +35,6 @@ from sqlalchemy import (
     type_coerce,
     union_all,
 )
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import QueuePool
@@ -155,15 +154,22 @@ def _sqlite_engine(url: str, settings: Settings) -> Engine:
 
 def insert_ignoring_duplicates(dialect_name: str) -> Insert:
     """An INSERT into ``messages`` where a duplicate (topic, message id) is a no-op."""
+    # The dialect's own module only when used: each costs a process megabytes.
     if dialect_name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(messages).on_conflict_do_nothing(
             index_elements=["topic_id", "message_id"]
         )
     if dialect_name in MYSQL_NAMES:
+        from sqlalchemy.dialects import mysql
+
         # Not INSERT IGNORE: that would also swallow truncation and other data errors.
         stmt = mysql.insert(messages)
         return stmt.on_duplicate_key_update(message_id=stmt.inserted.message_id)
     if dialect_name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(messages).on_conflict_do_nothing(
             index_elements=["topic_id", "message_id"]
         )

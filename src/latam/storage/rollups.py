@@ -23,7 +23,6 @@ from typing import Any
 
 from anyio.to_thread import run_sync
 from sqlalchemy import Connection, Engine, Insert, Select, bindparam, delete, func, select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from latam.domain import BUCKET_SECONDS, NewMessage
 from latam.errors import NotFound
@@ -107,6 +106,8 @@ def _upsert(dialect_name: str) -> Insert:
     count, size = rollups.c.message_count, rollups.c.byte_count
     first, last = rollups.c.first_published, rollups.c.last_published
     if dialect_name in MYSQL_NAMES:
+        from sqlalchemy.dialects import mysql
+
         stmt = mysql.insert(rollups)
         new = stmt.inserted
         return stmt.on_duplicate_key_update(
@@ -116,6 +117,8 @@ def _upsert(dialect_name: str) -> Insert:
             last_published=func.greatest(last, new.last_published),
         )
     if dialect_name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         pg = postgresql.insert(rollups)
         least, greatest, pg_new = func.least, func.greatest, pg.excluded
         return pg.on_conflict_do_update(
@@ -127,6 +130,8 @@ def _upsert(dialect_name: str) -> Insert:
                 "last_published": greatest(last, pg_new.last_published),
             },
         )
+    from sqlalchemy.dialects import sqlite
+
     lite = sqlite.insert(rollups)
     lite_new = lite.excluded
     # SQLite's min() and max() with two arguments are the scalar least and greatest.
@@ -486,6 +491,8 @@ def _raw_span_sql(dialect_name: str, lo: bool, hi: bool) -> tuple[str, tuple[tup
 
 @functools.lru_cache(maxsize=2)
 def _text_dialect(dialect_name: str) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
     if dialect_name == "postgresql":
         return postgresql.dialect()  # type: ignore[no-untyped-call]
     if dialect_name == "sqlite":
