@@ -350,3 +350,38 @@ def test_a_message_set_aside_that_comes_back_with_its_batch_is_one_dead_letter(
     broker.ack(again[1:])
     assert [letter.message_id for letter in broker.list_dead_letters(limit=10)] == ["m-0"]
     broker.close()
+
+
+def test_a_dead_letter_stream_with_a_short_max_age_keeps_working(harness: NatsHarness) -> None:
+    """JetStream refuses a duplicate window longer than the stream's max_age: the window
+    stops at the age, and the broker still publishes and delivers."""
+    from nats.js.api import StorageType
+
+    from latam.broker.nats.config import parse_nats_url
+    from latam.broker.nats.link import NatsLink
+
+    config = parse_nats_url(harness.url)
+    link = NatsLink(config.server)
+
+    async def made_by_hand() -> None:
+        js = await link.connect()
+        await js.add_stream(
+            name=config.dead_letter_stream,
+            subjects=[config.dead_letter_stream],
+            storage=StorageType.FILE,
+            max_age=600,
+        )
+
+    try:
+        link.run(made_by_hand())
+    finally:
+        link.close()
+    broker = make(harness, max_delivery_attempts=5, backoff_max_seconds=600)  # > 600 s
+    try:
+        broker.publish([message(1)])
+        got = pull(broker, 1)
+        broker.dead_letter(got, reason="invalid_json")
+        assert [letter.message_id for letter in broker.list_dead_letters(limit=5)] == ["m-1"]
+        assert dead_letter_stream_window(broker) == 600
+    finally:
+        broker.close()

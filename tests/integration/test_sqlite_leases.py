@@ -170,11 +170,11 @@ def test_a_row_written_behind_the_cursor_is_refused_and_nothing_else_changes(
     broker.publish([outbound(i) for i in range(5)])
     held = sorted(pull(broker, 3), key=lambda d: orjson.loads(d.body)["n"])  # seq 1-3
     broker.ack(held[1:2])  # seq 2 is free again, inside a live range lease
-    with pytest.raises(sqlite3.IntegrityError, match="behind the delivery cursor"):
+    with pytest.raises(sqlite3.IntegrityError, match="not past the delivery cursor"):
         insert_raw(path, b'{"n": 100}', time.time(), seq=2)
     rest = pull(broker, 2)  # seq 4 and 5
     broker.ack(rest)
-    with pytest.raises(sqlite3.IntegrityError, match="behind the delivery cursor"):
+    with pytest.raises(sqlite3.IntegrityError, match="not past the delivery cursor"):
         insert_raw(path, b'{"n": 100}', time.time(), seq=4)  # behind, outside any lease
     insert_raw(path, b'{"n": 6}', time.time(), seq=1000)  # ahead of the cursor: fine
     last = pull(broker, 1)
@@ -310,3 +310,32 @@ def test_a_file_of_the_earlier_layout_is_taken_over_with_every_row(path: Path) -
         assert rows(path, "SELECT name FROM sqlite_master WHERE name = 'queue_available'") == []
     finally:
         broker.close()
+
+
+def test_a_message_handed_back_by_a_worker_of_the_earlier_layout_is_delivered_again(
+    path: Path, broker: SqliteBroker
+) -> None:
+    """Such a worker, still running on a file taken over, leases a row by rewriting it
+    and hands it back by setting its lease to NULL: the row must not be left behind the
+    cursor where no lease covers it."""
+    broker.publish([outbound(i) for i in range(3)])
+    broker.ack(pull(broker, 3))
+    broker.publish([outbound(3)])
+    now = time.time()
+    with sqlite3.connect(path) as conn:  # the earlier layout's lease, then its nack
+        conn.execute(
+            "UPDATE queue SET available_at = ?, attempts = attempts + 1, lease = 'old'"
+            " WHERE seq IN (SELECT seq FROM queue WHERE available_at <= ? LIMIT 1)",
+            (now + 30, now),
+        )
+        conn.execute(
+            "UPDATE queue SET available_at = ?, lease = NULL, last_error = 'store_unavailable'"
+            " WHERE lease = 'old'",
+            (now,),
+        )
+    got = pull(broker, 1)
+    assert [(numbers(got), got[0].delivery_attempt, got[0].last_error)] == [
+        ([3], 2, "store_unavailable")
+    ]
+    broker.ack(got)
+    assert rows(path, "SELECT count(*) FROM queue") == [(0,)]

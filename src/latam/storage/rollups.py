@@ -491,11 +491,13 @@ def _raw_span_sql(dialect_name: str, lo: bool, hi: bool) -> tuple[str, tuple[tup
 
 @functools.lru_cache(maxsize=2)
 def _text_dialect(dialect_name: str) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
     if dialect_name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.dialect()  # type: ignore[no-untyped-call]
     if dialect_name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.dialect(paramstyle="named")
     raise ValueError(f"no text form of the raw span on {dialect_name}")
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 from nats.js.api import RetentionPolicy, StorageType
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from latam.broker.base import DeliveryPolicy
 from latam.broker.nats.config import NatsConfig, parse_nats_url
 from latam.broker.nats.link import NatsLink
+
+log = logging.getLogger("latam")
 
 # JetStream's own default duplicate window, in seconds.
 DEFAULT_DUPLICATE_WINDOW = 120.0
@@ -57,9 +60,23 @@ async def ensure_streams(
             )
             continue
         window = params.get("duplicate_window")
-        if window is not None and (info.config.duplicate_window or 0) < window:
+        if window is None:
+            continue
+        if info.config.max_age:  # JetStream refuses a window longer than the stream's age
+            window = min(window, info.config.max_age)
+        kept = info.config.duplicate_window or 0
+        if kept < window:
             info.config.duplicate_window = window
-            await js.update_stream(config=info.config)
+            try:
+                await js.update_stream(config=info.config)
+            except APIError as exc:  # e.g. no permission: the stream works as it is
+                log.warning(
+                    "stream %s keeps its duplicate window of %.0f s (wanted %.0f s): %s",
+                    name,
+                    kept,
+                    window,
+                    exc.description or type(exc).__name__,
+                )
 
 
 def publish_plain(url: str, body: bytes, headers: dict[str, str]) -> None:

@@ -8,7 +8,9 @@ A row of ``queue`` is in one of three states, told by its ``lease`` column:
 
 - ``NULL``: never delivered. Rows past ``cursor.after_seq`` wait; rows up to it belong
   to the range lease in ``leases`` that covers them (a row written there later, with an
-  explicit ``seq``, is refused by the ``queue_behind_cursor`` trigger). Leasing them writes one
+  explicit ``seq``, is refused by the ``queue_behind_cursor`` trigger; one set back to
+  ``NULL``, as a worker of the earlier layout hands a message back, is set to ``''`` by
+  the ``queue_handed_back`` trigger). Leasing them writes one
   ``leases`` row and moves the cursor, not the rows.
 - a token: leased one by one (``available_at`` is the lease's deadline), or ``''``: handed
   back, waiting until ``available_at``. Only these rows are in the ``queue_retry`` index.
@@ -56,7 +58,12 @@ CREATE TABLE IF NOT EXISTS cursor (
 CREATE TRIGGER IF NOT EXISTS queue_behind_cursor AFTER INSERT ON queue
 WHEN NEW.seq <= (SELECT after_seq FROM cursor)
 BEGIN
-    SELECT RAISE(ABORT, 'queue.seq is behind the delivery cursor: leave seq out');
+    SELECT RAISE(ABORT, 'queue.seq is not past the delivery cursor: leave seq out');
+END;
+CREATE TRIGGER IF NOT EXISTS queue_handed_back AFTER UPDATE OF lease ON queue
+WHEN NEW.lease IS NULL
+BEGIN
+    UPDATE queue SET lease = '' WHERE seq = NEW.seq;
 END;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
