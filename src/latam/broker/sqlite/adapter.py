@@ -273,10 +273,7 @@ def _take_range(
         conn.execute("UPDATE cursor SET after_seq = ?", (rows[-1][0],))
         if len(rows) < want:
             break
-    for start in range(0, len(later), 500):  # within SQLite's bound on parameters
-        chunk = later[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        conn.execute(f"UPDATE queue SET lease = '' WHERE seq IN ({marks})", chunk)  # noqa: S608 - only placeholders  # nosec B608
+    conn.executemany("UPDATE queue SET lease = '' WHERE seq = ?", [(seq,) for seq in later])
     if taken:
         conn.execute(
             "INSERT INTO leases (token, first_seq, last_seq, deadline) VALUES (?, ?, ?, ?)",
