@@ -21,7 +21,7 @@ from latam.settings import Settings
 from latam.storage import field_index, migrate
 from latam.storage.dialects import build_engine
 from latam.storage.filter_sql import where_sql
-from latam.storage.pages import IN_INGEST_ORDER, SEQ_KEYS
+from latam.storage.pages import COLUMNS, IN_INGEST_ORDER
 from latam.storage.port import PageRequest
 from latam.storage.repository import SqlStore
 from latam.storage.server_pages import page_statement
@@ -210,9 +210,9 @@ def test_unfiltered_pages_keep_the_topic_index_once_a_field_is_indexed(
     dialect = engine.dialect.name
     for after in (0, ROWS // 2):
         request = PageRequest(topic_id=1, limit=100, max_bytes=1 << 20, after_seq=after)
-        if dialect == "sqlite":  # the probe of storage/pages.py, as SqlitePages runs it
-            sql = "EXPLAIN QUERY PLAN " + SEQ_KEYS + IN_INGEST_ORDER
-            values = {"topic": 1, "after": after, "probe": 101}
+        if dialect == "sqlite":  # the statement of storage/pages.py, as SqlitePages runs it
+            sql = "EXPLAIN QUERY PLAN " + COLUMNS + IN_INGEST_ORDER
+            values = {"topic": 1, "after": after, "probe": 101, "cap": 1 << 20}
         else:
             sql, values = page_statement(request, dialect)
             sql = "EXPLAIN " + sql

@@ -24,6 +24,7 @@ from sqlalchemy import (
     create_engine,
     event,
     extract,
+    false,
     func,
     insert,
     literal,
@@ -245,7 +246,7 @@ def in_time_order(
     as two seeks, merged.
     """
     published, seq = messages.c.published_at, messages.c.seq
-    query = through(query, TIME_INDEX)
+    query = unbounded = through(query, TIME_INDEX)
     if until is not None:
         query = query.where(published < until)
     if start is None:
@@ -254,7 +255,12 @@ def in_time_order(
     if after == 0:  # from ``since`` itself (seqs start at 1): one plain range
         return query.where(published >= when).order_by(published, seq).limit(limit)
     if dialect_name == "sqlite":
-        same = query.where(published == when, seq > after).order_by(seq).limit(limit)
+        # ``until`` stays out of the first range: next to ``published_at =`` it made SQLite
+        # walk the topic in seq order (29 ms for one row of a 100,000-row topic).
+        same = unbounded.where(published == when, seq > after)
+        if until is not None and start[0] >= until:
+            same = same.where(false())
+        same = same.order_by(seq).limit(limit)
         later = query.where(published > when).order_by(published, seq).limit(limit)
         both = union_all(select(same.subquery()), select(later.subquery())).subquery()
         return select(both).order_by(both.c.published_at, both.c.seq).limit(limit)

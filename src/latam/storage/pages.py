@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,46 +39,41 @@ from latam.storage.port import (
 )
 from latam.storage.timeouts import sqlite_deadline
 
-# A page is read in two statements: the probe walks an index for the keys and sizes of
-# at most ``limit + 1`` rows, cut at the byte budget by a running sum of their sizes
-# (``_within_budget``); then only the rows kept are read, by rowid, for their data: a
-# 250 KB message past the budget is never read, and nothing is sorted with its data.
-# The sizes are the last column of both page indexes on SQLite (migration 0006), so
-# the probes read no row.
-SEQ_KEYS = (
-    "SELECT seq, size_bytes + length(attributes) AS row_bytes FROM messages WHERE topic_id = :topic"
-)
-KEYS = (
-    "SELECT seq, published_at, size_bytes + length(attributes) AS row_bytes"
-    " FROM messages WHERE topic_id = :topic"
+# A page is one statement (two after a cursor in publish-time order): the rows in page
+# order, each with its size (the last column of both page indexes on SQLite, migration
+# 0006), stepped through until ``limit`` rows or the byte budget; the statement is
+# dropped there, so no row past the one that ends the page is read, and nothing is
+# sorted with its data. On the event loop (``light``), a row bigger than the whole
+# budget comes back without its data (``data`` is the only column a message can make
+# big), and the page is read again in a thread.
+COLUMNS = (
+    "SELECT seq, published_at, size_bytes + length(attributes) AS row_bytes, message_id,"
+    " CASE WHEN size_bytes + length(attributes) > :cap THEN NULL ELSE data END,"
+    " attributes, ingested_at, schema_version FROM messages WHERE topic_id = :topic"
 )
 IN_INGEST_ORDER = " AND seq > :after ORDER BY seq LIMIT :probe"
-# Publish-time order (domain.Position), as storage.dialects.in_time_order reads it on
-# SQLite: the rest of the cursor's instant, then what follows, as two index seeks.
+# Publish-time order (domain.Position), as storage.dialects.in_time_order reads it.
 SINCE = " AND published_at >= :after_time"
 UNTIL = " AND published_at < :until"
 IN_TIME_ORDER = " ORDER BY published_at, seq LIMIT :probe"
-# Built from the constants above and placeholders only.
-AFTER_IN_TIME = (
-    f"SELECT * FROM ({KEYS} AND published_at = :after_time AND seq > :after{{until}}"  # noqa: S608  # nosec B608
-    " ORDER BY seq LIMIT :probe)"
-    f" UNION ALL SELECT * FROM ({KEYS} AND published_at > :after_time{{until}}{IN_TIME_ORDER})"
-    " ORDER BY 2, 1 LIMIT :probe"  # published_at, seq
-)
-# The kept rows, each as the JSON object storage.port.message_json renders, built by
-# SQLite from the stored text (one value a row, nothing parsed). Ids are printable
-# (domain.validate_message_id), so a quote and a backslash are all JSON escapes in them;
-# timestamps are stored as naive UTC text, "YYYY-MM-DD HH:MM:SS.ffffff".
-ROWS = (
-    r"""SELECT seq, published_at, '{"id":"'"""
-    r""" || replace(replace(message_id, '\', '\\'), '"', '\"') || '","data":' || data"""
-    r""" || ',"attributes":' || attributes"""
-    r""" || ',"published_at":"' || substr(published_at, 1, 10) || 'T' || substr(published_at, 12)"""
-    r""" || 'Z","ingested_at":"' || substr(ingested_at, 1, 10) || 'T' || substr(ingested_at, 12)"""
-    r""" || 'Z","schema_version":' || coalesce(schema_version, 'null') || '}'"""
-    " FROM messages WHERE seq IN "  # + the kept seqs' placeholders
+# After a cursor in publish-time order: the rest of the cursor's instant, then what
+# follows, as two statements read one after the other (each in the page's order, so
+# nothing is sorted with its data). The first states the window's upper bound on the
+# parameters alone: written on the column next to ``published_at =``, it made SQLite
+# walk the topic in seq order (29 ms for one row of a 100,000-row topic).
+REST_OF_INSTANT = " AND published_at = :after_time AND seq > :after{at} ORDER BY seq LIMIT :probe"
+UNTIL_AT = " AND :after_time < :until"
+AFTER_INSTANT = " AND published_at > :after_time"
+# Each kept row as the JSON object storage.port.message_json renders, from the stored
+# text (nothing parsed). Ids are printable (domain.validate_message_id), so a quote and
+# a backslash are all JSON escapes in them; timestamps are stored as naive UTC text,
+# "YYYY-MM-DD HH:MM:SS.ffffff".
+ROW = (
+    b'{"id":"%s","data":%s,"attributes":%s,"published_at":"%sT%sZ",'
+    b'"ingested_at":"%sT%sZ","schema_version":%s}'
 )
 TOPIC = "SELECT 1 FROM topics WHERE id = ?"
+MAX_INT64 = 2**63 - 1  # no cap
 
 
 def _stored(value: datetime) -> str:
@@ -173,68 +168,106 @@ class SqlitePages:
 
     def read(self, request: PageRequest, *, light: bool = False) -> JsonPage:
         """The page; when ``light`` and the page is cut by its byte budget before
-        ``limit`` rows, without its rows (the service reads it again as a heavy page),
-        so that a big message is never read on the event loop."""
+        ``limit`` rows, or holds a row bigger than the budget, without its rows (the
+        service reads it again as a heavy page), so that a big message is never read
+        on the event loop."""
         values: dict[str, Any] = {
             "topic": request.topic_id,
             "after": request.after_seq,
             "probe": request.limit + 1,
+            "cap": request.max_bytes if light else MAX_INT64,
         }
         since, until = request.since, request.until
         matching, bound = where_sql(request.filters, "sqlite")
         values.update(bound)
         if not request.in_time:
-            sql = SEQ_KEYS + matching + IN_INGEST_ORDER
+            statements = [COLUMNS + matching + IN_INGEST_ORDER]
         else:
             if until is not None:
                 values["until"] = _stored(until)
             start = window_start(since, Position(request.after_seq, request.after_time))
             upper = (UNTIL if until is not None else "") + matching
             if start is None:
-                sql = KEYS + upper + IN_TIME_ORDER
+                statements = [COLUMNS + upper + IN_TIME_ORDER]
             elif start[1] == 0:  # from ``since`` itself: every row at that instant
                 values["after_time"] = _stored(start[0])
-                sql = KEYS + SINCE + upper + IN_TIME_ORDER
+                statements = [COLUMNS + SINCE + upper + IN_TIME_ORDER]
             else:
                 values["after_time"], values["after"] = _stored(start[0]), start[1]
-                sql = AFTER_IN_TIME.format(until=upper)
+                at = (UNTIL_AT if until is not None else "") + matching
+                statements = [
+                    COLUMNS + REST_OF_INSTANT.format(at=at),
+                    COLUMNS + AFTER_INSTANT + upper + IN_TIME_ORDER,
+                ]
         if request.filters:  # a literal, so that a partial field index of the topic applies
-            sql = sql.replace("topic_id = :topic", f"topic_id = {int(request.topic_id)}")
+            literal = f"topic_id = {int(request.topic_id)}"
+            statements = [sql.replace("topic_id = :topic", literal) for sql in statements]
         try:
             conn = self._connection()
             bounded = (
                 sqlite_deadline(conn, self.query_timeout) if request.filters else nullcontext()
             )
             with bounded:
-                probe = conn.execute(sql, values).fetchall()
-            seqs = _within_budget(probe[: request.limit], request.max_bytes)
-            if light and len(probe) > len(seqs) < request.limit:
-                return JsonPage(b"[]", None, True, len(seqs))
-            marks = ",".join("?" * len(seqs))
-            found = conn.execute(f"{ROWS}({marks})", seqs).fetchall()
-            exists = bool(found) or conn.execute(TOPIC, (request.topic_id,)).fetchone() is not None
+                rows, more = _within_budget(_stepped(conn, statements, values), request)
+                exists = (
+                    bool(rows) or conn.execute(TOPIC, (request.topic_id,)).fetchone() is not None
+                )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not be read ({type(exc).__name__})") from exc
-        where = {seq: n for n, seq in enumerate(seqs)}
-        # A row deleted between the two reads (its topic deleted) is left out.
-        shown = sorted(found, key=lambda row: where[row[0]])
-        last = (shown[-1][0], _published(shown[-1][1])) if shown else None
-        array = b"[" + b",".join([row[2] for row in shown]) + b"]"
-        return JsonPage(array, last, len(probe) > len(seqs), len(shown), exists)
+        if (light and more and len(rows) < request.limit) or (rows and rows[-1][4] is None):
+            return JsonPage(b"[]", None, True, 0)  # read again, in a thread
+        last = (rows[-1][0], _published(rows[-1][1])) if rows else None
+        objects = [
+            ROW
+            % (
+                message_id.replace(b"\\", b"\\\\").replace(b'"', b'\\"'),
+                data,
+                attributes,
+                published[:10],
+                published[11:],
+                ingested[:10],
+                ingested[11:],
+                b"null" if version is None else b"%d" % version,
+            )
+            for _, published, _, message_id, data, attributes, ingested, version in rows
+        ]
+        return JsonPage(b"[" + b",".join(objects) + b"]", last, more, len(rows), exists)
 
 
-def _within_budget(probe: list[Any], budget: int) -> list[int]:
-    """The probe's seqs up to the row that brings their bytes (its last column) to
-    ``budget``, as storage.dialects.within_bytes cuts: a row is kept while the rows
-    before it hold less than the budget, so the first one always is."""
-    seqs: list[int] = []
+def _stepped(
+    conn: sqlite3.Connection, statements: list[str], values: Mapping[str, Any]
+) -> Generator[Any, None, None]:
+    """The rows of ``statements``, one statement after the other, each run only when
+    the rows before it are all taken and closed as soon as its rows are not wanted."""
+    for sql in statements:
+        cursor = conn.execute(sql, values)
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
+
+
+def _within_budget(
+    rows: Generator[Any, None, None], request: PageRequest
+) -> tuple[list[Any], bool]:
+    """The page's rows, taken until ``limit`` of them or the row that brings their bytes
+    (the third column) to the budget, as storage.dialects.within_bytes cuts: a row is
+    kept while the rows before it hold less than the budget, so the first one always
+    is; and whether rows follow. A row without its data (bigger than the light budget)
+    ends the page there."""
+    kept: list[Any] = []
     total = 0
-    for row in probe:
-        if total >= budget:
-            break
-        seqs.append(row[0])
-        total += row[-1]
-    return seqs
+    try:
+        for row in rows:
+            if len(kept) == request.limit or total >= request.max_bytes:
+                return kept, True
+            kept.append(row)
+            if row[4] is None:
+                return kept, True
+            total += row[2]
+        return kept, False
+    finally:
+        rows.close()  # the statement being stepped through is closed
 
 
 def _published(stored: bytes) -> datetime:
