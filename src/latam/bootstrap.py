@@ -152,8 +152,9 @@ def page_reader(
 
     A SQLite file: ``SqlitePages``, on its own read-only connections. PostgreSQL through
     psycopg: ``AsyncPgPages``, on the event loop. PostgreSQL through the Cloud SQL
-    connector, and MySQL/MariaDB: ``EnginePages`` on the store's engine. Each returns the
-    bytes ``RenderedPages`` would (tests/contract/test_page_json.py)."""
+    connector, and MySQL/MariaDB: ``EnginePages`` on an engine of its own, made for
+    single reads (``dialects.pool_options``). Each returns the bytes ``RenderedPages``
+    would (tests/contract/test_page_json.py)."""
     url = store.engine.url
     backend, driver = url.get_backend_name(), url.get_driver_name()
     if backend == "sqlite":
@@ -168,8 +169,14 @@ def page_reader(
             timeout=settings.db_pool_timeout_seconds,
             query_timeout=settings.query_timeout_seconds,
         )
+    if settings.cloudsql_instance:
+        from latam.storage.cloudsql import read_engine
+
+        reads = read_engine(store.engine, settings)
+    else:
+        reads = build_engine(url.render_as_string(hide_password=False), settings, reads=True)
     return EnginePages(
-        store, store.engine, limiter=limiter or CapacityLimiter(settings.db_pool_size)
+        store, reads, limiter=limiter or CapacityLimiter(settings.db_pool_size), owned=True
     )
 
 

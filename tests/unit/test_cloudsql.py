@@ -188,4 +188,5 @@ def test_store_works_over_the_connector_drivers(
             request = PageRequest(topic_id=topic.id, limit=5, max_bytes=1 << 20, after_seq=after)
             page = asyncio.run(reader.page(request, heavy=True))
             assert [row["id"] for row in orjson.loads(page.array)] == (["m1"] if after == 0 else [])
+        asyncio.run(reader.aclose())
         store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,9 @@ URL_HELP = (
     "LATAM_DATABASE_URL must name the database and the IAM user when LATAM_CLOUDSQL_INSTANCE "
     "is set, e.g. postgresql://SA-NAME%40PROJECT.iam@/DB or mysql://SA-NAME@/DB"
 )
+
+# The connection factory of each engine ``cloudsql_engine`` made, for ``read_engine``.
+_CREATORS: weakref.WeakKeyDictionary[Engine, Callable[[], Any]] = weakref.WeakKeyDictionary()
 
 
 def _new_connector(settings: Settings) -> Any:
@@ -86,4 +90,15 @@ def cloudsql_engine(
             enable_iam_auth=True,
         )
 
-    return create_engine(engine_url, creator=creator, **pool_options(settings))
+    engine = create_engine(engine_url, creator=creator, **pool_options(settings))
+    _CREATORS[engine] = creator
+    return engine
+
+
+def read_engine(engine: Engine, settings: Settings) -> Engine:
+    """An engine for the API's page reads (``dialects.pool_options``) whose connections
+    come from the connector of ``engine``, made by ``cloudsql_engine``: one connector a
+    process, as Google advises."""
+    return create_engine(
+        engine.url, creator=_CREATORS[engine], **pool_options(settings, reads=True)
+    )

@@ -68,24 +68,39 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def build_engine(url: str, settings: Settings) -> Engine:
-    """An engine with the pool and session settings of its dialect."""
+def build_engine(url: str, settings: Settings, *, reads: bool = False) -> Engine:
+    """An engine with the pool and session settings of its dialect; with ``reads``, one
+    for the API's page reads of a server database (``pool_options``)."""
     url = normalise_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url, settings)
-    return create_engine(url, connect_args=_connect_timeouts(backend), **pool_options(settings))
+    return create_engine(
+        url, connect_args=_connect_timeouts(backend), **pool_options(settings, reads=reads)
+    )
 
 
-def pool_options(settings: Settings) -> dict[str, Any]:
-    """Connection-pool arguments of ``create_engine`` for a server database."""
-    return {
+def pool_options(settings: Settings, *, reads: bool = False) -> dict[str, Any]:
+    """Connection-pool arguments of ``create_engine`` for a server database.
+
+    With ``reads``, for a pool that only runs single read statements (the API's pages):
+    in autocommit, with no ping before use and no rollback after it. Each of those is a
+    round trip: on MariaDB a page was a ping, the statement and a rollback. A connection
+    the server closed fails its statement instead, and the reader tries once more on a
+    new one (``storage.server_pages.EnginePages``).
+    """
+    options: dict[str, Any] = {
         "pool_size": settings.db_pool_size,  # connections kept open
         "max_overflow": settings.db_max_overflow,  # extra connections allowed under burst
         "pool_timeout": settings.db_pool_timeout_seconds,  # seconds to wait for a free connection
         "pool_recycle": settings.db_pool_recycle_seconds,  # seconds before a connection is reopened
         "pool_pre_ping": True,  # a restarted database costs one reconnect, not an error
     }
+    if reads:
+        options.update(
+            pool_pre_ping=False, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True
+        )
+    return options
 
 
 def pool_usage(engine: Engine) -> tuple[int, int, int, int] | None:

@@ -27,6 +27,7 @@ from typing import Any
 from anyio import CapacityLimiter
 from anyio.to_thread import run_sync
 from sqlalchemy import Engine, TextClause, event, text
+from sqlalchemy.exc import DBAPIError
 
 from latam.domain import Position, window_start
 from latam.errors import StoreUnavailable
@@ -241,45 +242,61 @@ def _page(row: Any) -> JsonPage:
 
 
 class EnginePages:
-    """Pages built by PostgreSQL or MySQL/MariaDB, read through the store's engine in
-    the thread pool, as many at a time as the engine's pool keeps connections: more
-    would open and close a connection per page (with TLS set-up, on MySQL)."""
+    """Pages built by PostgreSQL or MySQL/MariaDB, read through ``engine`` in the thread
+    pool, as many at a time as its pool keeps connections: more would open and close a
+    connection per page (with TLS set-up, on MySQL). ``engine`` is best one made for
+    single reads (``dialects.pool_options``); when ``owned``, closing the reader
+    disposes of it."""
 
     def __init__(
-        self, store: Store, engine: Engine, *, limiter: CapacityLimiter | None = None
+        self,
+        store: Store,
+        engine: Engine,
+        *,
+        limiter: CapacityLimiter | None = None,
+        owned: bool = False,
     ) -> None:
         self.store = store
         self.engine = engine
+        self.owned = owned
         self.query_timeout = float(getattr(store, "query_timeout", 10.0))
         self._limiter = limiter or CapacityLimiter(5)
         self.dialect = engine.dialect.name
         if self.dialect in MYSQL_NAMES:
             _lift_concat_limit(engine)
-        self._reads = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if self.dialect == "postgresql"
-            else engine
-        )
 
     async def page(self, request: PageRequest, *, heavy: bool, first_try: bool = False) -> JsonPage:
         return await run_sync(self.read, request, limiter=self._limiter)
 
     async def aclose(self) -> None:
-        return None
+        if self.owned:
+            self.engine.dispose()
 
     def read(self, request: PageRequest) -> JsonPage:
         columns = field_index.indexed_columns(self.engine) if request.filters else frozenset()
         sql, values = page_statement(request, self.dialect, columns)
-        with translate_errors(), self._reads.connect() as conn:
-            if request.filters:
-                with statement_timeout(conn, self.query_timeout):
-                    row = conn.execute(compiled_text(sql), values).one()
-            else:
-                row = conn.execute(compiled_text(sql), values).one()
+        with translate_errors():
+            row = self._one(request, compiled_text(sql), values)
         page = _page(row)
         if self.dialect in MYSQL_NAMES and len(page.array) >= MYSQL_MAX_CONCAT:
             return read_rendered(self.store, request)
         return page
+
+    def _one(self, request: PageRequest, statement: TextClause, values: dict[str, Any]) -> Any:
+        """The statement's row. A pooled connection is not checked before use: when one
+        the server closed fails (a restart), SQLAlchemy drops the pool's connections and
+        the read is tried once more, on a new one."""
+        for attempt in (1, 2):
+            try:
+                with self.engine.connect() as conn:
+                    if not request.filters:
+                        return conn.execute(statement, values).one()
+                    with statement_timeout(conn, self.query_timeout):
+                        return conn.execute(statement, values).one()
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def _lift_concat_limit(engine: Engine) -> None:
