@@ -95,10 +95,11 @@ def test_a_time_window_page_after_a_lone_row_seeks_the_time_index(
     assert pages.read(past_the_window).rows == 0
 
 
-def test_a_page_reads_no_row_past_the_one_that_ends_it(store: SqlStore, tmp_path: Path) -> None:
-    """The statement is stepped through and dropped where the page ends, at ``limit``
-    rows or at the byte budget: a page of 1,000 cut by its budget after 8 rows costs
-    SQLite about what a page of 8 does, not what one of 1,000 does."""
+def test_a_page_cut_by_its_budget_costs_what_its_rows_do(store: SqlStore, tmp_path: Path) -> None:
+    """The statement is stepped through and dropped where the page ends (one row past
+    it, to know whether more follow), at ``limit`` rows or at the byte budget: a page of
+    1,000 cut by its budget after 8 rows costs SQLite about what a page of 8 does, not
+    what one of 1,000 does."""
     pages = SqlitePages(tmp_path / "latam.db")
     conn = pages._connection()
 

@@ -41,11 +41,14 @@ from latam.storage.timeouts import sqlite_deadline
 
 # A page is one statement (two after a cursor in publish-time order): the rows in page
 # order, each with its size (the last column of both page indexes on SQLite, migration
-# 0006), stepped through until ``limit`` rows or the byte budget; the statement is
-# dropped there, so no row past the one that ends the page is read, and nothing is
-# sorted with its data. On the event loop (``light``), a row bigger than the whole
+# 0006), stepped through until ``limit`` rows or the byte budget, and one row more, which
+# says whether more follow; the statement is dropped there, and nothing is sorted with
+# its data. So a page reads at most one row past itself, whole: at most
+# ``LATAM_MAX_MESSAGE_BYTES`` more (the probe of keys this replaced read none, and cost a
+# second statement per page). On the event loop (``light``), a row bigger than the whole
 # budget comes back without its data (``data`` is the only column a message can make
-# big), and the page is read again in a thread.
+# big), and the page is read again in a thread; SQLite still walks that row's overflow
+# pages in its page cache to reach the columns stored after ``data``.
 COLUMNS = (
     "SELECT seq, published_at, size_bytes + length(attributes) AS row_bytes, message_id,"
     " CASE WHEN size_bytes + length(attributes) > :cap THEN NULL ELSE data END,"
@@ -169,7 +172,7 @@ class SqlitePages:
     def read(self, request: PageRequest, *, light: bool = False) -> JsonPage:
         """The page; when ``light`` and the page is cut by its byte budget before
         ``limit`` rows, or holds a row bigger than the budget, without its rows (the
-        service reads it again as a heavy page), so that a big message is never read
+        service reads it again as a heavy page), so that a big message is never copied
         on the event loop."""
         values: dict[str, Any] = {
             "topic": request.topic_id,

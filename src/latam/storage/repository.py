@@ -324,15 +324,21 @@ class SqlStore:
         in_time = since is not None or until is not None
         keys = [messages.c.seq, messages.c.published_at] if in_time else [messages.c.seq]
         row_bytes = (messages.c.size_bytes + func.length(messages.c.attributes)).label("row_bytes")
-        probe = self._page_query(
-            [*keys, row_bytes], topic_id, limit + 1, after_seq, since, until, after_time
-        )
-        if filters:
-            # The topic as a literal too, so that a partial field index of it applies.
-            probe = probe.where(
+        # Filters go on the rows' own SELECT: a time-window page after a cursor is a
+        # union of two on SQLite, and conditions on ``messages`` outside it joined the
+        # table to it (the same row several times, or other rows). The topic as a
+        # literal too, so that a partial field index of it applies.
+        matching: list[ColumnElement[bool] | TextClause] = (
+            [
                 messages.c.topic_id == literal_column(str(int(topic_id))),
                 *self.filter_clauses(filters),
-            )
+            ]
+            if filters
+            else []
+        )
+        probe = self._page_query(
+            [*keys, row_bytes], topic_id, limit + 1, after_seq, since, until, after_time, matching
+        )
         query = within_bytes(probe.subquery(), PAGE_COLUMNS, max_bytes, in_time=in_time)
         with self._errors(), self._reads.connect() as conn, self.bounded(conn, bool(filters)):
             rows = conn.execute(query).all()
@@ -349,8 +355,9 @@ class SqlStore:
         since: datetime | None,
         until: datetime | None,
         after_time: datetime | None,
+        matching: Sequence[ColumnElement[bool] | TextClause] = (),
     ) -> Select[Any]:
-        query: Select[Any] = select(*columns)
+        query: Select[Any] = select(*columns).where(*matching)
         dialect = self.engine.dialect.name
         if since is None and until is None:
             return in_ingest_order(query, topic_id, after_seq, limit, dialect)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,9 @@ from latam.storage.port import (
 )
 from latam.storage.timeouts import statement_timeout, too_expensive
 
+# A read whose connection fails sooner than this after it started is tried again (the
+# server had closed that connection); a later failure is the statement's own.
+RETRY_WITHIN_SECONDS = 1.0
 # A row as storage.port.message_json renders it. Ids are printable
 # (domain.validate_message_id), so a quote and a backslash are all JSON escapes in them.
 PG_ROW = (
@@ -273,28 +277,32 @@ class EnginePages:
             self.engine.dispose()
 
     def read(self, request: PageRequest) -> JsonPage:
-        columns = field_index.indexed_columns(self.engine) if request.filters else frozenset()
-        sql, values = page_statement(request, self.dialect, columns)
         with translate_errors():
-            row = self._one(request, compiled_text(sql), values)
+            row = self._one(request)
         page = _page(row)
         if self.dialect in MYSQL_NAMES and len(page.array) >= MYSQL_MAX_CONCAT:
             return read_rendered(self.store, request)
         return page
 
-    def _one(self, request: PageRequest, statement: TextClause, values: dict[str, Any]) -> Any:
-        """The statement's row. A pooled connection is not checked before use: when one
-        the server closed fails (a restart), SQLAlchemy drops the pool's connections and
-        the read is tried once more, on a new one."""
+    def _one(self, request: PageRequest) -> Any:
+        """The page statement's row. A pooled connection is not checked before use: when
+        one the server closed fails at once (a restart), SQLAlchemy drops the pool's
+        connections and the read is tried once more, on a new one. A statement that ran
+        for a while before its connection was lost (a read timeout) is not run again."""
         for attempt in (1, 2):
+            started = time.monotonic()
             try:
+                filtered = bool(request.filters)
+                columns = field_index.indexed_columns(self.engine) if filtered else frozenset()
+                sql, values = page_statement(request, self.dialect, columns)
                 with self.engine.connect() as conn:
-                    if not request.filters:
-                        return conn.execute(statement, values).one()
+                    if not filtered:
+                        return conn.execute(compiled_text(sql), values).one()
                     with statement_timeout(conn, self.query_timeout):
-                        return conn.execute(statement, values).one()
+                        return conn.execute(compiled_text(sql), values).one()
             except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
+                at_once = time.monotonic() - started < RETRY_WITHIN_SECONDS
+                if attempt == 2 or not exc.connection_invalidated or not at_once:
                     raise
         raise AssertionError("unreachable")
 
