@@ -28,6 +28,7 @@ from bench import (
     freshness,
     http_floor,
     memory,
+    read_floor,
     reads,
     stats,
     tail,
@@ -78,22 +79,28 @@ def ingest_and_reads(
 ) -> list[Figure]:
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), **settings) as base:
-        rates, topic_id = [], 0
+        ingested, topic_id = [], 0
         for run in range(runs):
             topic_id = create_topic(base, f"bench-{uuid.uuid4().hex[:8]}")
             elapsed = publish_and_wait(base, topic_id, f"r{run}", total)
-            rates.append(total / elapsed)
-        figures.append(Figure(f"E2E ingest, {label}", "messages/s", rates))
+            ingested.append(total / elapsed)
+        figures.append(Figure(f"E2E ingest, {label}", "messages/s", ingested))
         if "database_url" in settings:
             analyze(settings["database_url"])
         if want_reads:
             samples = [
                 reads.run_wrk(base, topic_id, total, seconds=wrk_seconds) for _ in range(runs)
             ]
-            figures.append(Figure(f"Reads, {label}", "requests/s", [s[0] for s in samples]))
+            served = [s[0] for s in samples]
+            figures.append(Figure(f"Reads, {label}", "requests/s", served))
             figures.append(Figure(f"Reads p50, {label}", "ms", [s[1] for s in samples]))
             figures.append(Figure(f"Reads p99, {label}", "ms", [s[2] for s in samples]))
             figures.append(Figure(f"Reads not 2xx, {label}", "responses", [s[3] for s in samples]))
+            url = settings.get("database_url") or f"sqlite:///{Path(tmp) / 'latam.db'}"
+            floors = read_floor.measure(label, url, base, topic_id, total, runs, wrk_seconds)
+            store_floor = floors[2].median  # requests/s of the store's floor
+            share = [100 * rps / store_floor for rps in served]
+            figures += [*floors, Figure(f"Reads / read floor (store), {label}", "%", share)]
     return figures
 
 
