@@ -115,6 +115,7 @@ def create_app(
         export,
     ):
         app.include_router(router.router)
+    messages.install_page_route(app)
     console.install(
         app,
         service,
