@@ -165,7 +165,7 @@ def page_reader(
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         return AsyncPgPages(
             conninfo,
-            max_size=settings.db_pool_size + settings.db_max_overflow,
+            max_size=settings.db_page_connections,
             timeout=settings.db_pool_timeout_seconds,
             query_timeout=settings.query_timeout_seconds,
         )

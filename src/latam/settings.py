@@ -188,6 +188,13 @@ class Settings(BaseSettings):
     # SQL connection pool (server databases only).
     db_pool_size: int = Field(5, ge=1, description="Connections kept open per process.")
     db_max_overflow: int = Field(10, ge=0, description="Extra connections under burst.")
+    db_page_connections: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Connections each API process reads pages on, on PostgreSQL through"
+        " psycopg (its async pool): past a few, more queue on the database's cores instead.",
+    )
     db_pool_timeout_seconds: float = Field(10.0, gt=0, description="Wait for a connection (s).")
     db_pool_recycle_seconds: int = Field(1800, ge=-1, description="Reopen connections after (s).")
     cloudsql_instance: str = Field("", description="PROJECT:REGION:INSTANCE for the connector.")
