@@ -184,7 +184,8 @@ class PageRoute(BaseRoute):
     (``plain_page_query``); any other, an invalid one included, goes on to
     ``read_messages``, which documents the endpoint and words its errors. Both check the
     caller with ``check_caller`` and read through ``Service.read_page``; a test holds
-    them to the same answers (tests/integration/test_page_route.py)."""
+    them to the same answers (tests/integration/test_page_route.py). FastAPI's
+    ``dependency_overrides`` do not reach this route: latam uses none."""
 
     path = path_format = "/v1/topics/{topic_id}/messages"  # the metrics' route label
 

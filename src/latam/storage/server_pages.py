@@ -335,7 +335,14 @@ class AsyncPgPages:
         self._pool: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
+        self._scans = self._scan_slots()
         self._built = False  # the rollups hold every row (they stay so once they do)
+
+    def _scan_slots(self) -> asyncio.Semaphore:
+        """A filtered page may scan until the query timeout, and the pool is small
+        (``LATAM_DB_PAGE_CONNECTIONS``): such pages hold all but one of its connections
+        at most, so that plain pages and stats are never queued behind scans."""
+        return asyncio.Semaphore(max(1, self.max_size - 1))
 
     async def _open(self) -> Any:
         """The pool of the running loop (a process's API runs one loop; a test may run
@@ -347,7 +354,7 @@ class AsyncPgPages:
             return self._pool
         if self._loop is not loop:
             self._pool, self._loop = None, loop
-            self._opening = asyncio.Lock()
+            self._opening, self._scans = asyncio.Lock(), self._scan_slots()
         async with self._opening:
             if self._pool is None:
                 pool = AsyncConnectionPool(
@@ -369,7 +376,11 @@ class AsyncPgPages:
 
     async def page(self, request: PageRequest, *, heavy: bool, first_try: bool = False) -> JsonPage:
         sql, values = page_statement(request, "postgresql")
-        return _page(await self._one(pyformat(sql), values))
+        if not request.filters:
+            return _page(await self._one(pyformat(sql), values))
+        await self._open()  # the slots of this loop
+        async with self._scans:
+            return _page(await self._one(pyformat(sql), values))
 
     async def rows(self, sql: str, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The rows of a short read (``:name`` binds; text columns come back as bytes)."""
