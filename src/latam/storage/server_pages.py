@@ -430,6 +430,7 @@ class AsyncPgPages:
     async def _run(self, query: str, values: Mapping[str, Any], *, fetch_all: bool) -> Any:
         """One prepared statement on the pool: its first row, or all of them."""
         import psycopg
+        from psycopg_pool import PoolTimeout
 
         pool = await self._open()
         # A pooled connection is not checked before use (that is a round trip per read):
@@ -443,14 +444,14 @@ class AsyncPgPages:
                     return await (cursor.fetchall() if fetch_all else cursor.fetchone())
             except psycopg.errors.QueryCanceled as exc:
                 raise too_expensive(self.query_timeout) from exc
+            except PoolTimeout as exc:  # an OperationalError: before it
+                raise StoreUnavailable("no store connection was free in time") from exc
             except psycopg.OperationalError as exc:
                 if attempt == 2 or conn is None or not conn.closed:
                     raise _unavailable(exc) from exc
                 await pool.check()
             except (psycopg.Error, OSError) as exc:
                 raise _unavailable(exc) from exc
-            except TimeoutError as exc:
-                raise StoreUnavailable("no store connection was free in time") from exc
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
