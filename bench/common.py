@@ -138,3 +138,30 @@ def machine() -> str:
         f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}"
     )
+
+
+@contextmanager
+def uvicorn_app(
+    app: str, workers: int, *, probe: str = "/", env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``app`` ("module:attribute") under uvicorn on a free port of 127.0.0.1, in
+    ``workers`` processes; yields its base URL once ``probe`` answers 2xx."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--host", "127.0.0.1"]
+    command += ["--workers", str(workers), "--log-level", "warning"]
+    process = subprocess.Popen(command, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(base + probe, timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{app} did not start") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -9,16 +9,10 @@ the machine's scheduler adds once the cores are saturated, before latam does any
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-import httpx
-
-from bench.common import Figure, free_port
+from bench.common import Figure, uvicorn_app
 from bench.windows import wrk_url
 from latam.settings import Settings
 
@@ -31,27 +25,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@contextmanager
-def serve_noop(workers: int) -> Iterator[str]:
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "bench.http_floor:app", "--port", str(port)]
-    command += ["--host", "127.0.0.1", "--workers", str(workers), "--log-level", "warning"]
-    process = subprocess.Popen(command)
-    base = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base, timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the do-nothing server did not start") from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(30)
+def serve_noop(workers: int) -> AbstractContextManager[str]:
+    return uvicorn_app("bench.http_floor:app", workers)
 
 
 def measure(runs: int, seconds: int) -> list[Figure]:
@@ -59,7 +34,7 @@ def measure(runs: int, seconds: int) -> list[Figure]:
     samples = []
     with serve_noop(workers) as base:
         for _ in range(runs):
-            samples.append(wrk_url(base, seconds=seconds))
+            samples.append(wrk_url(f"{base}/", seconds=seconds))
             rps, p50, p99, _errors = samples[-1]
             print(f"  do-nothing server: {rps:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.1f} ms")
     label = f"HTTP floor (do-nothing ASGI app, {workers} uvicorn processes)"

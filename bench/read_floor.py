@@ -27,12 +27,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Annotated, Any
 
 import httpx
@@ -41,7 +37,7 @@ from anyio.to_thread import run_sync
 from fastapi import FastAPI, Query
 from starlette.responses import Response
 
-from bench.common import Figure, free_port
+from bench.common import Figure, uvicorn_app
 from latam.domain import decode_cursor
 from latam.settings import Settings
 from latam.storage.dialects import SEQ_INDEX
@@ -165,30 +161,12 @@ async def read(
     return Response(await pages.page(topic_id, after, limit), media_type="application/json")
 
 
-@contextmanager
-def serve_floor(url: str, mode: str) -> Iterator[str]:
-    """The bare app on a free port, in as many processes as `latam serve` starts."""
-    port = free_port()
+def serve_floor(url: str, mode: str) -> AbstractContextManager[str]:
+    """The bare app, in as many processes as `latam serve` starts."""
     driver_url = url.replace("+psycopg", "").replace("+pymysql", "")
     env = {**os.environ, "READ_FLOOR_URL": driver_url, "READ_FLOOR_MODE": mode}
-    command = [sys.executable, "-m", "uvicorn", "bench.read_floor:app", "--port", str(port)]
-    command += ["--host", "127.0.0.1", "--workers", str(Settings().api_processes)]
-    process = subprocess.Popen([*command, "--log-level", "warning"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/v1/topics/1/messages?limit=1", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the read-floor server did not start") from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(30)
+    probe = "/v1/topics/1/messages?limit=1"
+    return uvicorn_app("bench.read_floor:app", Settings().api_processes, probe=probe, env=env)
 
 
 def check_same_page(base: str, floor: str, topic_id: int) -> None:

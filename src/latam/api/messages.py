@@ -25,7 +25,7 @@ from latam.service import PublishItem
 
 # The page's own query parameters; any other must be a field filter.
 PAGE_PARAMS = frozenset({"limit", "cursor", "since", "until"})
-MAX_LIMIT = 1000
+DEFAULT_LIMIT, MAX_LIMIT, MAX_CURSOR = 100, 1000, 200
 
 check_caller = authorize("read", "publish")
 router = APIRouter(prefix="/v1/topics", tags=["messages"], dependencies=[Depends(check_caller)])
@@ -102,8 +102,8 @@ async def read_messages(
             description="Rows at most; a page also stops after the row that brings its"
             " data and attributes to LATAM_MAX_PAGE_BYTES (4 MiB by default).",
         ),
-    ] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
     since: Annotated[
         datetime | None,
         Query(description="published_at >= since; the page is then in publish-time order"),
@@ -150,13 +150,13 @@ async def read_messages(
 # domain.encode_cursor, which a query string carries unescaped.
 PLAIN_PAGE = re.compile(r"/v1/topics/([1-9][0-9]{0,17})/messages")
 PLAIN_LIMIT = re.compile(rb"[1-9][0-9]{0,3}")
-PLAIN_CURSOR = re.compile(rb"[A-Za-z0-9_-]{1,200}")
+PLAIN_CURSOR = re.compile(rb"[A-Za-z0-9_-]{1,%d}" % MAX_CURSOR)
 
 
 def plain_page_query(query: bytes) -> tuple[int, str | None] | None:
     """(limit, cursor) of a query that holds at most one of each, written as above;
     None for any other query (filters, a time window, a repeated or odd parameter)."""
-    limit, cursor = 100, None
+    limit, cursor = DEFAULT_LIMIT, None
     if not query:
         return limit, cursor
     names: set[bytes] = set()
